@@ -1,0 +1,109 @@
+"""repid: an asyncio job queue over RabbitMQ, Redis or memory.
+
+Brokers needing an extra (`repid[amqp]`, `repid[redis]`) are imported on first use, so
+the core installs and imports with no broker library.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from repid.brokers.base import BucketBroker, Consumer, MessageBroker
+from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
+from repid.connection import Connection
+from repid.converter import ArgumentsError, DefaultConverter
+from repid.data import (
+    ArgsBucket,
+    MessageCategory,
+    Parameters,
+    PrioritiesT,
+    ResultBucket,
+    RoutingKey,
+)
+from repid.dependencies import Depends
+from repid.errors import (
+    EnqueueNotConfirmedError,
+    NoConnectionError,
+    PayloadDecodeError,
+    QueueNotDeclaredError,
+    RepidError,
+)
+from repid.health import HealthCheckServerSettings
+from repid.job import Job
+from repid.main import Repid
+from repid.message import Message, MessageDependency
+from repid.middleware import Middleware, hookimpl
+from repid.queue import Queue
+from repid.retry_policy import default_retry_policy_factory
+from repid.router import Actor, ActorResult, Router
+from repid.runner import Runner
+from repid.testing.types import EventLog, GetEventLogT, GetInMemoryQueueT, GetMockedActorT
+from repid.worker import Worker
+
+if TYPE_CHECKING:
+    from repid.brokers.rabbitmq import RabbitMessageBroker
+    from repid.brokers.redis import RedisBucketBroker, RedisMessageBroker
+
+_LAZY = {
+    "RabbitMessageBroker": ("repid.brokers.rabbitmq", "amqp"),
+    "RedisMessageBroker": ("repid.brokers.redis", "redis"),
+    "RedisBucketBroker": ("repid.brokers.redis", "redis"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, extra = _LAZY[name]
+        import importlib
+
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ImportError(f"{name} needs an extra: pip install 'repid[{extra}]' "
+                              f"({exc})") from exc
+        return getattr(module, name)
+    raise AttributeError(f"module 'repid' has no attribute {name!r}")
+
+
+__all__ = [
+    "Actor",
+    "ActorResult",
+    "ArgsBucket",
+    "ArgumentsError",
+    "BucketBroker",
+    "Connection",
+    "Consumer",
+    "DefaultConverter",
+    "Depends",
+    "EnqueueNotConfirmedError",
+    "EventLog",
+    "GetEventLogT",
+    "GetInMemoryQueueT",
+    "GetMockedActorT",
+    "HealthCheckServerSettings",
+    "InMemoryBucketBroker",
+    "InMemoryMessageBroker",
+    "Job",
+    "Message",
+    "MessageBroker",
+    "MessageCategory",
+    "MessageDependency",
+    "Middleware",
+    "NoConnectionError",
+    "Parameters",
+    "PayloadDecodeError",
+    "PrioritiesT",
+    "QueueNotDeclaredError",
+    "RabbitMessageBroker",
+    "RedisBucketBroker",
+    "RedisMessageBroker",
+    "Repid",
+    "RepidError",
+    "ResultBucket",
+    "RoutingKey",
+    "Router",
+    "Runner",
+    "Worker",
+    "default_retry_policy_factory",
+    "hookimpl",
+]

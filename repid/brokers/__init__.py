@@ -1,0 +1,1 @@
+"""Brokers: the abstract base and its implementations (imported lazily)."""

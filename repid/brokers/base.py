@@ -1,0 +1,293 @@
+"""The abstract brokers, and the promises every concrete broker keeps.
+
+A message is a `(key, payload, params)` triple: a `RoutingKey`, the encoded arguments
+(a string), and `Parameters`. Brokers store and move messages; they never run actors and
+never decide retries. The public methods here pass each call through the middleware
+(one `is None` check when no plugin is registered); concrete brokers implement the
+underscored methods.
+
+Delivery promises of every `MessageBroker`:
+
+1. **Confirmed enqueue.** `enqueue` returns only once the broker has stored the message;
+   otherwise it raises (`QueueNotDeclaredError` for an unknown queue, a
+   `ConnectionError` when the broker cannot confirm). Nothing is dropped silently.
+2. **At-least-once delivery.** A consumed message stays owned by the broker until it is
+   settled with exactly one of `ack`, `nack`, `reject` or `requeue`. If the consumer
+   dies first (even `kill -9`), the message is delivered again.
+3. **Delays to the second.** A message whose `params.delay.next_execution_time` is in the
+   future is not delivered before that time and is delivered within about a second
+   after it; a long delay never holds back a shorter one.
+4. **Priorities.** Among ready messages of one queue, higher `key.priority` goes first.
+5. **Headers intact.** `params.headers` reaches the consumer unchanged, through
+   `requeue` and the dead-letter queue too.
+6. **Dead letters kept.** `nack` moves a message to its queue's dead-letter part, where
+   `consume(category=DEAD)` can read it and `requeue` sends it back.
+7. **Poison isolated.** A stored message whose key or parameters cannot be decoded is
+   moved to the dead-letter part by the consumer, with the reason logged; consuming
+   goes on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
+from repid.middleware import NO_CHAINS, Chains
+
+if TYPE_CHECKING:
+    from repid.middleware import Middleware
+
+Message = tuple[RoutingKey, str, Parameters]
+
+
+class _HasMiddleware:
+    """The middleware slot shared by both kinds of broker."""
+
+    #: `messaging.system` of OpenTelemetry: in_memory, redis, rabbitmq
+    system: ClassVar[str] = "unknown"
+
+    _middleware: Middleware | None = None
+    _chains: Chains = NO_CHAINS
+
+    @property
+    def middleware(self) -> Middleware | None:
+        return self._middleware
+
+    @middleware.setter
+    def middleware(self, value: Middleware | None) -> None:
+        self._middleware = value
+        self._chains = NO_CHAINS if value is None else value.chains
+
+    def _hook_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        """The arguments every around hook gets, plus the call's own."""
+        kwargs["connection"] = self._middleware.connection  # type: ignore[union-attr]
+        kwargs["broker"] = self
+        return kwargs
+
+
+class MessageBroker(_HasMiddleware, ABC):
+    """Stores messages in queues and hands them to consumers; see the module's promises."""
+
+    #: whether consumers of this broker may receive more than one message before acking
+    prefetches: ClassVar[bool] = False
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open the connection. Idempotent."""
+
+    @abstractmethod
+    async def disconnect(self) -> None:
+        """Close the connection. Idempotent."""
+
+    # --- public calls, through the middleware ---
+
+    async def enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        """Store a new message (ready at `params.delay.next_execution_time`, or now)."""
+        chain = self._chains.enqueue
+        if chain is None:
+            return await self._enqueue(key, payload, params)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._enqueue, (key, payload, params),
+            self._hook_kwargs(queue=key.queue, key=key, payload=payload, params=params))
+
+    async def enqueue_many(self, messages: Iterable[Message]) -> None:
+        """Store many messages; brokers may confirm them in one round."""
+        for key, payload, params in messages:
+            await self.enqueue(key, payload, params)
+
+    async def requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        """Replace a consumed message by one with new parameters, ready at its delay."""
+        chain = self._chains.requeue
+        if chain is None:
+            return await self._requeue(key, payload, params)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._requeue, (key, payload, params),
+            self._hook_kwargs(queue=key.queue, key=key, payload=payload, params=params))
+
+    async def ack(self, key: RoutingKey) -> None:
+        """The message is done: remove it."""
+        chain = self._chains.ack
+        if chain is None:
+            return await self._ack(key)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._ack, (key,), self._hook_kwargs(queue=key.queue, key=key))
+
+    async def nack(self, key: RoutingKey) -> None:
+        """Move the message to its queue's dead-letter part."""
+        chain = self._chains.nack
+        if chain is None:
+            return await self._nack(key)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._nack, (key,), self._hook_kwargs(queue=key.queue, key=key))
+
+    async def reject(self, key: RoutingKey) -> None:
+        """Return the message to its queue as it was, no retry counted."""
+        chain = self._chains.reject
+        if chain is None:
+            return await self._reject(key)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._reject, (key,), self._hook_kwargs(queue=key.queue, key=key))
+
+    async def queue_declare(self, queue_name: str) -> None:
+        """Create the queue with its delayed and dead-letter parts. Idempotent."""
+        chain = self._chains.queue_declare
+        if chain is None:
+            return await self._queue_declare(queue_name)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._queue_declare, (queue_name,), self._hook_kwargs(queue=queue_name))
+
+    async def queue_flush(self, queue_name: str) -> None:
+        """Remove every message of the queue, delayed and dead ones included."""
+        chain = self._chains.queue_flush
+        if chain is None:
+            return await self._queue_flush(queue_name)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._queue_flush, (queue_name,), self._hook_kwargs(queue=queue_name))
+
+    async def queue_delete(self, queue_name: str) -> None:
+        """Delete the queue and everything in it."""
+        chain = self._chains.queue_delete
+        if chain is None:
+            return await self._queue_delete(queue_name)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._queue_delete, (queue_name,), self._hook_kwargs(queue=queue_name))
+
+    def consume(
+        self,
+        queue_name: str,
+        topics: Iterable[str] | None = None,
+        max_unacked_messages: int | None = None,
+        category: MessageCategory = MessageCategory.NORMAL,
+    ) -> Consumer:
+        """A consumer of one queue's messages of one category.
+
+        `topics` limits what it takes where the broker can filter (others may still
+        arrive); `max_unacked_messages` bounds how many it holds unsettled at once.
+        """
+        return self._consumer(queue_name, None if topics is None else frozenset(topics),
+                              max_unacked_messages, category)
+
+    # --- what a concrete broker implements ---
+
+    @abstractmethod
+    async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None: ...
+
+    @abstractmethod
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None: ...
+
+    @abstractmethod
+    async def _ack(self, key: RoutingKey) -> None: ...
+
+    @abstractmethod
+    async def _nack(self, key: RoutingKey) -> None: ...
+
+    @abstractmethod
+    async def _reject(self, key: RoutingKey) -> None: ...
+
+    @abstractmethod
+    async def _queue_declare(self, queue_name: str) -> None: ...
+
+    @abstractmethod
+    async def _queue_flush(self, queue_name: str) -> None: ...
+
+    @abstractmethod
+    async def _queue_delete(self, queue_name: str) -> None: ...
+
+    @abstractmethod
+    def _consumer(
+        self,
+        queue_name: str,
+        topics: frozenset[str] | None,
+        max_unacked_messages: int | None,
+        category: MessageCategory,
+    ) -> Consumer: ...
+
+    # --- inspection, for the CLI and tests ---
+
+    async def queue_stats(self, queue_name: str) -> dict[str, int]:
+        """Counts of the queue's messages: `ready`, `delayed`, `in_flight`, `dead`
+        (-1 where the broker cannot tell)."""
+        return {"ready": -1, "delayed": -1, "in_flight": -1, "dead": -1}
+
+
+class Consumer(ABC):
+    """Takes messages of one queue and category, one `__anext__` at a time.
+
+    NORMAL consumers wait for messages until `finish()`; DELAYED and DEAD consumers read
+    what is there and end. A message taken is owned by the consumer's broker until settled.
+    """
+
+    def __init__(self, broker: MessageBroker, queue_name: str,
+                 category: MessageCategory) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.category = category
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        chain = self.broker._chains.consume
+        if chain is None:
+            return await self._next()
+        return await chain.run(  # type: ignore[no-any-return]
+            self._next, (), self.broker._hook_kwargs(queue=self.queue_name,
+                                                     category=self.category))
+
+    async def start(self) -> None:
+        """Begin receiving (subscribe, start prefetching). Called before the first take."""
+
+    async def finish(self) -> None:
+        """Stop receiving; messages received but not yet handed out go back to the queue."""
+
+    @abstractmethod
+    async def _next(self) -> Message:
+        """The next message; raise StopAsyncIteration once finished (or, for DELAYED and
+        DEAD, once nothing is left)."""
+
+
+class BucketBroker(_HasMiddleware, ABC):
+    """Stores buckets (a job's arguments, an actor's result) by id, with expiry."""
+
+    def __init__(self, use_result_bucket: bool = False) -> None:
+        self.use_result_bucket = use_result_bucket
+
+    @abstractmethod
+    async def connect(self) -> None: ...
+
+    @abstractmethod
+    async def disconnect(self) -> None: ...
+
+    async def get_bucket(self, id_: str) -> BucketT | None:
+        """The bucket stored under `id_`, or None (never stored, deleted or expired)."""
+        chain = self._chains.get_bucket
+        if chain is None:
+            return await self._get_bucket(id_)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._get_bucket, (id_,), self._hook_kwargs(id_=id_))
+
+    async def store_bucket(self, id_: str, payload: BucketT) -> None:
+        """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
+        chain = self._chains.store_bucket
+        if chain is None:
+            return await self._store_bucket(id_, payload)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._store_bucket, (id_, payload), self._hook_kwargs(id_=id_, payload=payload))
+
+    async def delete_bucket(self, id_: str) -> None:
+        chain = self._chains.delete_bucket
+        if chain is None:
+            return await self._delete_bucket(id_)
+        return await chain.run(  # type: ignore[no-any-return]
+            self._delete_bucket, (id_,), self._hook_kwargs(id_=id_))
+
+    @abstractmethod
+    async def _get_bucket(self, id_: str) -> BucketT | None: ...
+
+    @abstractmethod
+    async def _store_bucket(self, id_: str, payload: BucketT) -> None: ...
+
+    @abstractmethod
+    async def _delete_bucket(self, id_: str) -> None: ...

@@ -1,0 +1,260 @@
+"""In-memory brokers: every promise of the base, inside one process.
+
+They hold Python objects (nothing is encoded), so producer and worker must share the
+process. Delays are timers on the event loop, one per message, so a long delay never holds
+back a short one. The in-flight set keeps every taken message until it is settled; the
+worker returns what it still holds on shutdown (a crash of the process loses everything,
+as nothing outlives it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from repid.brokers.base import BucketBroker, Consumer, Message, MessageBroker
+from repid.data import BucketT, MessageCategory, Parameters, RoutingKey, utcnow
+from repid.errors import QueueNotDeclaredError
+
+logger = logging.getLogger("repid.brokers.in_memory")
+
+_seq = itertools.count()
+
+
+@dataclass(eq=False, slots=True)
+class StoredMessage:
+    """One message as the broker keeps it; its identity is the key's `handle`."""
+
+    key: RoutingKey
+    payload: str
+    params: Parameters
+    timer: asyncio.TimerHandle | None = None
+
+    def sort_key(self) -> tuple[int, int]:
+        return (-self.key.priority, next(_seq))
+
+
+class _ReadyQueue(asyncio.PriorityQueue):  # type: ignore[type-arg]
+    """Ready messages, highest priority first, first-in first-out within a priority."""
+
+    def items(self) -> Iterator[StoredMessage]:
+        return (entry[2] for entry in self._queue)  # type: ignore[attr-defined]
+
+    def remove(self, message: StoredMessage) -> bool:
+        entries = self._queue  # type: ignore[attr-defined]
+        for i, entry in enumerate(entries):
+            if entry[2] is message:
+                entries.pop(i)
+                heapq.heapify(entries)
+                return True
+        return False
+
+
+@dataclass
+class InMemoryQueue:
+    """One queue: `simple` holds ready messages (`simple.qsize()` counts them), `delayed`
+    those waiting for their time, `dead` the dead letters, `processing` those taken."""
+
+    name: str
+    simple: _ReadyQueue = field(default_factory=_ReadyQueue)
+    delayed: dict[int, StoredMessage] = field(default_factory=dict)
+    dead: list[StoredMessage] = field(default_factory=list)
+    processing: dict[int, StoredMessage] = field(default_factory=dict)
+
+
+class InMemoryMessageBroker(MessageBroker):
+    """Queues in this process's memory. No extra dependencies; made for examples and tests."""
+
+    system = "in_memory"
+
+    def __init__(self) -> None:
+        self.queues: dict[str, InMemoryQueue] = {}
+
+    def __repr__(self) -> str:
+        return f"InMemoryMessageBroker(queues={sorted(self.queues)})"
+
+    async def connect(self) -> None:
+        """Nothing to connect to."""
+
+    async def disconnect(self) -> None:
+        """Nothing to disconnect from; queues stay as they are."""
+
+    def _queue(self, name: str) -> InMemoryQueue:
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise QueueNotDeclaredError(name) from None
+
+    def _store(self, queue: InMemoryQueue, message: StoredMessage) -> None:
+        """Ready now, or a timer that makes it ready at its own time (promise 3)."""
+        ready_at = message.params.delay.next_execution_time
+        if ready_at is not None:
+            delay = (ready_at - utcnow()).total_seconds()
+            if delay > 0:
+                token = id(message)
+                queue.delayed[token] = message
+                message.timer = asyncio.get_running_loop().call_later(
+                    delay, self._wake, queue, token)
+                return
+        queue.simple.put_nowait((-message.key.priority, next(_seq), message))
+
+    def _wake(self, queue: InMemoryQueue, token: int) -> None:
+        message = queue.delayed.pop(token, None)
+        if message is not None:
+            message.timer = None
+            queue.simple.put_nowait((-message.key.priority, next(_seq), message))
+
+    def _new(self, key: RoutingKey, payload: str, params: Parameters) -> StoredMessage:
+        handle = object()
+        return StoredMessage(RoutingKey(key.id_, key.topic, key.queue, key.priority, handle),
+                             payload, params)
+
+    async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        self._store(self._queue(key.queue), self._new(key, payload, params))
+
+    def _take_back(self, key: RoutingKey) -> tuple[InMemoryQueue, StoredMessage | None]:
+        """Remove a settled message from wherever it is: in flight, dead, or delayed."""
+        queue = self._queue(key.queue)
+        message = queue.processing.pop(id(key.handle), None)
+        if message is not None:
+            return queue, message
+        for i, dead in enumerate(queue.dead):
+            if dead.key.handle is key.handle:
+                return queue, queue.dead.pop(i)
+        for token, delayed in list(queue.delayed.items()):
+            if delayed.key.handle is key.handle:
+                if delayed.timer is not None:
+                    delayed.timer.cancel()
+                return queue, queue.delayed.pop(token)
+        return queue, None
+
+    async def _ack(self, key: RoutingKey) -> None:
+        self._take_back(key)
+
+    async def _nack(self, key: RoutingKey) -> None:
+        queue, message = self._take_back(key)
+        if message is not None:
+            queue.dead.append(message)
+
+    async def _reject(self, key: RoutingKey) -> None:
+        queue, message = self._take_back(key)
+        if message is not None:
+            queue.simple.put_nowait((-message.key.priority, next(_seq), message))
+
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        queue, _ = self._take_back(key)
+        self._store(queue, self._new(key, payload, params))
+
+    async def _queue_declare(self, queue_name: str) -> None:
+        self.queues.setdefault(queue_name, InMemoryQueue(queue_name))
+
+    async def _queue_flush(self, queue_name: str) -> None:
+        queue = self._queue(queue_name)
+        for message in queue.delayed.values():
+            if message.timer is not None:
+                message.timer.cancel()
+        self.queues[queue_name] = InMemoryQueue(queue_name)
+
+    async def _queue_delete(self, queue_name: str) -> None:
+        if queue_name in self.queues:
+            await self._queue_flush(queue_name)
+            del self.queues[queue_name]
+
+    def _consumer(self, queue_name: str, topics: frozenset[str] | None,
+                  max_unacked_messages: int | None,
+                  category: MessageCategory) -> Consumer:
+        if category is MessageCategory.NORMAL:
+            return _ReadyConsumer(self, queue_name, category)
+        return _SnapshotConsumer(self, queue_name, category)
+
+    async def queue_stats(self, queue_name: str) -> dict[str, int]:
+        q = self._queue(queue_name)
+        return {"ready": q.simple.qsize(), "delayed": len(q.delayed),
+                "in_flight": len(q.processing), "dead": len(q.dead)}
+
+
+class _ReadyConsumer(Consumer):
+    """Takes ready messages as they come; holds none of its own, so `finish` has nothing
+    to return (a cancelled wait loses nothing)."""
+
+    broker: InMemoryMessageBroker
+
+    def __init__(self, broker: InMemoryMessageBroker, queue_name: str,
+                 category: MessageCategory) -> None:
+        super().__init__(broker, queue_name, category)
+        self._finished = False
+
+    async def finish(self) -> None:
+        self._finished = True
+
+    async def _next(self) -> Message:
+        if self._finished:
+            raise StopAsyncIteration
+        queue = self.broker._queue(self.queue_name)
+        message: StoredMessage = (await queue.simple.get())[2]
+        queue.processing[id(message.key.handle)] = message
+        return message.key, message.payload, message.params
+
+
+class _SnapshotConsumer(Consumer):
+    """Reads the delayed or dead messages there are now, leaving them in place until the
+    reader acks (deletes) or requeues (sends back) them."""
+
+    broker: InMemoryMessageBroker
+
+    def __init__(self, broker: InMemoryMessageBroker, queue_name: str,
+                 category: MessageCategory) -> None:
+        super().__init__(broker, queue_name, category)
+        self._items: list[StoredMessage] | None = None
+
+    async def _next(self) -> Message:
+        if self._items is None:
+            queue = self.broker._queue(self.queue_name)
+            source = queue.dead if self.category is MessageCategory.DEAD else queue.delayed.values()
+            self._items = list(source)
+        if not self._items:
+            raise StopAsyncIteration
+        message = self._items.pop(0)
+        return message.key, message.payload, message.params
+
+
+class InMemoryBucketBroker(BucketBroker):
+    """Buckets in a dict, each dropped once its `ttl` has passed."""
+
+    system = "in_memory"
+
+    def __init__(self, use_result_bucket: bool = False) -> None:
+        super().__init__(use_result_bucket)
+        self.buckets: dict[str, tuple[BucketT, float | None]] = {}
+
+    def __repr__(self) -> str:
+        return f"InMemoryBucketBroker(use_result_bucket={self.use_result_bucket})"
+
+    async def connect(self) -> None:
+        """Nothing to connect to."""
+
+    async def disconnect(self) -> None:
+        """Nothing to disconnect from."""
+
+    async def _get_bucket(self, id_: str) -> BucketT | None:
+        entry = self.buckets.get(id_)
+        if entry is None:
+            return None
+        bucket, expires = entry
+        if expires is not None and time.monotonic() >= expires:
+            del self.buckets[id_]
+            return None
+        return bucket
+
+    async def _store_bucket(self, id_: str, payload: BucketT) -> None:
+        ttl = payload.ttl
+        self.buckets[id_] = (payload, None if ttl is None else time.monotonic()
+                             + ttl.total_seconds())
+
+    async def _delete_bucket(self, id_: str) -> None:
+        self.buckets.pop(id_, None)

@@ -1,0 +1,43 @@
+"""Exceptions repid raises. Each message names the problem and how to fix it."""
+
+from __future__ import annotations
+
+
+class RepidError(Exception):
+    """Base class of every repid error."""
+
+
+class NoConnectionError(RepidError, RuntimeError):
+    """A Job, Queue or Worker was used with no connection."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} has no connection. Either pass `_connection=my_connection`, or bind one "
+            "with `async with Repid(my_connection).magic():` (or `await app.magic_connect()`)."
+        )
+
+
+class QueueNotDeclaredError(RepidError, KeyError):
+    """A message was sent to a queue the broker does not know."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(queue)
+        self.queue = queue
+
+    def __str__(self) -> str:
+        return (
+            f"queue {self.queue!r} is not declared. Declare it first with "
+            f"`await Queue({self.queue!r}).declare()`, or run a Worker with auto_declare=True."
+        )
+
+
+class PayloadDecodeError(RepidError, ValueError):
+    """A message's payload or parameters could not be decoded (a poison message)."""
+
+
+class EnqueueNotConfirmedError(RepidError, ConnectionError):
+    """The broker did not confirm that it stored the message; it may not have been sent."""
+
+
+class BrokerConnectionError(RepidError, ConnectionError):
+    """The broker is unreachable."""

@@ -1,0 +1,124 @@
+"""Router and actors: which function handles which job name, in which queue."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar, overload
+
+from repid.converter import ConverterT, DefaultConverter
+from repid.dependencies.resolver import Injection, injections_of
+from repid.validation import check_name
+
+FnT = TypeVar("FnT", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class ActorResult:
+    """The outcome of one actor run: the return value (`data`) or the `exception`."""
+
+    data: Any
+    success: bool
+    exception: BaseException | None
+    started_when: datetime
+    finished_when: datetime
+
+
+@dataclass(eq=False)
+class Actor:
+    """A function registered to handle jobs named `name` from `queue`."""
+
+    fn: Callable[..., Any]
+    name: str
+    queue: str = "default"
+    retry_policy: Callable[[int], Any] | None = None
+    run_in_process: bool = False
+    converter: ConverterT = field(init=False)
+    converter_class: type[ConverterT] | None = None
+    injections: tuple[Injection, ...] = field(init=False)
+    is_async: bool = field(init=False)
+    #: what the worker calls; `fn` unless replaced (the pytest plugin puts a mock here)
+    call: Callable[..., Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "actor name")
+        check_name(self.queue, "queue name")
+        self.is_async = inspect.iscoroutinefunction(self.fn)
+        self.call = self.fn
+        if self.run_in_process and self.is_async:
+            raise ValueError(f"actor {self.name!r}: run_in_process=True needs a sync "
+                             "function (async actors already run on the event loop)")
+        self.injections = injections_of(self.fn)
+        cls: Any = self.converter_class or DefaultConverter
+        self.converter = cls(self.fn, frozenset(i.name for i in self.injections))
+
+    def __repr__(self) -> str:
+        return f"Actor(name={self.name!r}, queue={self.queue!r})"
+
+
+class Router:
+    """A collection of actors. Include routers in a Worker (or in other routers)."""
+
+    def __init__(self) -> None:
+        self.actors: dict[str, Actor] = {}
+
+    @overload
+    def actor(self, fn: FnT) -> FnT: ...
+
+    @overload
+    def actor(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retry_policy: Callable[[int], Any] | None = None,
+        run_in_process: bool = False,
+        converter: type[ConverterT] | None = None,
+    ) -> Callable[[FnT], FnT]: ...
+
+    def actor(
+        self,
+        fn: FnT | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retry_policy: Callable[[int], Any] | None = None,
+        run_in_process: bool = False,
+        converter: type[ConverterT] | None = None,
+    ) -> FnT | Callable[[FnT], FnT]:
+        """Register a function as an actor; it is returned unchanged.
+
+        `name` defaults to the function's name; `retry_policy` takes the retry number and
+        returns a timedelta or seconds; sync functions run in a thread pool, or in a
+        process pool with `run_in_process=True`.
+        """
+
+        def register(f: FnT) -> FnT:
+            actor = Actor(f, name or f.__name__, queue, retry_policy, run_in_process,
+                          converter)
+            self._add(actor)
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def _add(self, actor: Actor) -> None:
+        existing = self.actors.get(actor.name)
+        if existing is not None and existing.fn is not actor.fn:
+            raise ValueError(f"two actors are named {actor.name!r} ({existing.fn.__qualname__} "
+                             f"and {actor.fn.__qualname__}): give one a different name=")
+        self.actors[actor.name] = actor
+
+    def include_router(self, router: Router) -> None:
+        """Add every actor of `router` to this one."""
+        for actor in router.actors.values():
+            self._add(actor)
+
+    @property
+    def topics_by_queue(self) -> dict[str, frozenset[str]]:
+        """Queue name -> the job names its actors handle."""
+        out: dict[str, set[str]] = {}
+        for actor in self.actors.values():
+            out.setdefault(actor.queue, set()).add(actor.name)
+        return {q: frozenset(t) for q, t in out.items()}

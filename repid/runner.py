@@ -1,0 +1,182 @@
+"""Runner: one run of a Worker — consuming, capacity, limits and graceful shutdown.
+
+```mermaid
+flowchart LR
+    subgraph per queue
+      C[consumer] -->|free slot| T[task: Processor.process]
+    end
+    T -->|ack / nack / requeue| B[(broker)]
+    S[SIGINT / SIGTERM] --> X[stop taking] --> W[wait grace time] --> R[reject what still runs]
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+from repid.brokers.base import Consumer
+from repid.data import Parameters, RoutingKey
+from repid.processor import Processor
+
+if TYPE_CHECKING:
+    from repid.connection import Connection
+    from repid.worker import Worker
+
+logger = logging.getLogger("repid.worker")
+
+
+class Runner:
+    """Runs a worker until it is stopped or has processed `messages_limit` messages.
+
+    `processed` counts messages an actor of this worker handled, whatever the outcome
+    (messages returned because no actor here handles them do not count).
+    """
+
+    def __init__(self, worker: Worker, connection: Connection) -> None:
+        self.worker = worker
+        self.connection = connection
+        self.processed = 0
+        self.limit = worker.messages_limit
+        self._reserved = 0  # messages being taken or processed, counted against the limit
+        self._slots = asyncio.Semaphore(worker.tasks_limit)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._freed = asyncio.Event()  # set when a returned message frees a reservation
+        self._pool: ProcessPoolExecutor | None = None
+        self.processor = Processor(connection, worker.actors, self._process_pool)
+
+    def __repr__(self) -> str:
+        return f"Runner(processed={self.processed})"
+
+    def _process_pool(self) -> Executor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor()
+        return self._pool
+
+    def stop(self) -> None:
+        """Stop taking messages and shut down gracefully."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        broker = self.connection.message_broker
+        consumers: list[Consumer] = [
+            broker.consume(queue, topics, max_unacked_messages=self.worker.tasks_limit)
+            for queue, topics in self.worker.topics_by_queue.items()
+        ]
+        for consumer in consumers:
+            await consumer.start()
+        loops = [asyncio.create_task(self._consume(c)) for c in consumers]
+        restore = self._install_signals()
+        try:
+            await self._stop.wait()
+        finally:
+            restore()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            for consumer in consumers:
+                try:
+                    await consumer.finish()
+                except Exception:
+                    logger.exception("could not finish consumer of %r", consumer.queue_name)
+            await self._drain()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _consume(self, consumer: Consumer) -> None:
+        slots = self._slots
+        while True:
+            if self._reserved >= self.limit:
+                # all reserved; a message returned for another worker frees its reservation
+                self._freed.clear()
+                await self._freed.wait()
+                continue
+            await slots.acquire()
+            self._reserved += 1
+            try:
+                key, payload, params = await consumer.__anext__()
+            except StopAsyncIteration:
+                self._give_back()
+                return
+            except asyncio.CancelledError:
+                self._give_back()
+                raise
+            except Exception:
+                self._give_back()
+                logger.exception("consuming from %r failed; trying again in 1 s",
+                                 consumer.queue_name)
+                await asyncio.sleep(1)
+                continue
+            task = asyncio.create_task(self._handle(key, payload, params))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _give_back(self) -> None:
+        self._reserved -= 1
+        self._slots.release()
+
+    async def _handle(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        mine = False
+        try:
+            mine = await self.processor.process(key, payload, params)
+        except asyncio.CancelledError:
+            mine = True
+            raise
+        except Exception:
+            mine = True
+            logger.exception("settling message %s failed; the broker will deliver it again",
+                             key.id_)
+        finally:
+            self._slots.release()
+            if mine:
+                self.processed += 1
+                if self.processed >= self.limit:
+                    self._stop.set()
+            else:
+                self._reserved -= 1
+                self._freed.set()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace time, then return the rest."""
+        if not self._tasks:
+            return
+        grace = self.worker.graceful_shutdown_time
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        if pending:
+            logger.warning("%d jobs still running after the %.1f s grace time; returning "
+                           "them to their queues", len(pending), grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def _install_signals(self) -> Callable[[], None]:
+        signals = self.worker.handle_signals
+        if signals is None:
+            signals = [signal.SIGINT, signal.SIGTERM]
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in signals:
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (RuntimeError, ValueError, NotImplementedError):
+                logger.warning("cannot handle %s here (not the main thread?); stop the worker "
+                               "with worker.stop()", sig)
+
+        def restore() -> None:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+        return restore
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        logger.info("received %s: stopping; running jobs get %.1f s to finish", sig.name,
+                    self.worker.graceful_shutdown_time)
+        self.stop()
+
+

@@ -68,7 +68,7 @@ class DefaultConverter:
         if not fields:
             return None
         try:
-            return pydantic.create_model(  # type: ignore[call-overload]
+            return pydantic.create_model(
                 f"{self.name}Args", __config__=pydantic.ConfigDict(
                     arbitrary_types_allowed=True, extra="allow"), **fields)
         except Exception:  # a hint pydantic cannot handle: fall back to name checks

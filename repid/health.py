@@ -34,7 +34,7 @@ class HealthCheckServer:
         self.routes: dict[str, Route] = {settings.endpoint_name: lambda: ("text/plain",
                                                                           b"OK")}
         self.routes.update(routes or {})
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:

@@ -10,7 +10,7 @@ from repid.data import DelayProperties, utcnow
 def next_cron_time(expression: str, after: datetime) -> datetime:
     from croniter import croniter
 
-    return croniter(expression, after).get_next(datetime)  # type: ignore[no-any-return]
+    return croniter(expression, after).get_next(datetime)
 
 
 def first_run(delay: DelayProperties) -> datetime | None:

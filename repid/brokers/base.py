@@ -31,12 +31,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.middleware import NO_CHAINS, Chains
 
 if TYPE_CHECKING:
+    from repid.connection import Connection
     from repid.middleware import Middleware
 
 Message = tuple[RoutingKey, str, Parameters]
@@ -50,6 +51,7 @@ class _HasMiddleware:
 
     _middleware: Middleware | None = None
     _chains: Chains = NO_CHAINS
+    _owner: Connection | None = None  # passed to hooks as `connection`
 
     @property
     def middleware(self) -> Middleware | None:
@@ -59,12 +61,7 @@ class _HasMiddleware:
     def middleware(self, value: Middleware | None) -> None:
         self._middleware = value
         self._chains = NO_CHAINS if value is None else value.chains
-
-    def _hook_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        """The arguments every around hook gets, plus the call's own."""
-        kwargs["connection"] = self._middleware.connection  # type: ignore[union-attr]
-        kwargs["broker"] = self
-        return kwargs
+        self._owner = None if value is None else value.connection
 
 
 class MessageBroker(_HasMiddleware, ABC):
@@ -89,8 +86,17 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._enqueue(key, payload, params)
         return await chain.run(  # type: ignore[no-any-return]
-            self._enqueue, (key, payload, params),
-            self._hook_kwargs(queue=key.queue, key=key, payload=payload, params=params))
+            self._enqueue,
+            (key, payload, params),
+            {
+                "connection": self._owner,
+                "broker": self,
+                "queue": key.queue,
+                "key": key,
+                "payload": payload,
+                "params": params,
+            },
+        )
 
     async def enqueue_many(self, messages: Iterable[Message]) -> None:
         """Store many messages; brokers may confirm them in one round."""
@@ -103,8 +109,17 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._requeue(key, payload, params)
         return await chain.run(  # type: ignore[no-any-return]
-            self._requeue, (key, payload, params),
-            self._hook_kwargs(queue=key.queue, key=key, payload=payload, params=params))
+            self._requeue,
+            (key, payload, params),
+            {
+                "connection": self._owner,
+                "broker": self,
+                "queue": key.queue,
+                "key": key,
+                "payload": payload,
+                "params": params,
+            },
+        )
 
     async def ack(self, key: RoutingKey) -> None:
         """The message is done: remove it."""
@@ -112,7 +127,10 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._ack(key)
         return await chain.run(  # type: ignore[no-any-return]
-            self._ack, (key,), self._hook_kwargs(queue=key.queue, key=key))
+            self._ack,
+            (key,),
+            {"connection": self._owner, "broker": self, "queue": key.queue, "key": key},
+        )
 
     async def nack(self, key: RoutingKey) -> None:
         """Move the message to its queue's dead-letter part."""
@@ -120,7 +138,10 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._nack(key)
         return await chain.run(  # type: ignore[no-any-return]
-            self._nack, (key,), self._hook_kwargs(queue=key.queue, key=key))
+            self._nack,
+            (key,),
+            {"connection": self._owner, "broker": self, "queue": key.queue, "key": key},
+        )
 
     async def reject(self, key: RoutingKey) -> None:
         """Return the message to its queue as it was, no retry counted."""
@@ -128,7 +149,10 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._reject(key)
         return await chain.run(  # type: ignore[no-any-return]
-            self._reject, (key,), self._hook_kwargs(queue=key.queue, key=key))
+            self._reject,
+            (key,),
+            {"connection": self._owner, "broker": self, "queue": key.queue, "key": key},
+        )
 
     async def queue_declare(self, queue_name: str) -> None:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
@@ -136,7 +160,10 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._queue_declare(queue_name)
         return await chain.run(  # type: ignore[no-any-return]
-            self._queue_declare, (queue_name,), self._hook_kwargs(queue=queue_name))
+            self._queue_declare,
+            (queue_name,),
+            {"connection": self._owner, "broker": self, "queue": queue_name},
+        )
 
     async def queue_flush(self, queue_name: str) -> None:
         """Remove every message of the queue, delayed and dead ones included."""
@@ -144,7 +171,10 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._queue_flush(queue_name)
         return await chain.run(  # type: ignore[no-any-return]
-            self._queue_flush, (queue_name,), self._hook_kwargs(queue=queue_name))
+            self._queue_flush,
+            (queue_name,),
+            {"connection": self._owner, "broker": self, "queue": queue_name},
+        )
 
     async def queue_delete(self, queue_name: str) -> None:
         """Delete the queue and everything in it."""
@@ -152,7 +182,10 @@ class MessageBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._queue_delete(queue_name)
         return await chain.run(  # type: ignore[no-any-return]
-            self._queue_delete, (queue_name,), self._hook_kwargs(queue=queue_name))
+            self._queue_delete,
+            (queue_name,),
+            {"connection": self._owner, "broker": self, "queue": queue_name},
+        )
 
     def consume(
         self,
@@ -166,8 +199,12 @@ class MessageBroker(_HasMiddleware, ABC):
         `topics` limits what it takes where the broker can filter (others may still
         arrive); `max_unacked_messages` bounds how many it holds unsettled at once.
         """
-        return self._consumer(queue_name, None if topics is None else frozenset(topics),
-                              max_unacked_messages, category)
+        return self._consumer(
+            queue_name,
+            None if topics is None else frozenset(topics),
+            max_unacked_messages,
+            category,
+        )
 
     # --- what a concrete broker implements ---
 
@@ -219,8 +256,7 @@ class Consumer(ABC):
     what is there and end. A message taken is owned by the consumer's broker until settled.
     """
 
-    def __init__(self, broker: MessageBroker, queue_name: str,
-                 category: MessageCategory) -> None:
+    def __init__(self, broker: MessageBroker, queue_name: str, category: MessageCategory) -> None:
         self.broker = broker
         self.queue_name = queue_name
         self.category = category
@@ -233,8 +269,15 @@ class Consumer(ABC):
         if chain is None:
             return await self._next()
         return await chain.run(  # type: ignore[no-any-return]
-            self._next, (), self.broker._hook_kwargs(queue=self.queue_name,
-                                                     category=self.category))
+            self._next,
+            (),
+            {
+                "connection": self.broker._owner,
+                "broker": self.broker,
+                "queue": self.queue_name,
+                "category": self.category,
+            },
+        )
 
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
@@ -266,7 +309,8 @@ class BucketBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._get_bucket(id_)
         return await chain.run(  # type: ignore[no-any-return]
-            self._get_bucket, (id_,), self._hook_kwargs(id_=id_))
+            self._get_bucket, (id_,), {"connection": self._owner, "broker": self, "id_": id_}
+        )
 
     async def store_bucket(self, id_: str, payload: BucketT) -> None:
         """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
@@ -274,14 +318,18 @@ class BucketBroker(_HasMiddleware, ABC):
         if chain is None:
             return await self._store_bucket(id_, payload)
         return await chain.run(  # type: ignore[no-any-return]
-            self._store_bucket, (id_, payload), self._hook_kwargs(id_=id_, payload=payload))
+            self._store_bucket,
+            (id_, payload),
+            {"connection": self._owner, "broker": self, "id_": id_, "payload": payload},
+        )
 
     async def delete_bucket(self, id_: str) -> None:
         chain = self._chains.delete_bucket
         if chain is None:
             return await self._delete_bucket(id_)
         return await chain.run(  # type: ignore[no-any-return]
-            self._delete_bucket, (id_,), self._hook_kwargs(id_=id_))
+            self._delete_bucket, (id_,), {"connection": self._owner, "broker": self, "id_": id_}
+        )
 
     @abstractmethod
     async def _get_bucket(self, id_: str) -> BucketT | None: ...

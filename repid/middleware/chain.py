@@ -67,12 +67,9 @@ class HookChain:
         self.aliases = aliases
         self.single = len(wrappers) == 1 and not before and not after
 
-    async def run(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
-        """Await `call(*args)` inside every wrapper (the hook gets `kwargs`); return its
-        result, which a wrapper may replace."""
-        if self.single:  # the common case: one plugin, no v1 subscribers
-            return await self._run_one(call, args, kwargs)
+    async def _run_many(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> Any:
+        """`run` for several wrappers or v1 subscribers."""
         v1_values = None
         if self.before:
             v1_values = self.aliases(kwargs)
@@ -128,9 +125,15 @@ class HookChain:
                 await sub.call(v1_values)
         return result
 
-    async def _run_one(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        """`run` for exactly one wrapper and no subscribers, with the same semantics."""
+    async def run(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Any:
+        """Await `call(*args)` inside every wrapper (the hook gets `kwargs`); return its
+        result, which a wrapper may replace.
+
+        The body handles the common case, one plugin and no v1 subscribers, inline.
+        """
+        if not self.single:
+            return await self._run_many(call, args, kwargs)
         start, plugin = self.wrappers[0]
         try:
             gen = start(kwargs)

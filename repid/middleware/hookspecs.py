@@ -87,7 +87,7 @@ def repid_consume(  # type: ignore[empty-body]
 
 
 @hookspec
-def repid_enqueue(  # type: ignore[empty-body]
+def repid_enqueue(
     connection: Connection,
     broker: MessageBroker,
     queue: str,
@@ -103,7 +103,7 @@ def repid_enqueue(  # type: ignore[empty-body]
 
 
 @hookspec
-def repid_requeue(  # type: ignore[empty-body]
+def repid_requeue(
     connection: Connection,
     broker: MessageBroker,
     queue: str,
@@ -120,14 +120,14 @@ def repid_requeue(  # type: ignore[empty-body]
 
 
 @hookspec
-def repid_ack(  # type: ignore[empty-body]
+def repid_ack(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
 ) -> None:
     """Around acknowledging a message: it is done and removed from the broker."""
 
 
 @hookspec
-def repid_nack(  # type: ignore[empty-body]
+def repid_nack(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
 ) -> None:
     """Around moving a message to its queue's dead-letter queue (no retries left, expired,
@@ -135,28 +135,28 @@ def repid_nack(  # type: ignore[empty-body]
 
 
 @hookspec
-def repid_reject(  # type: ignore[empty-body]
+def repid_reject(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
 ) -> None:
     """Around returning a message to its queue unchanged, with no retry counted."""
 
 
 @hookspec
-def repid_queue_declare(  # type: ignore[empty-body]
+def repid_queue_declare(
     connection: Connection, broker: MessageBroker, queue: str
 ) -> None:
     """Around creating a queue (and its delayed and dead-letter parts). Idempotent."""
 
 
 @hookspec
-def repid_queue_flush(  # type: ignore[empty-body]
+def repid_queue_flush(
     connection: Connection, broker: MessageBroker, queue: str
 ) -> None:
     """Around removing every message from a queue, its delayed and dead-letter parts."""
 
 
 @hookspec
-def repid_queue_delete(  # type: ignore[empty-body]
+def repid_queue_delete(
     connection: Connection, broker: MessageBroker, queue: str
 ) -> None:
     """Around deleting a queue and everything in it."""
@@ -166,7 +166,7 @@ def repid_queue_delete(  # type: ignore[empty-body]
 
 
 @hookspec
-def repid_get_bucket(  # type: ignore[empty-body]
+def repid_get_bucket(
     connection: Connection, broker: BucketBroker, id_: str
 ) -> BucketT | None:
     """Around reading a bucket (a job's arguments or a result). The result is the bucket,
@@ -174,14 +174,14 @@ def repid_get_bucket(  # type: ignore[empty-body]
 
 
 @hookspec
-def repid_store_bucket(  # type: ignore[empty-body]
+def repid_store_bucket(
     connection: Connection, broker: BucketBroker, id_: str, payload: BucketT
 ) -> None:
     """Around storing a bucket; it expires after `payload.ttl` when that is set."""
 
 
 @hookspec
-def repid_delete_bucket(  # type: ignore[empty-body]
+def repid_delete_bucket(
     connection: Connection, broker: BucketBroker, id_: str
 ) -> None:
     """Around deleting a bucket."""

@@ -74,9 +74,18 @@ class Processor:
             if chain is None:
                 result = await self._run(actor, message)
             else:
-                result = await chain.run(self._run, (actor, message), {
-                    "connection": self.connection, "actor": actor, "key": key,
-                    "payload": payload, "params": params})
+                kwargs = {"connection": self.connection, "actor": actor, "key": key,
+                          "payload": payload, "params": params}
+                if chain.single:  # inlined chain.run, as in the broker base
+                    gen = chain.enter(kwargs)
+                    try:
+                        outcome = await self._run(actor, message)
+                    except BaseException as exc:  # cancelled: let the wrapper see it
+                        chain.fail(gen, exc)
+                        raise
+                    result = chain.leave(gen, outcome)
+                else:
+                    result = await chain.run(self._run, (actor, message), kwargs)
             if params.result is not None and not message.result_stored:
                 await self._store_result(actor, params, result)
         except asyncio.CancelledError:

@@ -46,7 +46,8 @@ class Runner:
         self._slots = asyncio.Semaphore(worker.tasks_limit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
-        self._freed = asyncio.Event()  # set when a returned message frees a reservation
+        self._freed = asyncio.Event()  # set when a reservation is given back
+        self._loops_alive = 0
         self._pool: ProcessPoolExecutor | None = None
         self.processor = Processor(connection, worker.actors, self._process_pool)
 
@@ -89,6 +90,15 @@ class Runner:
                 self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _consume(self, consumer: Consumer) -> None:
+        self._loops_alive += 1
+        try:
+            await self._take_loop(consumer)
+        finally:
+            self._loops_alive -= 1
+            if not self._loops_alive:  # every consumer ended: nothing more will come
+                self._stop.set()
+
+    async def _take_loop(self, consumer: Consumer) -> None:
         slots = self._slots
         while True:
             if self._reserved >= self.limit:
@@ -97,28 +107,34 @@ class Runner:
                 await self._freed.wait()
                 continue
             await slots.acquire()
-            self._reserved += 1
+            # reserved once taken, not while waiting: a consumer waiting on an empty queue
+            # must not hold the last reservation against the other queues' consumers
             try:
                 key, payload, params = await consumer.__anext__()
             except StopAsyncIteration:
-                self._give_back()
+                slots.release()
                 return
             except asyncio.CancelledError:
-                self._give_back()
+                slots.release()
                 raise
             except Exception:
-                self._give_back()
+                slots.release()
                 logger.exception("consuming from %r failed; trying again in 1 s",
                                  consumer.queue_name)
                 await asyncio.sleep(1)
                 continue
+            if self._reserved >= self.limit:
+                # another queue's consumer took the last message of the limit meanwhile
+                slots.release()
+                try:
+                    await consumer.broker.reject(key)
+                except Exception:
+                    logger.exception("could not return message %s over the limit", key.id_)
+                continue
+            self._reserved += 1
             task = asyncio.create_task(self._handle(key, payload, params))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _give_back(self) -> None:
-        self._reserved -= 1
-        self._slots.release()
 
     async def _handle(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         mine = False

@@ -85,18 +85,22 @@ class MessageBroker(_HasMiddleware, ABC):
         chain = self._chains.enqueue
         if chain is None:
             return await self._enqueue(key, payload, params)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._enqueue,
-            (key, payload, params),
-            {
-                "connection": self._owner,
-                "broker": self,
-                "queue": key.queue,
-                "key": key,
-                "payload": payload,
-                "params": params,
-            },
-        )
+        kwargs = {
+            "connection": self._owner,
+            "broker": self,
+            "queue": key.queue,
+            "key": key,
+            "payload": payload,
+            "params": params,
+        }
+        if not chain.single:
+            return await chain.run(self._enqueue, (key, payload, params), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            await self._enqueue(key, payload, params)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, None)  # type: ignore[no-any-return]
 
     async def enqueue_many(self, messages: Iterable[Message]) -> None:
         """Store many messages; brokers may confirm them in one round."""
@@ -108,51 +112,67 @@ class MessageBroker(_HasMiddleware, ABC):
         chain = self._chains.requeue
         if chain is None:
             return await self._requeue(key, payload, params)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._requeue,
-            (key, payload, params),
-            {
-                "connection": self._owner,
-                "broker": self,
-                "queue": key.queue,
-                "key": key,
-                "payload": payload,
-                "params": params,
-            },
-        )
+        kwargs = {
+            "connection": self._owner,
+            "broker": self,
+            "queue": key.queue,
+            "key": key,
+            "payload": payload,
+            "params": params,
+        }
+        if not chain.single:
+            return await chain.run(self._requeue, (key, payload, params), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            await self._requeue(key, payload, params)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, None)  # type: ignore[no-any-return]
 
     async def ack(self, key: RoutingKey) -> None:
         """The message is done: remove it."""
         chain = self._chains.ack
         if chain is None:
             return await self._ack(key)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._ack,
-            (key,),
-            {"connection": self._owner, "broker": self, "queue": key.queue, "key": key},
-        )
+        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key}
+        if not chain.single:
+            return await chain.run(self._ack, (key,), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            await self._ack(key)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, None)  # type: ignore[no-any-return]
 
     async def nack(self, key: RoutingKey) -> None:
         """Move the message to its queue's dead-letter part."""
         chain = self._chains.nack
         if chain is None:
             return await self._nack(key)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._nack,
-            (key,),
-            {"connection": self._owner, "broker": self, "queue": key.queue, "key": key},
-        )
+        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key}
+        if not chain.single:
+            return await chain.run(self._nack, (key,), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            await self._nack(key)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, None)  # type: ignore[no-any-return]
 
     async def reject(self, key: RoutingKey) -> None:
         """Return the message to its queue as it was, no retry counted."""
         chain = self._chains.reject
         if chain is None:
             return await self._reject(key)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._reject,
-            (key,),
-            {"connection": self._owner, "broker": self, "queue": key.queue, "key": key},
-        )
+        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key}
+        if not chain.single:
+            return await chain.run(self._reject, (key,), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            await self._reject(key)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, None)  # type: ignore[no-any-return]
 
     async def queue_declare(self, queue_name: str) -> None:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
@@ -268,16 +288,20 @@ class Consumer(ABC):
         chain = self.broker._chains.consume
         if chain is None:
             return await self._next()
-        return await chain.run(  # type: ignore[no-any-return]
-            self._next,
-            (),
-            {
-                "connection": self.broker._owner,
-                "broker": self.broker,
-                "queue": self.queue_name,
-                "category": self.category,
-            },
-        )
+        kwargs = {
+            "connection": self.broker._owner,
+            "broker": self.broker,
+            "queue": self.queue_name,
+            "category": self.category,
+        }
+        if not chain.single:
+            return await chain.run(self._next, (), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            result = await self._next()
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, result)  # type: ignore[no-any-return]
 
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
@@ -308,20 +332,30 @@ class BucketBroker(_HasMiddleware, ABC):
         chain = self._chains.get_bucket
         if chain is None:
             return await self._get_bucket(id_)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._get_bucket, (id_,), {"connection": self._owner, "broker": self, "id_": id_}
-        )
+        kwargs = {"connection": self._owner, "broker": self, "id_": id_}
+        if not chain.single:
+            return await chain.run(self._get_bucket, (id_,), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            result = await self._get_bucket(id_)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, result)  # type: ignore[no-any-return]
 
     async def store_bucket(self, id_: str, payload: BucketT) -> None:
         """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
         chain = self._chains.store_bucket
         if chain is None:
             return await self._store_bucket(id_, payload)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._store_bucket,
-            (id_, payload),
-            {"connection": self._owner, "broker": self, "id_": id_, "payload": payload},
-        )
+        kwargs = {"connection": self._owner, "broker": self, "id_": id_, "payload": payload}
+        if not chain.single:
+            return await chain.run(self._store_bucket, (id_, payload), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)
+        try:
+            await self._store_bucket(id_, payload)
+        except BaseException as exc:
+            return chain.fail(gen, exc)  # type: ignore[no-any-return]
+        return chain.leave(gen, None)  # type: ignore[no-any-return]
 
     async def delete_bucket(self, id_: str) -> None:
         chain = self._chains.delete_bucket

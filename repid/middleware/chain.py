@@ -18,8 +18,9 @@ Gen = Generator[None, Any, Any]
 Wrapper = tuple[Callable[[dict[str, Any]], Gen], str]
 
 
-def make_starter(function: Callable[..., Gen], argnames: tuple[str, ...]
-                 ) -> Callable[[dict[str, Any]], Gen]:
+def make_starter(
+    function: Callable[..., Gen], argnames: tuple[str, ...]
+) -> Callable[[dict[str, Any]], Gen]:
     """A function calling `function` with the keyword arguments it names, positionally."""
     if not argnames:
         return lambda kwargs: function()
@@ -35,8 +36,9 @@ class Subscriber:
 
     __slots__ = ("argnames", "function", "is_async", "name")
 
-    def __init__(self, function: Callable[..., Any], argnames: tuple[str, ...],
-                 is_async: bool) -> None:
+    def __init__(
+        self, function: Callable[..., Any], argnames: tuple[str, ...], is_async: bool
+    ) -> None:
         self.function = function
         self.argnames = argnames
         self.is_async = is_async
@@ -57,9 +59,14 @@ class HookChain:
 
     __slots__ = ("after", "aliases", "before", "name", "single", "wrappers")
 
-    def __init__(self, name: str, wrappers: tuple[Wrapper, ...],
-                 before: tuple[Subscriber, ...], after: tuple[Subscriber, ...],
-                 aliases: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        wrappers: tuple[Wrapper, ...],
+        before: tuple[Subscriber, ...],
+        after: tuple[Subscriber, ...],
+        aliases: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> None:
         self.name = name
         self.wrappers = wrappers
         self.before = before
@@ -67,8 +74,9 @@ class HookChain:
         self.aliases = aliases
         self.single = len(wrappers) == 1 and not before and not after
 
-    async def _run_many(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Any:
+    async def _run_many(
+        self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """`run` for several wrappers or v1 subscribers."""
         v1_values = None
         if self.before:
@@ -82,12 +90,14 @@ class HookChain:
                 gen = start(kwargs)
                 next(gen)
             except StopIteration:
-                logger.error("plugin %s: %s wrapper returned without yielding; skipped",
-                             plugin, self.name)
+                logger.error(
+                    "plugin %s: %s wrapper returned without yielding; skipped", plugin, self.name
+                )
                 continue
             except Exception:
-                logger.exception("plugin %s raised in %s before the call; skipped",
-                                 plugin, self.name)
+                logger.exception(
+                    "plugin %s raised in %s before the call; skipped", plugin, self.name
+                )
                 continue
             started.append((gen, plugin))
 
@@ -109,8 +119,12 @@ class HookChain:
                 result, error = stop.value, None
             except BaseException as exc:
                 if exc is not error:
-                    logger.error("plugin %s raised in %s after the call; ignored", plugin,
-                                 self.name, exc_info=exc)
+                    logger.error(
+                        "plugin %s raised in %s after the call; ignored",
+                        plugin,
+                        self.name,
+                        exc_info=exc,
+                    )
             else:
                 gen.close()
                 logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
@@ -125,50 +139,80 @@ class HookChain:
                 await sub.call(v1_values)
         return result
 
-    async def run(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> Any:
+    async def run(
+        self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Await `call(*args)` inside every wrapper (the hook gets `kwargs`); return its
-        result, which a wrapper may replace.
-
-        The body handles the common case, one plugin and no v1 subscribers, inline.
-        """
+        result, which a wrapper may replace."""
         if not self.single:
             return await self._run_many(call, args, kwargs)
+        gen = self.enter(kwargs)
+        try:
+            result = await call(*args)
+        except BaseException as exc:
+            return self.fail(gen, exc)
+        return self.leave(gen, result)
+
+    # For a `single` chain (one wrapper, no v1 subscribers) a hot caller may inline `run`
+    # as enter / await the call / leave (or fail), saving a coroutine per call:
+
+    def enter(self, kwargs: dict[str, Any]) -> Gen | None:
+        """Start the one wrapper; None if it failed to start (logged, then skipped)."""
         start, plugin = self.wrappers[0]
         try:
             gen = start(kwargs)
             next(gen)
         except StopIteration:
-            logger.error("plugin %s: %s wrapper returned without yielding; skipped",
-                         plugin, self.name)
-            return await call(*args)
+            logger.error(
+                "plugin %s: %s wrapper returned without yielding; skipped", plugin, self.name
+            )
+            return None
         except Exception:
-            logger.exception("plugin %s raised in %s before the call; skipped", plugin,
-                             self.name)
-            return await call(*args)
-        try:
-            result = await call(*args)
-        except BaseException as error:
-            try:
-                gen.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            except BaseException as exc:
-                if exc is not error:
-                    logger.error("plugin %s raised in %s after the call; ignored", plugin,
-                                 self.name, exc_info=exc)
-                raise error from None
-            gen.close()
-            logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
-            raise
+            logger.exception("plugin %s raised in %s before the call; skipped", plugin, self.name)
+            return None
+        return gen
+
+    def leave(self, gen: Gen | None, result: Any) -> Any:
+        """Hand the call's result to the wrapper; return what it returns."""
+        if gen is None:
+            return result
         try:
             gen.send(result)
         except StopIteration as stop:
             return stop.value
         except Exception as exc:
-            logger.error("plugin %s raised in %s after the call; ignored", plugin, self.name,
-                         exc_info=exc)
+            logger.error(
+                "plugin %s raised in %s after the call; ignored",
+                self.wrappers[0][1],
+                self.name,
+                exc_info=exc,
+            )
             return result
         gen.close()
-        logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
+        logger.error("plugin %s: %s wrapper yielded twice; ignored", self.wrappers[0][1], self.name)
         return result
+
+    def fail(self, gen: Gen | None, error: BaseException) -> Any:
+        """Throw the call's exception into the wrapper; re-raise it unless the wrapper
+        returned a value instead."""
+        if gen is None:
+            raise error
+        try:
+            gen.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        except BaseException as exc:
+            if exc is error:
+                raise
+            logger.error(
+                "plugin %s raised in %s after the call; ignored",
+                self.wrappers[0][1],
+                self.name,
+                exc_info=exc,
+            )
+        else:
+            gen.close()
+            logger.error(
+                "plugin %s: %s wrapper yielded twice; ignored", self.wrappers[0][1], self.name
+            )
+        raise error

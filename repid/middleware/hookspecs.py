@@ -231,7 +231,7 @@ def repid_retry_delay(
     actor: Actor,
     key: RoutingKey,
     params: Parameters,
-    exception: BaseException,
+    exception: BaseException | None,
 ) -> timedelta | float | None:
     """How long to wait before the next attempt of a failed run, as a timedelta or seconds.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -131,41 +131,34 @@ class Middleware:
         """pluggy's hook caller, for decision and lifecycle hooks."""
         return self.pm.hook
 
-    def call_first(self, name: str, **kwargs: Any) -> Any:
-        """Call a firstresult decision hook; a plugin that raises is logged and skipped."""
-        kwargs.setdefault("connection", self.connection)
+    def _answers(self, name: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """Each plugin's answer to a non-around hook, in call order, as (plugin, value);
+        a plugin that raises is logged and skipped."""
         for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
             try:
                 value = impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception:
                 logger.exception("plugin %s raised in %s; skipped", impl.plugin_name, name)
                 continue
-            if value is not None:
-                return value
-        return None
+            yield impl.plugin_name, value
+
+    def call_first(self, name: str, **kwargs: Any) -> Any:
+        """The first non-None answer of a firstresult decision hook."""
+        kwargs.setdefault("connection", self.connection)
+        return next((v for _, v in self._answers(name, kwargs) if v is not None), None)
 
     async def call_lifecycle(self, name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin, awaiting what they return."""
-        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
-            try:
-                value = impl.function(*[kwargs[a] for a in impl.argnames])
-                if inspect.isawaitable(value):
+        for plugin, value in self._answers(name, kwargs):
+            if inspect.isawaitable(value):
+                try:
                     await value
-            except Exception:
-                logger.exception("plugin %s raised in %s; ignored", impl.plugin_name, name)
+                except Exception:
+                    logger.exception("plugin %s raised in %s; ignored", plugin, name)
 
     def collect(self, name: str, **kwargs: Any) -> list[Any]:
         """Every non-None answer of a hook, for hooks that gather contributions."""
-        out = []
-        for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
-            try:
-                value = impl.function(*[kwargs[a] for a in impl.argnames])
-            except Exception:
-                logger.exception("plugin %s raised in %s; ignored", impl.plugin_name, name)
-                continue
-            if value is not None:
-                out.append(value)
-        return out
+        return [v for _, v in self._answers(name, kwargs) if v is not None]
 
     def _rebuild(self) -> None:
         for event, (hook_name, _) in EVENTS.items():

@@ -29,7 +29,7 @@ from repid.errors import (
     RepidError,
 )
 from repid.health import HealthCheckServerSettings
-from repid.job import Job
+from repid.job import Job, enqueue_many
 from repid.main import Repid
 from repid.message import Message, MessageDependency
 from repid.middleware import Middleware, hookimpl
@@ -40,9 +40,10 @@ from repid.runner import Runner
 from repid.testing.types import EventLog, GetEventLogT, GetInMemoryQueueT, GetMockedActorT
 from repid.worker import Worker
 
-if TYPE_CHECKING:
-    from repid.brokers.rabbitmq import RabbitMessageBroker
-    from repid.brokers.redis import RedisBucketBroker, RedisMessageBroker
+if TYPE_CHECKING:  # `X as X`: re-exported for type checkers, imported lazily at run time
+    from repid.brokers.rabbitmq import RabbitMessageBroker as RabbitMessageBroker
+    from repid.brokers.redis import RedisBucketBroker as RedisBucketBroker
+    from repid.brokers.redis import RedisMessageBroker as RedisMessageBroker
 
 _LAZY = {
     "RabbitMessageBroker": ("repid.brokers.rabbitmq", "amqp"),
@@ -65,6 +66,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'repid' has no attribute {name!r}")
 
 
+# The lazy broker names are left out of __all__: `from repid import *` must work on a core
+# install without the broker extras (it would import them). Import them by name.
 __all__ = [
     "Actor",
     "ActorResult",
@@ -93,17 +96,16 @@ __all__ = [
     "Parameters",
     "PayloadDecodeError",
     "PrioritiesT",
+    "Queue",
     "QueueNotDeclaredError",
-    "RabbitMessageBroker",
-    "RedisBucketBroker",
-    "RedisMessageBroker",
     "Repid",
     "RepidError",
     "ResultBucket",
-    "RoutingKey",
     "Router",
+    "RoutingKey",
     "Runner",
     "Worker",
     "default_retry_policy_factory",
+    "enqueue_many",
     "hookimpl",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,12 @@ class Job:
         """Send the job; returns the message's key. Raises if the broker does not confirm
         it, or if the queue was never declared."""
         connection = self.connection
+        key, payload, params = await self._message(connection)
+        await connection.message_broker.enqueue(key, payload, params)
+        return key
+
+    async def _message(self, connection: Connection) -> tuple[RoutingKey, str, Parameters]:
+        """The message to send; stores the arguments in the args bucket if asked to."""
         payload = self._payload or ""
         bucketer = connection.args_bucket_broker
         use_bucket = self.use_args_bucketer
@@ -156,8 +163,7 @@ class Job:
             await bucketer.store_bucket(args_id, ArgsBucket(payload, ttl=self.args_ttl))
             payload = json.dumps({ARGS_BUCKET_MARKER: args_id})
         key = RoutingKey(self.id_ or new_id(), self.name, self.queue, int(self.priority))
-        await connection.message_broker.enqueue(key, payload, self._params(connection))
-        return key
+        return key, payload, self._params(connection)
 
     @property
     async def result(self) -> ResultBucket | None:
@@ -167,3 +173,17 @@ class Job:
             return None
         bucket = await broker.get_bucket(self.result_id)
         return bucket if isinstance(bucket, ResultBucket) else None
+
+
+async def enqueue_many(jobs: Iterable[Job]) -> list[RoutingKey]:
+    """Send many jobs at once; brokers that can (RabbitMQ) confirm them in one round.
+
+    All jobs go through the first job's connection. Returns their keys in order.
+    """
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    connection = jobs[0].connection
+    messages = [await job._message(connection) for job in jobs]
+    await connection.message_broker.enqueue_many(messages)
+    return [key for key, _, _ in messages]

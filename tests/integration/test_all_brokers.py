@@ -1,4 +1,5 @@
-"""The outcome table of the spec, shown once on each broker through a real Worker.
+"""The outcome table of the spec, and batch enqueue, shown on each broker through a real
+Worker.
 
 Each test runs on the in-memory broker, on the real Redis and on the real RabbitMQ, with a
 queue of its own, deleted afterwards.
@@ -27,6 +28,7 @@ from repid import (
     RoutingKey,
     Router,
     Worker,
+    enqueue_many,
     hookimpl,
 )
 from repid.brokers.base import MessageBroker
@@ -344,3 +346,19 @@ async def test_delay_honoured_and_short_not_blocked_by_long(
     assert await run_worker(connection, router, 1) == 1
     assert [name for name, _ in order] == ["short"]
     assert 1.5 <= order[0][1] <= 4.0, order
+
+
+async def test_enqueue_many_delivers_every_job(env: tuple[Connection, str]) -> None:
+    connection, queue = env
+    router = Router()
+    seen: list[int] = []
+
+    @router.actor(queue=queue)
+    async def item(n: int) -> None:
+        seen.append(n)
+
+    jobs = [Job("item", queue=queue, args={"n": n}, _connection=connection) for n in range(50)]
+    keys = await asyncio.wait_for(enqueue_many(jobs), TIMEOUT)
+    assert len({k.id_ for k in keys}) == 50
+    assert await run_worker(connection, router, 50) == 50
+    assert sorted(seen) == list(range(50))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any, Protocol, get_type_hints
+from typing import Any, Protocol
 
+from repid.dependencies.hints import hints_of
 from repid.errors import PayloadDecodeError
 from repid.serializer import to_json
 
@@ -30,13 +31,6 @@ class ConverterT(Protocol):
     def convert_inputs(self, payload: str) -> tuple[list[Any], dict[str, Any]]: ...
 
     def convert_outputs(self, value: Any) -> str: ...
-
-
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return get_type_hints(fn, include_extras=True)
-    except Exception:
-        return {}
 
 
 class DefaultConverter:
@@ -60,7 +54,7 @@ class DefaultConverter:
             import pydantic
         except ImportError:
             return None
-        hints = _hints(fn)
+        hints = hints_of(fn)
         fields: dict[str, Any] = {}
         for p in self.params:
             annotation = hints.get(p.name, Any)
@@ -86,7 +80,7 @@ class DefaultConverter:
             if len(data) > len(self.params):
                 raise ArgumentsError(f"{self.name} takes {len(self.params)} arguments, "
                                      f"the job gave {len(data)}")
-            data = dict(zip((p.name for p in self.params), data))
+            data = dict(zip((p.name for p in self.params), data, strict=False))
         if not isinstance(data, dict):
             raise ArgumentsError(f"payload must be a JSON object of arguments, got "
                                  f"{type(data).__name__}")

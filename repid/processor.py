@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import timedelta
@@ -211,16 +210,32 @@ class Processor:
         return answer is not False
 
 
-if sys.version_info >= (3, 11):
+async def _with_timeout(aw: Awaitable[Any], seconds: float) -> Any:
+    """Await `aw`, raising TimeoutError after `seconds`.
 
-    async def _with_timeout(aw: Awaitable[Any], seconds: float) -> Any:
-        async with asyncio.timeout(seconds):
-            return await aw
+    One timer per run that cancels the running task: lighter than asyncio.timeout on the
+    per-message path, with the same effect.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    fired: list[bool] = []
+    handle = asyncio.get_running_loop().call_later(seconds, _expire, task, fired)
+    try:
+        return await aw
+    except asyncio.CancelledError:
+        if not fired:
+            raise
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        raise asyncio.TimeoutError from None
+    finally:
+        handle.cancel()
 
-else:  # pragma: no cover - Python 3.10
 
-    async def _with_timeout(aw: Awaitable[Any], seconds: float) -> Any:
-        return await asyncio.wait_for(aw, seconds)
+def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
+    fired.append(True)
+    task.cancel()
 
 
 def _call_with(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:

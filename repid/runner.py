@@ -43,10 +43,10 @@ class Runner:
         self.processed = 0
         self.limit = worker.messages_limit
         self._reserved = 0  # messages being taken or processed, counted against the limit
-        self._slots = asyncio.Semaphore(worker.tasks_limit)
+        self._free = worker.tasks_limit  # task slots not in use
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
-        self._freed = asyncio.Event()  # set when a reservation is given back
+        self._freed = asyncio.Event()  # set when a task slot or a reservation is given back
         self._loops_alive = 0
         self._pool: ProcessPoolExecutor | None = None
         self.processor = Processor(connection, worker.actors, self._process_pool)
@@ -99,33 +99,32 @@ class Runner:
                 self._stop.set()
 
     async def _take_loop(self, consumer: Consumer) -> None:
-        slots = self._slots
         while True:
-            if self._reserved >= self.limit:
-                # all reserved; a message returned for another worker frees its reservation
+            # wait for a free task slot, and for room under messages_limit; a message
+            # returned for another worker gives its reservation back
+            while self._free <= 0 or self._reserved >= self.limit:
                 self._freed.clear()
                 await self._freed.wait()
-                continue
-            await slots.acquire()
+            self._free -= 1
             # reserved once taken, not while waiting: a consumer waiting on an empty queue
             # must not hold the last reservation against the other queues' consumers
             try:
                 key, payload, params = await consumer.__anext__()
             except StopAsyncIteration:
-                slots.release()
+                self._release()
                 return
             except asyncio.CancelledError:
-                slots.release()
+                self._release()
                 raise
             except Exception:
-                slots.release()
+                self._release()
                 logger.exception("consuming from %r failed; trying again in 1 s",
                                  consumer.queue_name)
                 await asyncio.sleep(1)
                 continue
             if self._reserved >= self.limit:
                 # another queue's consumer took the last message of the limit meanwhile
-                slots.release()
+                self._release()
                 try:
                     await consumer.broker.reject(key)
                 except Exception:
@@ -135,6 +134,11 @@ class Runner:
             task = asyncio.create_task(self._handle(key, payload, params))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _release(self) -> None:
+        """Give a task slot back."""
+        self._free += 1
+        self._freed.set()
 
     async def _handle(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         mine = False
@@ -148,14 +152,13 @@ class Runner:
             logger.exception("settling message %s failed; the broker will deliver it again",
                              key.id_)
         finally:
-            self._slots.release()
             if mine:
                 self.processed += 1
                 if self.processed >= self.limit:
                     self._stop.set()
             else:
                 self._reserved -= 1
-                self._freed.set()
+            self._release()
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace time, then return the rest."""

@@ -158,7 +158,12 @@ class InMemoryMessageBroker(MessageBroker):
         for message in queue.delayed.values():
             if message.timer is not None:
                 message.timer.cancel()
-        self.queues[queue_name] = InMemoryQueue(queue_name)
+        # emptied in place, not replaced: a consumer waiting on the queue keeps receiving
+        queue.delayed.clear()
+        queue.dead.clear()
+        queue.processing.clear()
+        while not queue.simple.empty():
+            queue.simple.get_nowait()
 
     async def _queue_delete(self, queue_name: str) -> None:
         if queue_name in self.queues:

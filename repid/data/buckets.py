@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Union
+from typing import Any
 
 from repid.errors import PayloadDecodeError
 
@@ -54,7 +54,7 @@ class ResultBucket:
         })
 
 
-BucketT = Union[ArgsBucket, ResultBucket]
+BucketT = ArgsBucket | ResultBucket
 
 
 def decode_bucket(raw: str | bytes) -> BucketT:

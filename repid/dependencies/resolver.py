@@ -9,9 +9,10 @@ import inspect
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 from repid.dependencies.depends import Depends
+from repid.dependencies.hints import hints_of
 
 if TYPE_CHECKING:
     from repid.message import Message
@@ -35,13 +36,16 @@ def _is_message_type(annotation: Any) -> bool:
 def injections_of(fn: Callable[..., Any]) -> tuple[Injection, ...]:
     """The parameters of `fn` that repid fills: `Depends(...)` defaults, `Annotated[T,
     Depends(...)]`, and those annotated `MessageDependency`."""
-    try:
-        hints = get_type_hints(fn, include_extras=True)
-    except Exception:
-        hints = {}
+    hints = hints_of(fn)
     found = []
     for p in inspect.signature(fn).parameters.values():
         hint = hints.get(p.name, p.annotation)
+        if isinstance(hint, str) and "Depends(" in hint:
+            raise TypeError(
+                f"cannot resolve the type hint of parameter {p.name!r} of "
+                f"{getattr(fn, '__qualname__', fn)} ({hint!r}): define the dependency at "
+                "module level, or use a default value `= Depends(fn)` instead"
+            )
         if isinstance(p.default, Depends):
             found.append(Injection(p.name, p.default))
         elif get_origin(hint) is Annotated and any(isinstance(a, Depends)

@@ -20,7 +20,7 @@ class EventLogPlugin:
     def _record(self, event: str, values: dict[str, Any]) -> Generator[None, Any, Any]:
         names = EVENTS[event][1]
         args = tuple(values[n] for n in names)
-        entry = EventLog(event, args, dict(zip(names, args)), None, time.time(),
+        entry = EventLog(event, args, dict(zip(names, args, strict=True)), None, time.time(),
                          time.perf_counter())
         self.events.append(entry)
         result = yield

@@ -74,17 +74,24 @@ class _TestApp:
         return self._pool
 
     async def after_enqueue(self, key: Any) -> None:
-        """Run every ready message of the queue now, nested enqueues included."""
-        queue = self.broker.queues.get(key.queue)
-        if queue is None or getattr(self, "_draining", False):
+        """Run every ready message of the queue now, nested enqueues included (in any
+        queue: a nested enqueue marks its queue, the outermost call drains them all)."""
+        if key.queue not in self.broker.queues:
+            return
+        pending: set[str] = self.__dict__.setdefault("_pending", set())
+        pending.add(key.queue)
+        if getattr(self, "_draining", False):
             return
         self._draining = True
         try:
-            consumer = self.broker.consume(key.queue)
-            while queue.simple.qsize():
-                k, payload, params = await consumer.__anext__()
-                await self.processor.process(k, payload, params)
-                queue = self.broker.queues.get(key.queue) or queue
+            while pending:
+                name = pending.pop()
+                queue = self.broker.queues.get(name)
+                consumer = self.broker.consume(name)
+                while queue is not None and queue.simple.qsize():
+                    k, payload, params = await consumer.__anext__()
+                    await self.processor.process(k, payload, params)
+                    queue = self.broker.queues.get(name)
         finally:
             self._draining = False
 

@@ -128,8 +128,10 @@ class Job:
     def _params(self, connection: Connection) -> Parameters:
         delay = DelayProperties(self.deferred_until, self.deferred_by, self.cron)
         if self.is_deferred:
-            delay = DelayProperties(delay.delay_until, delay.defer_by, delay.cron,
-                                    first_run(delay))
+            first = first_run(delay)
+            # a periodic job's schedule is anchored at its first run
+            anchor = first if self.deferred_by is not None else self.deferred_until
+            delay = DelayProperties(anchor, delay.defer_by, delay.cron, first)
         return Parameters(
             execution_timeout=self.timeout,
             retries=RetriesProperties(self.retries, 0),

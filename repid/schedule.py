@@ -28,18 +28,14 @@ def first_run(delay: DelayProperties) -> datetime | None:
 def next_run(delay: DelayProperties) -> datetime:
     """A recurring job's next run after the one that just happened.
 
-    Periods count from the previous scheduled time, not from when the run ended, so the
-    schedule does not drift; missed periods are skipped rather than run in a burst.
+    Periods count from the first scheduled run (`delay_until`), so neither slow runs nor
+    retries shift the schedule; missed periods are skipped rather than run in a burst.
     """
     now = utcnow()
     if delay.cron is not None:
         return next_cron_time(delay.cron, now)
     assert delay.defer_by is not None
-    previous = delay.next_execution_time or now
+    anchor = delay.delay_until or delay.next_execution_time or now
     period = delay.defer_by
-    if previous + period > now:
-        return previous + period
-    missed = (now - previous) // period
-    return previous + period * (missed + 1)
-
-
+    # at least one period on: a run delivered a hair before its time is not run twice
+    return anchor + period * max((now - anchor) // period + 1, 1)

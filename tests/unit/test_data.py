@@ -211,3 +211,18 @@ def test_mask_dsn_password_containing_at_sign() -> None:
     masked = mask_dsn("amqp://user:se@cret@host/")
     assert "se@cret" not in masked and "cret" not in masked
     assert masked.endswith("@host/")
+
+
+def test_retry_does_not_shift_a_periodic_schedule() -> None:
+    """A periodic job retried 3 s after its run still runs next at anchor + period."""
+    from datetime import timedelta as _td
+
+    from repid.data import DelayProperties, utcnow
+    from repid.schedule import next_run
+
+    anchor = utcnow() - _td(seconds=4)
+    retried = DelayProperties(delay_until=anchor, defer_by=_td(seconds=10),
+                              next_execution_time=anchor + _td(seconds=3))
+    assert abs((next_run(retried) - (anchor + _td(seconds=10))).total_seconds()) < 0.01
+    early = DelayProperties(delay_until=utcnow() + _td(milliseconds=5), defer_by=_td(seconds=10))
+    assert next_run(early) - early.delay_until == _td(seconds=10)  # type: ignore[operator]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-
 from typing import TYPE_CHECKING, Any
 
 from repid.data import Parameters, RoutingKey

@@ -57,7 +57,7 @@ class HookChain:
     """Everything that runs around one kind of call. Exists only when something is there,
     so a broker call with no plugin costs one `is None` check."""
 
-    __slots__ = ("after", "aliases", "before", "name", "single", "wrappers")
+    __slots__ = ("after", "aliases", "before", "name", "plugin", "single", "start", "wrappers")
 
     def __init__(
         self,
@@ -73,6 +73,11 @@ class HookChain:
         self.after = after
         self.aliases = aliases
         self.single = len(wrappers) == 1 and not before and not after
+        # the first wrapper, for the single-wrapper fast path
+        self.start: Callable[[dict[str, Any]], Gen] | None = None
+        self.plugin = ""
+        if wrappers:
+            self.start, self.plugin = wrappers[0]
 
     async def _run_many(
         self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -183,13 +188,13 @@ class HookChain:
         except Exception as exc:
             logger.error(
                 "plugin %s raised in %s after the call; ignored",
-                self.wrappers[0][1],
+                self.plugin,
                 self.name,
                 exc_info=exc,
             )
             return result
         gen.close()
-        logger.error("plugin %s: %s wrapper yielded twice; ignored", self.wrappers[0][1], self.name)
+        logger.error("plugin %s: %s wrapper yielded twice; ignored", self.plugin, self.name)
         return result
 
     def fail(self, gen: Gen | None, error: BaseException) -> Any:
@@ -206,13 +211,11 @@ class HookChain:
                 raise
             logger.error(
                 "plugin %s raised in %s after the call; ignored",
-                self.wrappers[0][1],
+                self.plugin,
                 self.name,
                 exc_info=exc,
             )
         else:
             gen.close()
-            logger.error(
-                "plugin %s: %s wrapper yielded twice; ignored", self.wrappers[0][1], self.name
-            )
+            logger.error("plugin %s: %s wrapper yielded twice; ignored", self.plugin, self.name)
         raise error

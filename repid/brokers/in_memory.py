@@ -10,7 +10,6 @@ as nothing outlives it).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import time
@@ -35,24 +34,13 @@ class StoredMessage:
     params: Parameters
     timer: asyncio.TimerHandle | None = None
 
-    def sort_key(self) -> tuple[int, int]:
-        return (-self.key.priority, next(_seq))
-
 
 class _ReadyQueue(asyncio.PriorityQueue):  # type: ignore[type-arg]
     """Ready messages, highest priority first, first-in first-out within a priority."""
 
     def items(self) -> Iterator[StoredMessage]:
+        """The ready messages, in no particular order (for inspection)."""
         return (entry[2] for entry in self._queue)  # type: ignore[attr-defined]
-
-    def remove(self, message: StoredMessage) -> bool:
-        entries = self._queue  # type: ignore[attr-defined]
-        for i, entry in enumerate(entries):
-            if entry[2] is message:
-                entries.pop(i)
-                heapq.heapify(entries)
-                return True
-        return False
 
 
 @dataclass

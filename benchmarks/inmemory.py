@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import NoopPlugin, rate, table  # noqa: E402
+from common import NoopPlugin, rate, table
 
-from repid import Connection, InMemoryMessageBroker, Job, Router, Worker  # noqa: E402
+from repid import Connection, InMemoryMessageBroker, Job, Router, Worker
 
 router = Router()
 

@@ -25,6 +25,7 @@ from repid.errors import (
     EnqueueNotConfirmedError,
     NoConnectionError,
     PayloadDecodeError,
+    QueueDeclareError,
     QueueNotDeclaredError,
     RepidError,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "PayloadDecodeError",
     "PrioritiesT",
     "Queue",
+    "QueueDeclareError",
     "QueueNotDeclaredError",
     "Repid",
     "RepidError",

@@ -41,3 +41,7 @@ class EnqueueNotConfirmedError(RepidError, ConnectionError):
 
 class BrokerConnectionError(RepidError, ConnectionError):
     """The broker is unreachable."""
+
+
+class QueueDeclareError(RepidError, RuntimeError):
+    """The broker refused to declare a queue, e.g. it exists with other arguments."""

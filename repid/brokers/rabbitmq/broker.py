@@ -1,0 +1,515 @@
+"""The RabbitMQ message broker, on aio-pika.
+
+Each of the base module's delivery promises is kept here or in `consumer.py`, and the
+comment next to the code that keeps it says which. The topology (queues, dead-letter
+exchange, delay levels) is described in `topology.py` and docs/brokers/rabbitmq.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, ClassVar
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelClosed,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    DeliveryError,
+    PublishError,
+)
+from pamqp.commands import Basic
+
+from repid.brokers.base import Consumer, Message, MessageBroker
+from repid.brokers.dsn import mask_dsn
+from repid.brokers.rabbitmq import codec, topology
+from repid.brokers.rabbitmq.consumer import (
+    CHANNEL_ERRORS,
+    Delivery,
+    RabbitConsumer,
+    RabbitConsumerBase,
+    RabbitScanConsumer,
+    settle,
+)
+from repid.data import MessageCategory, Parameters, RoutingKey
+from repid.errors import (
+    BrokerConnectionError,
+    EnqueueNotConfirmedError,
+    PayloadDecodeError,
+    QueueDeclareError,
+    QueueNotDeclaredError,
+)
+
+logger = logging.getLogger("repid.brokers.rabbitmq")
+
+_NO_ROUTE = 312
+#: RabbitMQ's own default delivery-acknowledgement timeout (consumer_timeout)
+SERVER_DEFAULT_CONSUMER_TIMEOUT = timedelta(minutes=30)
+#: enqueue_many keeps at most this many publishes awaiting their confirms at once
+_MANY_WINDOW = 2000
+
+
+class RabbitMessageBroker(MessageBroker):
+    """Messages in RabbitMQ: durable queues, persistent messages, publisher confirms,
+    priorities, a dead-letter queue per queue and delays without head-of-line blocking.
+
+    `dsn` is an `amqp://` or `amqps://` URL (aio-pika handles TLS). `consumer_timeout` is
+    the delivery-ack timeout to ask for per consumer on RabbitMQ >= 3.12; on older servers
+    it is the server's `consumer_timeout` setting (default 30 min), which repid only warns
+    about when a job's timeout exceeds it. `default_prefetch` is the prefetch of consumers
+    created without `max_unacked_messages`. `connection_name` shows in RabbitMQ's
+    connection list.
+    """
+
+    system: ClassVar[str] = "rabbitmq"
+    prefetches: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        publish_timeout: float = 30.0,
+        operation_timeout: float = 30.0,
+        reconnect_interval: float = 1.0,
+        consumer_timeout: timedelta | None = None,
+        default_prefetch: int = 100,
+        connection_name: str = "repid",
+    ) -> None:
+        self.dsn = dsn
+        self.publish_timeout = publish_timeout
+        self.operation_timeout = operation_timeout
+        self.reconnect_interval = reconnect_interval
+        self.consumer_timeout = consumer_timeout
+        self.default_prefetch = default_prefetch
+        self.connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._connect_lock = asyncio.Lock()
+        self._topology_lock = asyncio.Lock()
+        self._topology_ready = False
+        self._known_queues: set[str] = set()
+        self._consumers: weakref.WeakSet[RabbitConsumerBase] = weakref.WeakSet()
+
+    def __repr__(self) -> str:
+        # Secrets never reach a repr: the password is masked.
+        return f"RabbitMessageBroker(dsn={mask_dsn(self.dsn)!r})"
+
+    def _scrub(self, text: str) -> str:
+        """`text` with the DSN's password masked, for error messages built from others'."""
+        password = aio_pika.connection.make_url(self.dsn).password
+        return text.replace(password, "***") if password else text
+
+    # --- connection ---
+
+    async def connect(self) -> None:
+        """Open a robust connection (aio-pika reconnects it, re-opens its channels and
+        resumes its consumers after a drop or a broker restart) and a confirm channel."""
+        async with self._connect_lock:
+            if self._connection is not None:
+                return
+            try:
+                connection = await aio_pika.connect_robust(
+                    self.dsn, reconnect_interval=self.reconnect_interval,
+                    timeout=self.operation_timeout,
+                    client_properties={"connection_name": self.connection_name},
+                )
+            except (OSError, AMQPError, asyncio.TimeoutError) as exc:
+                raise BrokerConnectionError(
+                    f"cannot connect to RabbitMQ at {mask_dsn(self.dsn)}: "
+                    f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
+            try:
+                # Confirmed enqueue: publisher confirms, and unroutable returns raise.
+                channel = await connection.channel(publisher_confirms=True,
+                                                   on_return_raises=True)
+            except BaseException:
+                await connection.close()
+                raise
+            assert isinstance(channel, AbstractRobustChannel)
+            connection.reconnect_callbacks.add(self._on_reconnect)
+            self._connection, self._channel = connection, channel
+
+    def _on_reconnect(self, *_: Any) -> None:
+        """After a reconnect the server may be a fresh one: check the topology again."""
+        logger.info("reconnected to RabbitMQ at %s", mask_dsn(self.dsn))
+        self._topology_ready = False
+        self._known_queues.clear()
+
+    async def disconnect(self) -> None:
+        """Close the connection; RabbitMQ returns every unacked message to its queue."""
+        async with self._connect_lock:
+            # Consumers end (StopAsyncIteration) instead of waiting on a closed connection.
+            for consumer in list(self._consumers):
+                with suppress(*CHANNEL_ERRORS):
+                    await consumer.finish()
+            connection, self._connection = self._connection, None
+            self._channel = None
+            self._topology_ready = False
+            self._known_queues.clear()
+            if connection is not None:
+                await connection.close()
+
+    async def robust_connection(self) -> AbstractRobustConnection:
+        """The open connection (for consumers); raises if `connect()` was not called."""
+        if self._connection is None:
+            raise BrokerConnectionError(
+                f"{self!r} is not connected; call `await connection.connect()` first")
+        return self._connection
+
+    @asynccontextmanager
+    async def _admin_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A short-lived plain channel for declarations and passive checks: a 404 or 406
+        closes only this channel, never the publishing or consuming ones."""
+        connection = await self.robust_connection()
+        try:
+            await asyncio.wait_for(connection.ready(), self.operation_timeout)
+        except asyncio.TimeoutError:
+            raise BrokerConnectionError(
+                f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable (reconnecting)") from None
+        transport = connection.transport
+        if transport is None:
+            raise BrokerConnectionError(f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable")
+        channel = await transport.connection.channel(
+            publisher_confirms=False, timeout=self.operation_timeout)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                with suppress(*CHANNEL_ERRORS):
+                    await channel.close()
+
+    def server_version(self) -> tuple[int, ...]:
+        """RabbitMQ's version from the connection handshake ((0,) when unknown)."""
+        transport = self._connection.transport if self._connection else None
+        if transport is None:
+            return (0,)
+        raw = transport.connection.server_properties.get("version", b"0")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        try:
+            return tuple(int(part) for part in text.split(".")[:3])
+        except ValueError:
+            return (0,)
+
+    def _per_consumer_timeout_supported(self) -> bool:
+        return self.server_version() >= (3, 12)
+
+    def consumer_arguments(self) -> dict[str, Any] | None:
+        """basic.consume arguments: `x-consumer-timeout` where the server supports it."""
+        if self.consumer_timeout is None or not self._per_consumer_timeout_supported():
+            return None
+        return {"x-consumer-timeout": int(self.consumer_timeout.total_seconds() * 1000)}
+
+    def effective_consumer_timeout(self) -> timedelta | None:
+        """The delivery-ack timeout RabbitMQ applies to this broker's consumers."""
+        if self.consumer_timeout is not None and self._per_consumer_timeout_supported():
+            return self.consumer_timeout
+        return self.consumer_timeout or SERVER_DEFAULT_CONSUMER_TIMEOUT
+
+    # --- topology ---
+
+    async def ensure_topology(self) -> None:
+        """Declare the shared exchanges and delay levels once per connection. Idempotent."""
+        if self._topology_ready:
+            return
+        async with self._topology_lock:
+            if self._topology_ready:
+                return
+            async with self._admin_channel() as channel:
+                await self._declare_topology(channel)
+            self._topology_ready = True
+
+    async def _declare_topology(self, ch: aiormq.abc.AbstractChannel) -> None:
+        # Nothing dropped silently: a delayed message whose queue was deleted meanwhile
+        # lands in `repid.unroutable` through the deliver exchange's alternate exchange.
+        await ch.exchange_declare(topology.UNROUTABLE_EXCHANGE, exchange_type="fanout",
+                                  durable=True)
+        await ch.queue_declare(topology.UNROUTABLE_QUEUE, durable=True)
+        await ch.queue_bind(topology.UNROUTABLE_QUEUE, topology.UNROUTABLE_EXCHANGE)
+        await ch.exchange_declare(topology.DEAD_EXCHANGE, exchange_type="direct", durable=True)
+        await ch.exchange_declare(
+            topology.DELIVER_EXCHANGE, exchange_type="topic", durable=True,
+            arguments={"alternate-exchange": topology.UNROUTABLE_EXCHANGE})
+        for level in range(topology.LEVELS):
+            await ch.exchange_declare(topology.level_exchange(level), exchange_type="topic",
+                                      durable=True)
+        for level in range(topology.LEVELS):
+            # Delays without head-of-line blocking: one fixed TTL per level queue, so every
+            # message in it expires in arrival order; then it dead-letters onward.
+            queue = topology.level_queue(level)
+            await ch.queue_declare(queue, durable=True, arguments={
+                "x-message-ttl": topology.level_ttl_ms(level),
+                "x-dead-letter-exchange": topology.next_exchange(level),
+            })
+            await ch.queue_bind(queue, topology.level_exchange(level),
+                                routing_key=topology.level_queue_pattern(level))
+            await ch.exchange_bind(topology.next_exchange(level),
+                                   topology.level_exchange(level),
+                                   routing_key=topology.level_skip_pattern(level))
+
+    async def check_queue(self, queue_name: str) -> tuple[int, int]:
+        """(ready, dead) message counts; QueueNotDeclaredError when it does not exist."""
+        try:
+            async with self._admin_channel() as channel:
+                ready = await channel.queue_declare(queue_name, passive=True)
+                dead = await channel.queue_declare(topology.dead_queue(queue_name),
+                                                   passive=True)
+        except ChannelNotFoundEntity:
+            raise QueueNotDeclaredError(queue_name) from None
+        self._known_queues.add(queue_name)
+        return ready.message_count or 0, dead.message_count or 0
+
+    async def _queue_declare(self, queue_name: str) -> None:
+        await self.ensure_topology()
+        try:
+            async with self._admin_channel() as ch:
+                # Durable queue; priorities through x-max-priority; nack dead-letters
+                # through the dead-letter exchange into `<queue>:dead` (promise 6).
+                await ch.queue_declare(queue_name, durable=True, arguments={
+                    "x-max-priority": topology.MAX_PRIORITY,
+                    "x-dead-letter-exchange": topology.DEAD_EXCHANGE,
+                    "x-dead-letter-routing-key": queue_name,
+                })
+                await ch.queue_declare(topology.dead_queue(queue_name), durable=True)
+                await ch.queue_bind(topology.dead_queue(queue_name), topology.DEAD_EXCHANGE,
+                                    routing_key=queue_name)
+                await ch.queue_bind(queue_name, topology.DELIVER_EXCHANGE,
+                                    routing_key=topology.deliver_pattern(queue_name))
+        except ChannelClosed as exc:
+            raise QueueDeclareError(
+                f"cannot declare queue {queue_name!r} on RabbitMQ: {exc}. If it exists "
+                "with other arguments (not declared by repid 2), delete it first.") from None
+        self._known_queues.add(queue_name)
+
+    async def _drop_delayed(self, queue_name: str) -> None:
+        """Delete the queue's messages waiting in the shared delay levels."""
+        scan = RabbitScanConsumer(self, queue_name, MessageCategory.DELAYED)
+        try:
+            while True:
+                try:
+                    key, _, _ = await scan._next()
+                except StopAsyncIteration:
+                    return
+                await self._ack(key)
+        finally:
+            await scan.finish()
+
+    async def _queue_flush(self, queue_name: str) -> None:
+        await self.check_queue(queue_name)
+        await self._drop_delayed(queue_name)
+        async with self._admin_channel() as ch:
+            await ch.queue_purge(queue_name)
+            await ch.queue_purge(topology.dead_queue(queue_name))
+
+    async def _queue_delete(self, queue_name: str) -> None:
+        self._known_queues.discard(queue_name)
+        with suppress(QueueNotDeclaredError):
+            await self.check_queue(queue_name)
+            await self._drop_delayed(queue_name)
+        async with self._admin_channel() as ch:
+            await ch.queue_delete(queue_name)
+            await ch.queue_delete(topology.dead_queue(queue_name))
+        self._known_queues.discard(queue_name)
+
+    async def queue_stats(self, queue_name: str) -> dict[str, int]:
+        """`ready` and `dead` from RabbitMQ's counts; `delayed` (spread over the shared
+        delay levels) and `in_flight` (not reported over AMQP) are -1."""
+        ready, dead = await self.check_queue(queue_name)
+        return {"ready": ready, "delayed": -1, "in_flight": -1, "dead": dead}
+
+    # --- publishing ---
+
+    async def _publish(self, exchange: str, routing_key: str,
+                       message: tuple[bytes, Basic.Properties], queue_name: str) -> None:
+        """Publish with mandatory=True and wait for the confirm (promise 1): returns only
+        once RabbitMQ has stored the message, else raises."""
+        channel = self._channel
+        if channel is None:
+            raise BrokerConnectionError(
+                f"{self!r} is not connected; call `await connection.connect()` first")
+        body, properties = message
+        try:
+            if channel.is_closed:
+                # Reconnecting: nothing was sent yet, so waiting for the channel is safe.
+                await asyncio.wait_for(channel.ready(), self.publish_timeout)
+            underlay = await channel.get_underlay_channel()
+            assert isinstance(underlay, aiormq.Channel)
+            # wait=False: no separate wait for the socket to drain, the confirm says more.
+            await underlay.basic_publish(
+                body, exchange=exchange, routing_key=routing_key, properties=properties,
+                mandatory=True, timeout=self.publish_timeout, wait=False)
+        except PublishError as exc:
+            if getattr(exc.frame, "reply_code", None) == _NO_ROUTE:
+                raise QueueNotDeclaredError(queue_name) from None
+            raise EnqueueNotConfirmedError(
+                f"RabbitMQ returned the message for queue {queue_name!r}: {exc}") from None
+        except DeliveryError as exc:
+            raise EnqueueNotConfirmedError(
+                f"RabbitMQ refused to store the message for queue {queue_name!r}: {exc}"
+            ) from None
+        except asyncio.TimeoutError:
+            raise EnqueueNotConfirmedError(
+                f"RabbitMQ did not confirm the message for queue {queue_name!r} within "
+                f"{self.publish_timeout} s; it may or may not be stored") from None
+        except (AMQPError, ChannelInvalidStateError, ConnectionError, RuntimeError) as exc:
+            raise EnqueueNotConfirmedError(
+                f"lost the connection to RabbitMQ while enqueueing to {queue_name!r} "
+                f"({type(exc).__name__}); it may or may not be stored. The connection is "
+                "restored in the background; retry.") from None
+
+    async def _route_known(self, queue_name: str) -> None:
+        """Before a delayed publish: the delay levels exist and the queue does, since the
+        delay levels accept any message and could not report an unknown queue."""
+        await self.ensure_topology()
+        if queue_name not in self._known_queues:
+            await self.check_queue(queue_name)
+
+    async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        message = codec.encode(key, payload, params)
+        # Delays to the second: whole seconds rounded up, so never early.
+        seconds = topology.delay_seconds(params.ready_at)
+        if seconds:
+            await self._route_known(key.queue)
+            await self._publish(topology.entry_exchange(),
+                                topology.delay_routing_key(seconds, key.queue),
+                                message, key.queue)
+        else:
+            # Unknown queue: mandatory publish is returned -> QueueNotDeclaredError.
+            await self._publish("", key.queue, message, key.queue)
+
+    async def enqueue_many(self, messages: Iterable[Message]) -> None:
+        """Publish all, then await all confirms (one round instead of one per message);
+        each message still passes through the middleware like `enqueue`. After every
+        message has been answered, raises the first failure (the others may be stored)."""
+        pending = list(messages)
+        failures: list[BaseException] = []
+        # Without plugins, `enqueue` is exactly `_enqueue`: skip one coroutine per message.
+        enqueue = self._enqueue if self._chains.enqueue is None else self.enqueue
+        for start in range(0, len(pending), _MANY_WINDOW):
+            results = await asyncio.gather(
+                *(enqueue(k, p, pa) for k, p, pa in pending[start:start + _MANY_WINDOW]),
+                return_exceptions=True)
+            failures.extend(r for r in results if isinstance(r, BaseException))
+        if failures:
+            if len(failures) > 1:
+                logger.error("enqueue_many: %d of %d messages were not confirmed",
+                             len(failures), len(pending))
+            raise failures[0]
+
+    # --- settling ---
+
+    def _delivery(self, key: RoutingKey) -> Delivery:
+        handle = key.handle
+        if not isinstance(handle, Delivery) or handle.consumer.broker is not self:
+            raise ValueError(f"message {key.id_!r} was not consumed from {self!r}")
+        if handle.settled:
+            raise RuntimeError(f"message {key.id_!r} was already settled")
+        return handle
+
+    async def _settle(self, delivery: Delivery, what: str, requeue: bool | None) -> None:
+        """basic.ack (requeue None) or basic.reject; a closed channel means RabbitMQ has
+        already put the message back (at-least-once), which is reported, not hidden."""
+        message = delivery.message
+        try:
+            await settle(message, requeue)
+        except CHANNEL_ERRORS as exc:
+            await delivery.consumer.settled(delivery)
+            raise BrokerConnectionError(
+                f"could not {what} message {codec.describe(message)!r}: its "
+                f"channel closed ({type(exc).__name__}; connection lost or RabbitMQ's "
+                "consumer_timeout exceeded). RabbitMQ delivers it again.") from None
+        await delivery.consumer.settled(delivery)
+
+    async def _ack(self, key: RoutingKey) -> None:
+        await self._settle(self._delivery(key), "ack", None)
+
+    async def _nack(self, key: RoutingKey) -> None:
+        delivery = self._delivery(key)
+        if delivery.category is MessageCategory.NORMAL:
+            # Dead letters kept (promise 6): reject without requeue dead-letters it through
+            # the queue's DLX to `<queue>:dead`, body and headers unchanged (promise 5).
+            await self._settle(delivery, "nack", requeue=False)
+        elif delivery.category is MessageCategory.DELAYED:
+            # Delay queues dead-letter onward, not to the DLQ: copy it there, then ack.
+            await self._publish("", topology.dead_queue(key.queue),
+                                codec.copy(delivery.message), key.queue)
+            await self._settle(delivery, "nack", None)
+        else:
+            assert isinstance(delivery.consumer, RabbitScanConsumer)
+            await delivery.consumer.hold(delivery)  # already dead: it stays there
+
+    async def _reject(self, key: RoutingKey) -> None:
+        delivery = self._delivery(key)
+        if delivery.category is MessageCategory.NORMAL:
+            # Back to the queue as it was: basic.reject requeue=True, no retry counted.
+            await self._settle(delivery, "reject", requeue=True)
+        else:
+            # A scanned DELAYED or DEAD message stays where it is (returned when the scan
+            # ends, so the scan does not read it again).
+            assert isinstance(delivery.consumer, RabbitScanConsumer)
+            await delivery.consumer.hold(delivery)
+
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        delivery = self._delivery(key)
+        # The new message is confirmed before the old one is acked, so a crash in between
+        # duplicates it rather than losing it (at-least-once).
+        await self._enqueue(replace(key, handle=None), payload, params)
+        await self._settle(delivery, "requeue", None)
+
+    async def delay_again(self, delivery: Delivery, key: RoutingKey, payload: str,
+                          params: Parameters) -> None:
+        """Send a message that arrived before its time back to the delay levels."""
+        try:
+            await self._enqueue(replace(key, handle=None), payload, params)
+            await settle(delivery.message, None)
+        except (EnqueueNotConfirmedError, QueueNotDeclaredError, *CHANNEL_ERRORS) as exc:
+            logger.warning("could not delay message %r again (%s); returned to %r",
+                           key.id_, exc, key.queue)
+            with suppress(*CHANNEL_ERRORS):
+                await settle(delivery.message, requeue=True)
+
+    async def dead_letter_poison(self, message: DeliveredMessage, queue_name: str,
+                                 reason: PayloadDecodeError, *, via_dlx: bool) -> None:
+        """Poison isolated (promise 7): move an undecodable message to the queue's DLQ and
+        log why; the consumer carries on."""
+        logger.error("message %r on queue %r cannot be decoded (%s); moved to %r",
+                     codec.describe(message), queue_name, reason,
+                     topology.dead_queue(queue_name))
+        try:
+            if via_dlx:
+                await settle(message, requeue=False)
+            else:
+                await self._publish("", topology.dead_queue(queue_name),
+                                    codec.copy(message), queue_name)
+                await settle(message, None)
+        except (EnqueueNotConfirmedError, QueueNotDeclaredError, *CHANNEL_ERRORS):
+            logger.exception("could not move the undecodable message %r to %r; RabbitMQ "
+                             "keeps it unacked and delivers it again",
+                             codec.describe(message), topology.dead_queue(queue_name))
+
+    # --- consuming ---
+
+    def _consumer(
+        self,
+        queue_name: str,
+        topics: frozenset[str] | None,
+        max_unacked_messages: int | None,
+        category: MessageCategory,
+    ) -> Consumer:
+        # RabbitMQ cannot filter one queue by topic, so `topics` is not applied here: the
+        # worker returns messages of topics it does not handle.
+        consumer: RabbitConsumerBase
+        if category is MessageCategory.NORMAL:
+            consumer = RabbitConsumer(self, queue_name, max_unacked_messages)
+        else:
+            consumer = RabbitScanConsumer(self, queue_name, category)
+        self._consumers.add(consumer)
+        return consumer

@@ -1,0 +1,107 @@
+"""How a repid message `(key, payload, params)` is written into an AMQP message and read back.
+
+The payload is the body (UTF-8). The key travels in AMQP properties and the parameters in
+one AMQP header; RabbitMQ keeps both unchanged through requeue, delay levels and
+dead-lettering, so `params.headers` (inside the parameters) arrive intact (promise 5). The
+priority is the AMQP `priority` property, so the queue orders by it.
+
+The broker talks to aiormq (aio-pika's protocol layer) for publishing and consuming, so
+these work on pamqp `Basic.Properties` and aiormq `DeliveredMessage` directly: no per-message
+aio-pika wrapper objects on the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
+
+from repid.data import Parameters, RoutingKey
+from repid.errors import PayloadDecodeError
+
+#: the only header repid needs: the encoded Parameters (params.headers live inside it)
+HEADER_PARAMS = "repid-params"
+#: the key's priority, written only when it does not fit the AMQP priority octet
+HEADER_PRIORITY = "repid-priority"
+#: AMQP delivery mode 2: the message is written to disk in a durable queue
+PERSISTENT = 2
+
+
+def encode(key: RoutingKey, payload: str, params: Parameters) -> tuple[bytes, Basic.Properties]:
+    """Body and properties of a persistent AMQP message carrying the whole repid message
+    (durability: it survives a broker restart in a durable queue).
+
+    The key's id travels as `correlation_id` (not `message_id`, which aiormq uses to match
+    returned messages to their publish and which must therefore be unique per publish),
+    the topic as `type`, the priority as `priority`; one header holds the parameters.
+    """
+    headers: dict[str, Any] = {HEADER_PARAMS: params.encode()}
+    priority = key.priority
+    if not 0 <= priority <= 255:
+        headers[HEADER_PRIORITY] = priority
+        priority = min(max(priority, 0), 255)
+    return payload.encode(), Basic.Properties(
+        headers=headers,
+        delivery_mode=PERSISTENT,
+        priority=priority,
+        correlation_id=key.id_,
+        message_type=key.topic,
+    )
+
+
+def copy(message: DeliveredMessage) -> tuple[bytes, Basic.Properties]:
+    """A persistent copy of a received message, byte for byte (used to move a message
+    between queues without decoding it, e.g. a poison message to the dead-letter queue).
+    `message_id` is left out so aiormq gives the new publish its own."""
+    p = message.header.properties
+    return message.body, Basic.Properties(
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        headers=dict(p.headers or {}),
+        delivery_mode=PERSISTENT,
+        priority=p.priority,
+        correlation_id=p.correlation_id,
+        message_type=p.message_type,
+    )
+
+
+def describe(message: DeliveredMessage) -> str:
+    """The job id of a message, for log lines ('?' when it has none)."""
+    return str(message.header.properties.correlation_id or "?")
+
+
+def _text(value: Any, name: str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str) or not value:
+        raise PayloadDecodeError(f"{name} is missing or not a string: {value!r}")
+    return value
+
+
+def decode(
+    message: DeliveredMessage, queue: str, handle: Any = None,
+) -> tuple[RoutingKey, str, Parameters]:
+    """The repid message inside `message`, which belongs to `queue` (the queue it was read
+    from, or whose dead-letter or delay part held it); PayloadDecodeError names what is
+    wrong (a poison message, which the consumer moves to the dead-letter queue)."""
+    properties = message.header.properties
+    headers = properties.headers or {}
+    try:
+        payload = message.body.decode()
+    except UnicodeDecodeError as exc:
+        raise PayloadDecodeError(f"body is not UTF-8: {exc}") from exc
+    params = Parameters.decode(_text(headers.get(HEADER_PARAMS), f"header {HEADER_PARAMS!r}"))
+    priority = headers.get(HEADER_PRIORITY, properties.priority)
+    if priority is None:
+        priority = 0
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise PayloadDecodeError(f"priority {priority!r} is not an integer")
+    key = RoutingKey(
+        id_=_text(properties.correlation_id, "correlation_id (the job id)"),
+        topic=_text(properties.message_type, "type (the job's topic)"),
+        queue=queue,
+        priority=priority,
+        handle=handle,
+    )
+    return key, payload, params

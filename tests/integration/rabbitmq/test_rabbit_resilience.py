@@ -1,0 +1,126 @@
+"""Connection drops: the robust connection brings producers and consumers back."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from rabbit_helpers import key, params, take, unique
+
+from repid.brokers.rabbitmq import RabbitMessageBroker
+from repid.errors import EnqueueNotConfirmedError
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("rabbitmqctl") is None,
+                       reason="needs rabbitmqctl to drop connections"),
+]
+
+
+def drop_connections(name: str) -> int:
+    """Close (server side) every RabbitMQ connection whose connection_name is `name`."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "-q", "--no-table-headers",
+         "pid", "client_properties"],
+        capture_output=True, text=True, timeout=20, check=True).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines()
+            if f'{{"connection_name","{name}"}}' in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "close_connection", pid, "test"],
+                       capture_output=True, timeout=20, check=True)
+    return len(pids)
+
+
+@pytest.fixture
+async def named(amqp_dsn: str) -> AsyncIterator[tuple[RabbitMessageBroker, str]]:
+    """A broker with a connection name of its own, and a declared queue."""
+    name = unique("conn")
+    b = RabbitMessageBroker(amqp_dsn, connection_name=name, publish_timeout=5.0,
+                            operation_timeout=5.0, reconnect_interval=0.5)
+    await b.connect()
+    q = unique()
+    await b.queue_declare(q)
+    yield b, q
+    await b.queue_delete(q)
+    await b.disconnect()
+
+
+async def enqueue_until_confirmed(b: RabbitMessageBroker, q: str, id_: str,
+                                  deadline: float = 15.0) -> list[str]:
+    """Enqueue, retrying on a clear ConnectionError; the errors seen, in order."""
+    errors: list[str] = []
+    stop = time.monotonic() + deadline
+    while True:
+        try:
+            await asyncio.wait_for(b.enqueue(key(q, id_), id_, params()), 10)
+            return errors
+        except ConnectionError as exc:
+            assert isinstance(exc, EnqueueNotConfirmedError)
+            assert "RabbitMQ" in str(exc)
+            errors.append(str(exc))
+            if time.monotonic() > stop:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def test_producer_and_consumer_carry_on_after_a_drop(
+    named: tuple[RabbitMessageBroker, str],
+) -> None:
+    b, q = named
+    c = b.consume(q, max_unacked_messages=10)
+    await c.start()
+    await b.enqueue(key(q, "before"), "before", params())
+    k, _, _ = await take(c)
+    await b.ack(k)
+
+    assert drop_connections(b.connection_name) == 1
+    errors = await enqueue_until_confirmed(b, q, "after")
+    print("errors while reconnecting:", errors)
+    assert len(errors) <= 50
+    k, payload, _ = await take(c, 15)  # the consumer resumed by itself
+    assert (k.id_, payload) == ("after", "after")
+    await b.ack(k)
+    await b.enqueue(key(q, "later"), "later", params())  # and keeps working
+    k, _, _ = await take(c, 5)
+    assert k.id_ == "later"
+    await b.ack(k)
+    await c.finish()
+
+
+async def test_unsettled_message_is_redelivered_after_a_drop(
+    named: tuple[RabbitMessageBroker, str],
+) -> None:
+    b, q = named
+    c = b.consume(q, max_unacked_messages=10)
+    await b.enqueue(key(q, "in-flight"), "x", params(headers={"k": "v"}))
+    held, _, _ = await take(c)
+    assert drop_connections(b.connection_name) == 1
+    await asyncio.sleep(0.2)
+    with pytest.raises(ConnectionError, match="delivers it again"):
+        await b.ack(held)
+    k, _, p = await take(c, 15)  # at-least-once: the same message comes back
+    assert (k.id_, p.headers) == ("in-flight", {"k": "v"})
+    await b.ack(k)
+    await c.finish()
+    assert (await b.queue_stats(q))["ready"] == 0
+
+
+async def test_consumer_survives_its_queue_being_deleted_and_declared_again(
+    named: tuple[RabbitMessageBroker, str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    b, q = named
+    c = b.consume(q, max_unacked_messages=10)
+    await c.start()
+    await b.queue_delete(q)  # RabbitMQ cancels the subscription
+    await asyncio.sleep(1.5)
+    await b.queue_declare(q)
+    await b.enqueue(key(q, "again"), "x", params())
+    k, _, _ = await take(c, 10)
+    assert k.id_ == "again"
+    await b.ack(k)
+    await c.finish()
+    assert any("cancelled the consumer" in r.getMessage() for r in caplog.records)

@@ -1,6 +1,6 @@
-"""Quickstart: a producer and a worker in one process, on the in-memory broker.
+"""Run it with: python examples/quickstart.py
 
-Run it with: python examples/quickstart.py
+Quickstart: a producer and a worker in one process, on the in-memory broker.
 """
 
 from __future__ import annotations

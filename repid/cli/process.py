@@ -1,0 +1,272 @@
+"""One worker process: run a Worker with the command line's settings until it stops.
+
+This is what `repid worker` runs without `--processes`, and what each supervised worker
+process runs. It owns SIGTERM/SIGINT for the whole run, serves the health and metrics
+ports (unless supervised), and tells the supervisor when it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+from repid.cli.loading import (
+    CliError,
+    connect,
+    describe,
+    load_connection,
+    load_worker,
+    register_plugins,
+)
+from repid.cli.supervisor import READY_FD_ENV, SUPERVISOR_PID_ENV
+from repid.connection import Connection
+from repid.health import HealthCheckServer, HealthCheckServerSettings
+from repid.health import Route as HealthRoute
+from repid.main import Repid
+from repid.middleware import hookimpl
+from repid.worker import Worker
+
+logger = logging.getLogger("repid.cli")
+
+LISTEN_ERRORS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+
+
+@dataclass
+class WorkerOptions:
+    """The command line of `repid worker`."""
+
+    target: str
+    app: str | None
+    processes: int
+    concurrency: int | None
+    health_port: int | None
+    metrics_port: int | None
+    bind: str | None
+    graceful_shutdown_time: float | None
+    pidfile: str | None
+    reload: bool
+    log_level: str
+    plugins: tuple[str, ...] = ()
+
+    def child_command(self) -> list[str]:
+        """The command line of one supervised worker process."""
+        command = [sys.executable, "-m", "repid.cli", "worker", self.target,
+                   "--log-level", self.log_level]
+        if self.app is not None:
+            command += ["--app", self.app]
+        if self.concurrency is not None:
+            command += ["--concurrency", str(self.concurrency)]
+        if self.graceful_shutdown_time is not None:
+            command += ["--graceful-shutdown-time", str(self.graceful_shutdown_time)]
+        for plugin in self.plugins:
+            command += ["--plugin", plugin]
+        if self.metrics_port is not None:
+            command += ["--metrics-port", str(self.metrics_port)]
+        return command
+
+
+@contextmanager
+def pidfile(path: str | None) -> Iterator[None]:
+    """Write this process's pid to `path` while the block runs."""
+    if path is None:
+        yield
+        return
+    try:
+        with open(path, "w") as file:
+            file.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise CliError(f"cannot write the pidfile {path!r}: {exc.strerror}") from None
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            logger.debug("pidfile %s already gone", path)
+
+
+def configure_worker(worker: Worker, connection: Connection, options: WorkerOptions) -> None:
+    """Apply the command line's settings to the worker."""
+    worker._connection = connection
+    if options.concurrency is not None:
+        worker.tasks_limit = options.concurrency
+    if options.graceful_shutdown_time is not None:
+        worker.graceful_shutdown_time = options.graceful_shutdown_time
+    settings = worker.health_check_server_settings
+    if options.health_port is not None:
+        worker.run_health_check_server = True
+        worker.health_check_server_settings = HealthCheckServerSettings(
+            address=options.bind or settings.address, port=options.health_port,
+            endpoint_name=settings.endpoint_name)
+    elif options.bind is not None:
+        worker.health_check_server_settings = HealthCheckServerSettings(
+            address=options.bind, port=settings.port, endpoint_name=settings.endpoint_name)
+    if os.environ.get(READY_FD_ENV):
+        # the supervisor serves /healthz for every process: N children cannot share a port
+        worker.run_health_check_server = False
+
+
+class ReadyNotifier:
+    """Plugin of a supervised worker process: tells the supervisor when it is consuming."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @hookimpl
+    def repid_worker_start(self, worker: Worker) -> None:
+        """Write this process's pid to the supervisor's pipe."""
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+
+class Stopper:
+    """SIGTERM/SIGINT handling for the whole life of a worker process, as a plugin.
+
+    The CLI takes signals over from the Runner (`handle_signals=[]`), so that a signal
+    arriving while connecting, or after the worker stopped, still means "stop gracefully"
+    and never kills the process half-way.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.requested = False
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT from now on."""
+        self.worker.handle_signals = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: hand the stop over to the event loop, if it runs."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            self.requested = True
+            return
+        loop.call_soon_threadsafe(self.stop, signum)
+
+    def stop(self, signum: int) -> None:
+        """Ask the worker to stop (it stops at start if it was not running yet)."""
+        if not self.requested:
+            logger.info("received %s: stopping; running jobs get %.1f s to finish",
+                        signal.Signals(signum).name, self.worker.graceful_shutdown_time)
+        self.requested = True
+        self.worker.stop()
+
+    @hookimpl
+    def repid_worker_start(self, worker: Worker) -> None:
+        """Stop at once if a signal came while the worker was starting."""
+        if self.requested:
+            worker.stop()
+
+
+async def watch_supervisor(worker: Worker, supervisor_pid: int) -> None:
+    """Stop the worker gracefully if the supervisor dies (this process is re-parented)."""
+    if supervisor_pid <= 0:
+        return
+    while True:
+        await asyncio.sleep(1)
+        if os.getppid() != supervisor_pid and worker.runner is not None:
+            logger.warning("the supervisor (pid %d) is gone; stopping", supervisor_pid)
+            worker.stop()
+            return
+
+
+def metrics_route(worker: Worker, connection: Connection) -> HealthRoute | None:
+    """The `/metrics` route a plugin (the Prometheus MetricsPlugin) contributes, if any."""
+    routes: dict[str, HealthRoute] = {}
+    for extra in connection.middleware.collect("repid_http_routes", worker=worker):
+        routes.update(extra)
+    return routes.get("/metrics")
+
+
+def ensure_metrics_plugin(worker: Worker, connection: Connection) -> None:
+    """With `--metrics-port` and no plugin serving /metrics, register the MetricsPlugin."""
+    if metrics_route(worker, connection) is not None:
+        return
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise CliError("--metrics-port needs prometheus-client: pip install 'repid[prometheus]'")
+    from repid_plugins.prometheus import MetricsPlugin
+
+    connection.middleware.register(MetricsPlugin())
+    logger.info("--metrics-port: registered repid_plugins.prometheus.MetricsPlugin")
+
+
+async def _listen(server: HealthCheckServer) -> None:
+    """Start a server, or fail with a one-line error naming its address."""
+    settings = server.settings
+    try:
+        await server.start()
+    except OSError as exc:
+        raise CliError(f"cannot listen on {settings.address}:{settings.port}: "
+                       f"{os.strerror(exc.errno) if exc.errno else exc}") from None
+
+
+async def serve(worker: Worker, connection: Connection, options: WorkerOptions,
+                stopper: Stopper) -> int:
+    """Connect, run the worker until it stops, disconnect; the number of messages handled."""
+    stopper.loop = asyncio.get_running_loop()
+    connection.middleware.register(stopper)
+    await connect(connection)
+    app = Repid(connection)
+    await app.magic_connect()
+    extra: HealthCheckServer | None = None
+    watcher: asyncio.Task[None] | None = None
+    try:
+        # read once, and not passed on to processes the actors may start
+        ready_fd = os.environ.pop(READY_FD_ENV, None)
+        supervisor_pid = int(os.environ.pop(SUPERVISOR_PID_ENV, "0"))
+        route = metrics_route(worker, connection)
+        shared = (worker.run_health_check_server
+                  and options.metrics_port == worker.health_check_server_settings.port)
+        if options.metrics_port is not None and route is not None and not shared \
+                and not ready_fd:
+            extra = HealthCheckServer(HealthCheckServerSettings(
+                address=options.bind or worker.health_check_server_settings.address,
+                port=options.metrics_port), {"/metrics": route})
+            await _listen(extra)
+        if ready_fd:
+            connection.middleware.register(ReadyNotifier(int(ready_fd)))
+            watcher = asyncio.create_task(watch_supervisor(worker, supervisor_pid))
+        logger.info("worker %s: queues %s, actors %s, %d jobs at a time; broker %s",
+                    options.target, ", ".join(worker.topics_by_queue),
+                    ", ".join(worker.actors), worker.tasks_limit, describe(connection))
+        try:
+            runner = await worker.run()
+        except OSError as exc:
+            if exc.errno not in LISTEN_ERRORS:
+                raise
+            settings = worker.health_check_server_settings
+            raise CliError(f"cannot listen on {settings.address}:{settings.port}: "
+                           f"{os.strerror(exc.errno) if exc.errno else exc}") from None
+        return runner.processed
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if extra is not None:
+            await extra.stop()
+        await app.magic_disconnect()
+
+
+def run_in_process(options: WorkerOptions) -> int:
+    """Run one worker in this process; the exit code."""
+    worker = load_worker(options.target)
+    connection = load_connection(options.app, worker)
+    configure_worker(worker, connection, options)
+    register_plugins(connection, options.plugins)
+    if options.metrics_port is not None:
+        ensure_metrics_plugin(worker, connection)
+    stopper = Stopper(worker)
+    stopper.install()
+    with pidfile(options.pidfile):
+        asyncio.run(serve(worker, connection, options, stopper))
+    return 0

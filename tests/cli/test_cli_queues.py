@@ -1,0 +1,110 @@
+"""`repid queues declare|flush|delete|stats` and `repid dead list|requeue` on real brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from cli_helpers import enqueue
+from click.testing import CliRunner, Result
+
+from repid import Connection, Queue
+from repid.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def ok(dsn: str, *args: str) -> Result:
+    result = CliRunner().invoke(main, list(args), env={"REPID_BROKER_DSN": dsn})
+    assert result.exit_code == 0, (result.output, result.stderr, result.exception)
+    return result
+
+
+def stats(dsn: str, queue: str) -> dict[str, int]:
+    found = json.loads(ok(dsn, "queues", "stats", queue, "--json").output)[queue]
+    assert isinstance(found, dict)
+    return found
+
+
+async def _dead_letter_all(dsn: str, queue: str) -> None:
+    from repid.brokers.redis import RedisMessageBroker
+
+    connection = Connection(RedisMessageBroker(dsn=dsn))
+    await connection.connect()
+    try:
+        taken = 0
+        async for message in Queue(queue, _connection=connection).get_messages():
+            await message.nack()
+            taken += 1
+            if taken == 2:
+                break
+    finally:
+        await connection.disconnect()
+
+
+def test_queue_commands_on_redis(redis_dsn: str) -> None:
+    queue = f"cli_{uuid.uuid4().hex[:10]}"
+    try:
+        assert ok(redis_dsn, "queues", "declare", queue).output == f"declared {queue}\n"
+        enqueue(redis_dsn, queue, [{"n": n} for n in range(3)])
+        assert stats(redis_dsn, queue) == {"ready": 3, "delayed": 0, "in_flight": 0, "dead": 0}
+        table = ok(redis_dsn, "queues", "stats", queue).output.splitlines()
+        assert table[0].split() == ["queue", "ready", "delayed", "in_flight", "dead"]
+        assert table[1].split() == [queue, "3", "0", "0", "0"]
+
+        asyncio.run(_dead_letter_all(redis_dsn, queue))
+        assert stats(redis_dsn, queue)["dead"] == 2
+        listed = ok(redis_dsn, "dead", "list", queue).output
+        assert listed.count("  work  ") == 2 and "2 dead messages in" in listed
+        assert stats(redis_dsn, queue)["dead"] == 2  # listing leaves them dead
+
+        assert ok(redis_dsn, "dead", "requeue", queue).output == \
+            f"requeued 2 dead messages to {queue}\n"
+        assert stats(redis_dsn, queue) == {"ready": 3, "delayed": 0, "in_flight": 0, "dead": 0}
+
+        ok(redis_dsn, "queues", "flush", queue)
+        assert stats(redis_dsn, queue)["ready"] == 0
+    finally:
+        ok(redis_dsn, "queues", "delete", queue)
+
+
+def test_queue_commands_on_rabbitmq(amqp_dsn: str) -> None:
+    queue = f"cli_{uuid.uuid4().hex[:10]}"
+    missing = f"cli_{uuid.uuid4().hex[:10]}"
+    try:
+        ok(amqp_dsn, "queues", "declare", queue)
+        table = ok(amqp_dsn, "queues", "stats", queue, missing).output.splitlines()
+        assert table[1].split() == [queue, "0", "-", "-", "0"]
+        assert table[2].split() == [missing, "not", "declared"]
+        assert ok(amqp_dsn, "dead", "requeue", queue).output == \
+            f"requeued 0 dead messages to {queue}\n"
+        missing_one = CliRunner().invoke(main, ["dead", "requeue", missing],
+                                         env={"REPID_BROKER_DSN": amqp_dsn})
+        assert missing_one.exit_code == 2
+        assert missing_one.stderr == (f"Error: queue {missing!r} is not declared: create it "
+                                      f"with `repid queues declare {missing}`\n")
+    finally:
+        ok(amqp_dsn, "queues", "delete", queue)
+
+
+def test_invalid_queue_name_is_refused_before_connecting() -> None:
+    result = CliRunner().invoke(main, ["queues", "declare", "bad name!"],
+                                env={"REPID_BROKER_DSN": "memory://"})
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_stats_of_an_undeclared_in_memory_queue() -> None:
+    result = CliRunner().invoke(main, ["queues", "stats", "nowhere", "--json"],
+                                env={"REPID_BROKER_DSN": "memory://"})
+    assert result.exit_code == 0
+    assert json.loads(result.output) == {"nowhere": None}
+
+
+@pytest.mark.parametrize("app", ["tests.cli.cli_app:app", "tests/cli/cli_app.py:connection"])
+def test_connection_from_app_option(app: str) -> None:
+    result = CliRunner().invoke(main, ["queues", "declare", "from_app", "--app", app])
+    assert result.exit_code == 0, (result.output, result.stderr)
+    assert result.output == "declared from_app\n"

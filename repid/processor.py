@@ -85,8 +85,6 @@ class Processor:
                     result = chain.leave(gen, outcome)
                 else:
                     result = await chain.run(self._run, (actor, message), kwargs)
-            if params.result is not None and not message.result_stored:
-                await self._store_result(actor, params, result)
         except asyncio.CancelledError:
             # shutdown past its grace time: back to the queue, no retry counted
             if not message.is_settled:
@@ -107,6 +105,15 @@ class Processor:
         await self.broker.requeue(key, payload, params.with_delay(utcnow() + UNKNOWN_TOPIC_DELAY))
 
     async def _run(self, actor: Actor, message: MessageDependency) -> ActorResult:
+        """Run the actor and store its result: both inside `repid_actor_run`, so a trace
+        span around the run covers the result's write too."""
+        result = await self._execute(actor, message)
+        params = message.parameters
+        if params.result is not None and not message.result_stored:
+            await self._store_result(actor, params, result)
+        return result
+
+    async def _execute(self, actor: Actor, message: MessageDependency) -> ActorResult:
         started = utcnow()
         try:
             data = await self._call(actor, message)
@@ -187,7 +194,8 @@ class Processor:
                          key.id_, actor.name, exc)
             await self.broker.nack(key)
             return
-        if params.retries.left > 0 and self._may_retry(actor, key, params, exc):
+        retry_allowed = params.retries.left > 0 and self._may_retry(actor, key, params, exc)
+        if retry_allowed:
             delay = compute_retry_delay(self.connection, actor, key, params, exc)
             logger.warning("actor %r failed on message %s (try %d of %d): %s; retrying in %s",
                            actor.name, key.id_, params.retries.already_tried + 1,
@@ -199,8 +207,9 @@ class Processor:
             await self.broker.requeue(key, message.raw_payload,
                                       params.with_next_run(next_run(params.delay)))
         else:
-            logger.error("actor %r failed on message %s with no retries left: %s; "
-                         "dead-lettered", actor.name, key.id_, describe(exc), exc_info=exc)
+            why = "no retries left" if params.retries.left <= 0 else "a plugin refused a retry"
+            logger.error("actor %r failed on message %s (%s): %s; dead-lettered",
+                         actor.name, key.id_, why, describe(exc), exc_info=exc)
             await self.broker.nack(key)
 
     def _may_retry(self, actor: Actor, key: RoutingKey, params: Parameters,

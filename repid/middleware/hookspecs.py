@@ -198,7 +198,8 @@ def repid_actor_run(  # type: ignore[empty-body]
     payload: str,
     params: Parameters,
 ) -> ActorResult:
-    """Around one run of an actor on one message (argument decoding included).
+    """Around one run of an actor on one message: argument decoding, the run, and storing
+    its result (so a span around the run covers the result's write).
 
     The result is an `ActorResult` (`success`, `data`, `exception`, `started_when`,
     `finished_when`); a failing actor does not raise through this hook, its exception is

@@ -1,0 +1,291 @@
+"""TracingPlugin: spans recorded by the SDK's in-memory exporter over a real Worker, on every
+broker (in_memory always; Redis and RabbitMQ when reachable)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from repid import Job, MessageDependency, Router
+from repid_plugins.opentelemetry import TracingPlugin
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
+    """The spans called `name`, in the order they started."""
+    return sorted((s for s in spans if s.name == name), key=lambda s: s.start_time or 0)
+
+
+def one(spans: Sequence[ReadableSpan], name: str) -> ReadableSpan:
+    found = named(spans, name)
+    assert len(found) == 1, f"expected one {name!r} span, got {[s.name for s in spans]}"
+    return found[0]
+
+
+def ids(span: ReadableSpan) -> tuple[int, int]:
+    assert span.context is not None
+    return span.context.trace_id, span.context.span_id
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return None if span.parent is None else span.parent.span_id
+
+
+async def test_send_and_process_share_the_trace(make_conn: Any, queue_name: str,
+                                                run_worker: Any, broker_kind: str,
+                                                provider: TracerProvider,
+                                                exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+    router = Router()
+
+    @router.actor(name="work", queue=queue_name)
+    async def work() -> str:
+        return "done"
+
+    with provider.get_tracer("test").start_as_current_span("request") as request:
+        key = await Job("work", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 1)
+
+    spans = exporter.get_finished_spans()
+    send = one(spans, f"send {queue_name}")
+    process = one(spans, f"process {queue_name}")
+    ack = one(spans, f"ack {queue_name}")
+    trace_id = request.get_span_context().trace_id
+    assert ids(send)[0] == ids(process)[0] == ids(ack)[0] == trace_id
+    assert parent_id(send) == request.get_span_context().span_id
+    assert parent_id(process) == ids(send)[1]
+    assert parent_id(ack) == ids(process)[1]
+    assert (send.kind, process.kind, ack.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER,
+                                                   SpanKind.CLIENT)
+    common = {"messaging.system": broker_kind, "messaging.destination.name": queue_name,
+              "messaging.message.id": key.id_}
+    assert dict(send.attributes or {}).items() >= {
+        **common, "messaging.operation.type": "send", "messaging.operation.name": "send",
+        "repid.actor.name": "work"}.items()
+    assert dict(process.attributes or {}).items() >= {
+        **common, "messaging.operation.type": "process", "messaging.operation.name": "process",
+        "repid.actor.name": "work", "repid.retry.attempt": 1}.items()
+    assert dict(ack.attributes or {}).items() >= {
+        **common, "messaging.operation.type": "settle", "messaging.operation.name": "ack"}.items()
+    assert process.status.status_code is StatusCode.UNSET
+
+
+async def test_failing_actor_marks_the_span(make_conn: Any, queue_name: str, run_worker: Any,
+                                            provider: TracerProvider,
+                                            exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+    router = Router()
+
+    @router.actor(name="boom", queue=queue_name)
+    async def boom() -> None:
+        raise ValueError("bad input")
+
+    await Job("boom", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 1)
+
+    spans = exporter.get_finished_spans()
+    process = one(spans, f"process {queue_name}")
+    assert process.status.status_code is StatusCode.ERROR
+    assert (process.attributes or {})["error.type"] == "ValueError"
+    events = [e for e in process.events if e.name == "exception"]
+    assert events and (events[0].attributes or {})["exception.message"] == "bad input"
+    nack = one(spans, f"nack {queue_name}")  # no retries left: dead-lettered
+    assert parent_id(nack) == ids(process)[1]
+
+
+async def test_retry_stays_in_the_original_trace(make_conn: Any, queue_name: str,
+                                                 run_worker: Any, provider: TracerProvider,
+                                                 exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+    router = Router()
+    runs: list[int] = []
+
+    @router.actor(name="flaky", queue=queue_name, retry_policy=lambda n: 0)
+    async def flaky(msg: MessageDependency) -> None:
+        runs.append(msg.parameters.retries.already_tried)
+        if len(runs) == 1:
+            raise ConnectionError("first try fails")
+
+    with provider.get_tracer("test").start_as_current_span("request"):
+        await Job("flaky", queue=queue_name, retries=2, _connection=conn).enqueue()
+    await run_worker(conn, router, 2)
+
+    spans = exporter.get_finished_spans()
+    send = one(spans, f"send {queue_name}")
+    first, second = named(spans, f"process {queue_name}")
+    requeue = one(spans, f"requeue {queue_name}")
+    assert {ids(first)[0], ids(second)[0], ids(requeue)[0]} == {ids(send)[0]}
+    assert parent_id(first) == parent_id(second) == ids(send)[1]
+    assert parent_id(requeue) == ids(first)[1]
+    assert [(s.attributes or {})["repid.retry.attempt"] for s in (first, second)] == [1, 2]
+    assert first.status.status_code is StatusCode.ERROR
+    assert second.status.status_code is StatusCode.UNSET
+
+
+async def test_child_job_joins_the_parent_trace(make_conn: Any, queue_name: str,
+                                                run_worker: Any, provider: TracerProvider,
+                                                exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+    router = Router()
+
+    @router.actor(name="parent", queue=queue_name)
+    async def parent() -> None:
+        await Job("child", queue=queue_name, _connection=conn).enqueue()
+
+    @router.actor(name="child", queue=queue_name)
+    async def child() -> None:
+        return None
+
+    await Job("parent", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 2)
+
+    spans = exporter.get_finished_spans()
+    first_send, child_send = named(spans, f"send {queue_name}")
+    processes = named(spans, f"process {queue_name}")
+    by_actor = {(s.attributes or {})["repid.actor.name"]: s for s in processes}
+    assert parent_id(first_send) is None  # enqueued outside any span: a new trace
+    assert parent_id(child_send) == ids(by_actor["parent"])[1]
+    assert parent_id(by_actor["child"]) == ids(child_send)[1]
+    assert len({ids(s)[0] for s in spans}) == 1
+
+
+async def test_use_links_starts_a_linked_trace(make_conn: Any, queue_name: str,
+                                               run_worker: Any, provider: TracerProvider,
+                                               exporter: InMemorySpanExporter) -> None:
+    plugin = TracingPlugin(tracer_provider=provider, use_links=True)
+    conn = await make_conn(queue_name, plugins=[plugin])
+    router = Router()
+
+    @router.actor(name="work", queue=queue_name)
+    async def work() -> None:
+        return None
+
+    await Job("work", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 1)
+
+    spans = exporter.get_finished_spans()
+    send = one(spans, f"send {queue_name}")
+    process = one(spans, f"process {queue_name}")
+    assert ids(process)[0] != ids(send)[0]
+    assert process.parent is None
+    assert [link.context.span_id for link in process.links] == [ids(send)[1]]
+    assert [link.context.trace_id for link in process.links] == [ids(send)[0]]
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_result_store_is_a_client_span_of_the_run(make_conn: Any, queue_name: str,
+                                                        run_worker: Any,
+                                                        provider: TracerProvider,
+                                                        exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)],
+                           results=True)
+    router = Router()
+
+    @router.actor(name="work", queue=queue_name)
+    async def work() -> int:
+        return 42
+
+    job = Job("work", queue=queue_name, _connection=conn)
+    await job.enqueue()
+    await run_worker(conn, router, 1)
+
+    spans = exporter.get_finished_spans()
+    store = one(spans, "store_bucket")
+    process = one(spans, f"process {queue_name}")
+    assert store.kind is SpanKind.CLIENT
+    assert parent_id(store) == ids(process)[1]
+    assert (store.attributes or {})["repid.bucket.id"] == job.result_id
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_headers_carry_w3c_traceparent(make_conn: Any, queue_name: str,
+                                             provider: TracerProvider) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+    await Job("work", queue=queue_name, _connection=conn).enqueue()
+    messages = []
+    async for message in conn.message_broker.consume(queue_name):
+        messages.append(message)
+        break
+    _, _, params = messages[0]
+    version, trace_id, span_id, flags = params.headers["traceparent"].split("-")
+    assert (version, len(trace_id), len(span_id)) == ("00", 32, 16)
+    assert int(flags, 16) & 1  # sampled
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_failed_broker_call_marks_its_span(make_conn: Any, provider: TracerProvider,
+                                                 exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(plugins=[TracingPlugin(tracer_provider=provider)])
+    with pytest.raises(KeyError):
+        await Job("work", queue="never_declared", _connection=conn).enqueue()
+    send = one(exporter.get_finished_spans(), "send never_declared")
+    assert send.status.status_code is StatusCode.ERROR
+    assert (send.attributes or {})["error.type"] == "repid.errors.QueueNotDeclaredError"
+    assert [e.name for e in send.events] == ["exception"]
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_receive_spans_are_opt_in_and_linked(make_conn: Any, queue_name: str,
+                                                   run_worker: Any, provider: TracerProvider,
+                                                   exporter: InMemorySpanExporter) -> None:
+    plugin = TracingPlugin(tracer_provider=provider, trace_receive=True)
+    conn = await make_conn(queue_name, plugins=[plugin])
+    router = Router()
+
+    @router.actor(name="work", queue=queue_name)
+    async def work() -> None:
+        return None
+
+    key = await Job("work", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 1)
+
+    spans = exporter.get_finished_spans()
+    send = one(spans, f"send {queue_name}")
+    receive = one(spans, f"receive {queue_name}")
+    assert receive.kind is SpanKind.CLIENT
+    assert (receive.attributes or {})["messaging.operation.type"] == "receive"
+    assert (receive.attributes or {})["messaging.message.id"] == key.id_
+    assert [link.context.span_id for link in receive.links] == [ids(send)[1]]
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_retry_of_an_untraced_message_continues_the_first_run(
+        make_conn: Any, queue_name: str, run_worker: Any, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name)
+    await Job("flaky", queue=queue_name, retries=1, _connection=conn).enqueue()  # no context
+    conn.middleware.register(TracingPlugin(tracer_provider=provider))
+    router = Router()
+    runs: list[int] = []
+
+    @router.actor(name="flaky", queue=queue_name, retry_policy=lambda n: 0)
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ConnectionError("first try fails")
+
+    await run_worker(conn, router, 2)
+    spans = exporter.get_finished_spans()
+    first, second = named(spans, f"process {queue_name}")
+    requeue = one(spans, f"requeue {queue_name}")
+    assert first.parent is None  # nothing to continue: the first run starts the trace
+    assert parent_id(requeue) == ids(first)[1]
+    assert parent_id(second) == ids(requeue)[1]  # the requeue wrote its context in
+    assert ids(second)[0] == ids(first)[0]

@@ -1,0 +1,756 @@
+"""RedisMessageBroker: durable queues in Redis, each state change of a message one Lua script.
+
+How each promise of `repid.brokers.base` is kept (the design is in docs/brokers/redis.md):
+
+1. Confirmed enqueue: `_enqueue` returns only after the ENQUEUE script replied; a lost
+   connection raises `EnqueueNotConfirmedError`, an undeclared queue (checked inside the
+   script) `QueueNotDeclaredError`.
+2. At-least-once: TAKE puts each message under a lease (its execution timeout plus
+   `lease_margin`) in the queue's in-flight set; a settle removes it only if the lease is
+   still the consumer's. Every live broker returns expired leases to the queue once a
+   second (`_maintain_loop`), so a killed worker's messages run again.
+3. Delays: a delayed message waits in a sorted set scored by its ready time; TAKE and the
+   maintenance loop promote it when due, and idle consumers block no longer than until the
+   next ready time (at most a second), so neither a long delay nor an idle queue holds it.
+4. Priorities: one ready list per priority; TAKE serves the highest, with the
+   anti-starvation rule written at `scripts.TAKE`.
+5. Headers: the parameters are stored whole in the message body, and replaced whole by
+   `requeue`; nothing else rewrites them.
+6. Dead letters: `nack` moves the id to the queue's dead list; a DEAD consumer reads it, and
+   `requeue` / `ack` of what it read moves it back / deletes it.
+7. Poison: a body that does not decode is dead-lettered by the consumer with the reason
+   logged, and the consumer goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from repid.brokers.base import Consumer, Message, MessageBroker
+from repid.brokers.dsn import mask_dsn
+from repid.brokers.redis import scripts
+from repid.brokers.redis._client import CONNECTION_ERRORS, make_client
+from repid.brokers.redis.codec import decode_body, encode_body, list_priority, ready_ms
+from repid.data import MessageCategory, Parameters, RoutingKey
+from repid.errors import (
+    BrokerConnectionError,
+    EnqueueNotConfirmedError,
+    PayloadDecodeError,
+    QueueNotDeclaredError,
+)
+
+logger = logging.getLogger("repid.brokers.redis")
+
+_ENQUEUE = scripts.Script("enqueue", scripts.ENQUEUE)
+_TAKE = scripts.Script("take", scripts.TAKE)
+_SETTLE = scripts.Script("settle", scripts.SETTLE)
+_MAINTAIN = scripts.Script("maintain", scripts.MAINTAIN)
+_STATS = scripts.Script("stats", scripts.STATS)
+
+# indexes into the key list of a queue (see scripts.QUEUE_KEY_NAMES)
+(_MSGS, _READY0, _READY1, _READY2, _DELAYED, _WAKE, _QUEUES, _INFLIGHT, _LEASES, _DEAD,
+ _STATE) = range(11)
+
+#: most messages one TAKE moves at once
+_MAX_TAKE = 500
+#: most operations one script call carries (a single submission is never split)
+_MAX_OPS = 2000
+#: lease of a message whose body is unreadable (it is dead-lettered at once anyway)
+_FALLBACK_LEASE_MS = 60_000
+#: how long an idle consumer blocks at most, so delays and leases are checked each second
+_MAX_BLOCK = 1.0
+_BACKOFF_MIN = 0.05
+_BACKOFF_MAX = 2.0
+
+#: an operation of the ENQUEUE script (id, body, ready ms) or of SETTLE (action,
+#: where, id, token, and for a requeue body, priority, ready ms)
+Op = tuple[str, ...]
+
+
+@dataclass(slots=True, eq=False)
+class RedisHandle:
+    """The broker's reference to a message it delivered: where it is held, under which lease."""
+
+    queue: str
+    id_: str
+    #: "inflight" (taken by a NORMAL consumer), "dead" or "delayed" (read by a snapshot)
+    where: str
+    #: the lease token TAKE issued; a settle with a stale token is refused ("" = no lease)
+    token: str
+    consumer: RedisConsumer | None = None
+    released: bool = False
+
+    def release(self) -> None:
+        """Give the consumer its capacity back, once, whatever the settle's outcome."""
+        if not self.released:
+            self.released = True
+            if self.consumer is not None:
+                self.consumer._on_settled()
+
+    def __repr__(self) -> str:
+        return f"RedisHandle({self.queue!r}, {self.id_!r}, {self.where})"
+
+
+class _Batcher:
+    """Coalesces concurrent calls of one script into one round trip per queue (group commit).
+
+    A call made while no other is in flight is sent at once, on its own. Calls made while
+    one is in flight wait and then go together, one script run per queue. Each caller still
+    waits for Redis's reply to its own operations, so nothing is confirmed early.
+    """
+
+    __slots__ = ("_busy", "_pending", "_run", "_task")
+
+    def __init__(self, run: Callable[[str, list[Op]], Awaitable[list[bool]]]) -> None:
+        self._run = run
+        self._pending: list[tuple[str, list[Op], asyncio.Future[list[bool]]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+
+    async def submit(self, queue: str, ops: list[Op]) -> list[bool]:
+        """Run `ops` (kept together in one script call) and return their results."""
+        if not self._busy:
+            self._busy = True
+            try:
+                return await self._run(queue, ops)
+            finally:
+                self._busy = False
+                if self._pending:
+                    self._start_drain()
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._pending.append((queue, ops, future))
+        return await future
+
+    async def idle(self) -> None:
+        """Wait until every submitted operation has been sent and answered."""
+        while self._task is not None:
+            await asyncio.wait({self._task})
+
+    def _start_drain(self) -> None:
+        self._busy = True
+        self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                groups: dict[str, list[tuple[str, list[Op], asyncio.Future[list[bool]]]]] = {}
+                for item in batch:
+                    groups.setdefault(item[0], []).append(item)
+                await asyncio.gather(*(self._flush(q, items) for q, items in groups.items()))
+        finally:
+            self._task = None
+            self._busy = False
+
+    async def _flush(self, queue: str,
+                     items: list[tuple[str, list[Op], asyncio.Future[list[bool]]]]) -> None:
+        chunk: list[tuple[str, list[Op], asyncio.Future[list[bool]]]] = []
+        size = 0
+        for item in items:
+            if chunk and size + len(item[1]) > _MAX_OPS:
+                await self._send(queue, chunk)
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(item[1])
+        if chunk:
+            await self._send(queue, chunk)
+
+    async def _send(self, queue: str,
+                    chunk: list[tuple[str, list[Op], asyncio.Future[list[bool]]]]) -> None:
+        try:
+            results = await self._run(queue, [op for _, ops, _ in chunk for op in ops])
+        except Exception as exc:
+            for _, _, future in chunk:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        pos = 0
+        for _, ops, future in chunk:
+            if not future.done():
+                future.set_result(results[pos:pos + len(ops)])
+            pos += len(ops)
+
+
+class RedisMessageBroker(MessageBroker):
+    """Queues in Redis (redis-py asyncio): leases, delays, priorities, dead letters.
+
+    `lease_margin` is added to a message's execution timeout to make its lease; a worker
+    that dies mid-job has its messages delivered again once the lease runs out.
+    `starvation_limit` is K of the anti-starvation rule (see `scripts.TAKE`). `retries`,
+    `socket_timeout` and `socket_connect_timeout` tune redis-py's reconnects; any other
+    keyword goes to `redis.asyncio.Redis.from_url`.
+    """
+
+    system = "redis"
+    prefetches = True
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        prefix: str = "repid",
+        lease_margin: timedelta = timedelta(seconds=5),
+        starvation_limit: int = 10,
+        maintenance_interval: float = 1.0,
+        retries: int = 5,
+        socket_timeout: float | None = 5.0,
+        socket_connect_timeout: float | None = 5.0,
+        client_name: str | None = "repid",
+        **redis_options: Any,
+    ) -> None:
+        self._dsn = dsn
+        self.prefix = prefix
+        self.lease_margin = lease_margin
+        self.starvation_limit = max(1, starvation_limit)
+        self.maintenance_interval = maintenance_interval
+        self._retries = retries
+        self._socket_timeout = socket_timeout
+        self._socket_connect_timeout = socket_connect_timeout
+        self._client_name = client_name
+        self._redis_options = redis_options
+        self._client: Redis | None = None
+        self._maintainer: asyncio.Task[None] | None = None
+        self._enqueuer = _Batcher(self._run_enqueue)
+        self._settler = _Batcher(self._run_settle)
+        self._queue_keys: dict[str, list[str]] = {}
+        self._queues_key = f"{prefix}:queues"
+        self._consumers: weakref.WeakSet[RedisConsumer] = weakref.WeakSet()
+        #: fetchers of finished consumers still ending their last BLPOP
+        self._stragglers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dsn={mask_dsn(self._dsn)!r})"
+
+    # --- connection ---
+
+    async def connect(self) -> None:
+        """Open the client, check Redis answers, start returning expired leases."""
+        if self._client is not None:
+            return
+        client = make_client(self._dsn, retries=self._retries,
+                             socket_timeout=self._socket_timeout,
+                             socket_connect_timeout=self._socket_connect_timeout,
+                             client_name=self._client_name, extra=self._redis_options)
+        try:
+            await client.ping()
+        except CONNECTION_ERRORS as exc:
+            await client.aclose()
+            raise BrokerConnectionError(
+                f"cannot reach Redis at {mask_dsn(self._dsn)}: {exc}") from exc
+        self._client = client
+        self._stopping = False
+        self._maintainer = asyncio.create_task(self._maintain_loop(),
+                                               name="repid-redis-maintenance")
+
+    async def disconnect(self) -> None:
+        """Finish live consumers (their unhanded messages go back), then close the client."""
+        if self._client is None:
+            return
+        for consumer in list(self._consumers):
+            await consumer.finish()
+        self._stopping = True
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            await asyncio.wait({self._maintainer})
+            self._maintainer = None
+        if self._stragglers:
+            await asyncio.wait(set(self._stragglers))
+        await self._enqueuer.idle()
+        await self._settler.idle()
+        client, self._client = self._client, None
+        await client.aclose()
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise BrokerConnectionError(
+                f"{self!r} is not connected; call `await connection.connect()` first")
+        return self._client
+
+    def _keys(self, queue: str) -> list[str]:
+        """The keys of a queue in the order the scripts expect (the declared set included)."""
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            # the hash tag keeps one queue's keys in one cluster slot
+            base = f"{self.prefix}:{{{queue}}}:"
+            keys = [self._queues_key if name == "queues" else base + name
+                    for name in scripts.QUEUE_KEY_NAMES]
+            self._queue_keys[queue] = keys
+        return keys
+
+    def _own_keys(self, queue: str) -> list[str]:
+        """The keys holding the queue's messages (all but the global declared set)."""
+        return [k for i, k in enumerate(self._keys(queue)) if i != _QUEUES]
+
+    # --- the scripts ---
+
+    async def _run_enqueue(self, queue: str, ops: list[Op]) -> list[bool]:
+        args: list[str] = [queue]
+        for op in ops:
+            args.extend(op)
+        result = await _ENQUEUE(self._redis(), self._keys(queue)[:scripts.ENQUEUE_KEYS], args)
+        if result == -1:
+            raise QueueNotDeclaredError(queue)
+        return [c == "1" for c in result]
+
+    async def _run_settle(self, queue: str, ops: list[Op]) -> list[bool]:
+        args: list[str] = []
+        for op in ops:
+            args.extend(op)
+        result = await _SETTLE(self._redis(), self._keys(queue), args)
+        return [c == "1" for c in result]
+
+    async def _take(self, queue: str, count: int) -> tuple[int, int, list[str]]:
+        """Lease up to `count` ready messages: (next delayed time ms, server now ms,
+        [`token LF id LF body` per message]); QueueNotDeclaredError if it is not declared."""
+        margin_ms = int(self.lease_margin.total_seconds() * 1000)
+        result = await _TAKE(self._redis(), self._keys(queue), [
+            queue, count, margin_ms, _FALLBACK_LEASE_MS, self.starvation_limit])
+        if not result[3]:
+            raise QueueNotDeclaredError(queue)
+        if result[2]:
+            logger.error("%d messages of queue %r have ids with a line break, which repid "
+                         "never writes; moved to the dead-letter list", result[2], queue)
+        return int(result[0]), int(result[1]), result[4:]
+
+    async def _settle_ops(self, queue: str, ops: list[Op]) -> list[bool]:
+        """Settle operations of one queue, in one atomic script run."""
+        return await self._settler.submit(queue, ops)
+
+    # --- the broker calls ---
+
+    async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        op = (key.id_, encode_body(key, payload, params), ready_ms(params))
+        try:
+            stored = await self._enqueuer.submit(key.queue, [op])
+        except CONNECTION_ERRORS as exc:
+            raise EnqueueNotConfirmedError(
+                f"Redis did not confirm the message {key.id_!r} for queue {key.queue!r}: "
+                f"{exc}") from exc
+        if not stored[0]:
+            logger.debug("message %r is already in queue %r; not enqueued again",
+                         key.id_, key.queue)
+
+    async def enqueue_many(self, messages: Iterable[Message]) -> None:
+        """Store many messages; with no plugin around enqueue, one script run per queue."""
+        if self._chains.enqueue is not None:
+            await super().enqueue_many(messages)
+            return
+        groups: dict[str, list[Op]] = {}
+        for key, payload, params in messages:
+            groups.setdefault(key.queue, []).append(
+                (key.id_, encode_body(key, payload, params), ready_ms(params)))
+        try:
+            await asyncio.gather(*(self._enqueuer.submit(q, ops) for q, ops in groups.items()))
+        except CONNECTION_ERRORS as exc:
+            raise EnqueueNotConfirmedError(
+                f"Redis did not confirm a batch of messages: {exc}") from exc
+
+    async def _settle(self, action: str, key: RoutingKey, body: str = "",
+                      priority: str = "", ready: str = "") -> None:
+        """Run one settle action on a consumed message and free its consumer's capacity."""
+        handle = key.handle if isinstance(key.handle, RedisHandle) else None
+        op: Op
+        if handle is None:
+            # a key that was not consumed here: act on the message by id, whatever lease
+            queue, op = key.queue, (action, "inflight", key.id_, "")
+        else:
+            queue = handle.queue
+            op = (action, handle.where, handle.id_, handle.token)
+        if action == "requeue":
+            op += (body, priority, ready)
+        try:
+            done = await self._settler.submit(queue, [op])
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(
+                f"Redis did not confirm {action} of message {key.id_!r} in queue {queue!r} "
+                f"(an unsettled message is delivered again once its lease ends): {exc}",
+            ) from exc
+        finally:
+            if handle is not None:
+                handle.release()
+        if not done[0]:
+            logger.warning(
+                "%s of message %r in queue %r had no effect: it is no longer held by this "
+                "consumer (its lease ran out and it went back to the queue, or the queue was "
+                "flushed)", action, key.id_, queue)
+
+    async def _ack(self, key: RoutingKey) -> None:
+        await self._settle("ack", key)
+
+    async def _nack(self, key: RoutingKey) -> None:
+        await self._settle("nack", key)
+
+    async def _reject(self, key: RoutingKey) -> None:
+        await self._settle("reject", key)
+
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        await self._settle("requeue", key, encode_body(key, payload, params),
+                           str(list_priority(key.priority)), ready_ms(params))
+
+    async def _queue_declare(self, queue_name: str) -> None:
+        try:
+            await self._redis().sadd(self._queues_key, queue_name)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(f"cannot declare queue {queue_name!r}: {exc}") from exc
+
+    async def _queue_flush(self, queue_name: str) -> None:
+        try:
+            await self._redis().delete(*self._own_keys(queue_name))
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(f"cannot flush queue {queue_name!r}: {exc}") from exc
+
+    async def _queue_delete(self, queue_name: str) -> None:
+        try:
+            async with self._redis().pipeline(transaction=True) as pipe:
+                pipe.delete(*self._own_keys(queue_name))
+                pipe.srem(self._queues_key, queue_name)
+                await pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(f"cannot delete queue {queue_name!r}: {exc}") from exc
+        self._queue_keys.pop(queue_name, None)
+
+    def _consumer(
+        self,
+        queue_name: str,
+        topics: frozenset[str] | None,
+        max_unacked_messages: int | None,
+        category: MessageCategory,
+    ) -> Consumer:
+        if category is MessageCategory.NORMAL:
+            return RedisConsumer(self, queue_name, max_unacked_messages)
+        return RedisSnapshotConsumer(self, queue_name, category)
+
+    async def queue_stats(self, queue_name: str) -> dict[str, int]:
+        """Counts of the queue's messages: ready, delayed, in_flight (leased), dead; a due
+        delayed message or an expired lease is counted as ready."""
+        try:
+            ready, delayed, in_flight, dead = await _STATS(self._redis(),
+                                                           self._keys(queue_name), [])
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(
+                f"cannot read the counts of queue {queue_name!r}: {exc}") from exc
+        return {"ready": ready, "delayed": delayed, "in_flight": in_flight, "dead": dead}
+
+    # --- background work ---
+
+    async def _maintain_loop(self) -> None:
+        """Every second, promote due delayed messages and return expired leases of every
+        declared queue (promise 2 holds even when no consumer of the queue is idle)."""
+        failing = False
+        while not self._stopping and not _cancel_requested():
+            await asyncio.sleep(self.maintenance_interval * random.uniform(0.8, 1.0))
+            try:
+                client = self._redis()
+                for queue in await client.smembers(self._queues_key):
+                    moved = await _MAINTAIN(client, self._keys(_text(queue)), [])
+                    if moved:
+                        logger.debug("queue %r: %d delayed or expired messages made ready",
+                                     queue, moved)
+                if failing:
+                    logger.info("Redis maintenance of %r resumed", self)
+                failing = False
+            except Exception as exc:
+                if _loop_closed():
+                    return
+                if not isinstance(exc, CONNECTION_ERRORS):
+                    logger.exception("Redis maintenance of %r failed; trying again", self)
+                elif not failing:
+                    logger.warning("Redis maintenance of %r paused, Redis unreachable: %s",
+                                   self, exc)
+                    failing = True
+
+
+def _cancel_requested() -> bool:
+    """True when the current task was asked to cancel: redis-py can swallow a cancellation
+    that lands while it sends a command (asyncio.wait_for on Python < 3.12), so the
+    background loops check before each round instead of relying on it alone."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return cancelling is not None and cancelling() > 0
+
+
+def _loop_closed() -> bool:
+    """True when the event loop is gone: a background task being torn down with it (its
+    broker was never disconnected) must end quietly instead of retrying."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    return False
+
+
+def _text(value: Any) -> str:
+    """A reply as text (the client decodes replies; this only narrows the type)."""
+    return value if isinstance(value, str) else bytes(value).decode()
+
+
+def _block_time(next_due: int, now: int, socket_timeout: float | None) -> float:
+    """How long an idle consumer blocks: until the next delayed message is due, at most 1 s."""
+    wait = _MAX_BLOCK if next_due < 0 else min(_MAX_BLOCK, (next_due - now) / 1000)
+    if socket_timeout:
+        wait = min(wait, socket_timeout / 2)
+    return max(0.01, wait)
+
+
+class RedisConsumer(Consumer):
+    """Takes messages of one queue in batches into a local buffer and hands them out.
+
+    A background fetcher leases up to the consumer's free capacity (`max_unacked_messages`
+    minus what it holds and buffers) in one TAKE; with no limit it takes only what waiting
+    `__anext__` calls ask for. When nothing is ready it blocks on the queue's wake list,
+    which enqueues push to, so a new message arrives at once.
+    `__anext__` only waits for the buffer, so cancelling it never loses a message, and
+    `finish()` puts the buffered messages back at the front of the queue in one script run.
+    """
+
+    def __init__(self, broker: RedisMessageBroker, queue_name: str,
+                 max_unacked_messages: int | None) -> None:
+        super().__init__(broker, queue_name, MessageCategory.NORMAL)
+        self._broker = broker
+        self._limit = max_unacked_messages if max_unacked_messages else None
+        self._buffer: deque[Message] = deque()
+        self._held = 0
+        self._waiting = 0  # __anext__ calls waiting for the buffer
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._fetcher: asyncio.Task[None] | None = None
+        self._finished = False
+        self._interruptible = False
+        #: raised by `__anext__` while the queue is not declared (the fetcher keeps checking)
+        self._error: QueueNotDeclaredError | None = None
+
+    async def start(self) -> None:
+        """Start the background fetcher."""
+        if self._fetcher is None and not self._finished:
+            self._broker._redis()
+            self._broker._consumers.add(self)
+            self._fetcher = asyncio.create_task(self._fetch_loop(),
+                                                name=f"repid-redis-consumer-{self.queue_name}")
+
+    async def finish(self) -> None:
+        """Stop fetching; give the messages taken but not handed out back to the queue."""
+        if self._finished and self._fetcher is None and not self._buffer:
+            return
+        self._finished = True
+        fetcher, self._fetcher = self._fetcher, None
+        if fetcher is not None:
+            # cancel only while it blocks or sleeps: a TAKE interrupted mid-reply would
+            # strand its messages until their leases end
+            if self._interruptible:
+                # redis-py may swallow a cancel that lands while BLPOP is being sent
+                # (asyncio.wait_for on Python < 3.12), so cancel again while it blocks
+                for _ in range(20):
+                    fetcher.cancel()
+                    await asyncio.wait({fetcher}, timeout=0.01)
+                    if fetcher.done() or not self._interruptible:
+                        break
+                if not fetcher.done():
+                    # it ends by itself after its current BLPOP (≤ 1 s), having taken
+                    # nothing; the broker awaits it at disconnect
+                    self._broker._stragglers.add(fetcher)
+                    fetcher.add_done_callback(self._broker._stragglers.discard)
+            else:
+                await asyncio.wait({fetcher})
+        buffered = list(self._buffer)
+        self._buffer.clear()
+        self._ready.set()
+        self._broker._consumers.discard(self)
+        if not buffered:
+            return
+        ops: list[Op] = []
+        for key, _, _ in reversed(buffered):
+            handle = key.handle
+            assert isinstance(handle, RedisHandle)
+            handle.released = True
+            ops.append(("release", "inflight", handle.id_, handle.token))
+        try:
+            await self._broker._settle_ops(self.queue_name, ops)
+        except CONNECTION_ERRORS as exc:
+            logger.warning("could not return %d buffered messages to queue %r (%s); they "
+                           "come back when their leases end", len(ops), self.queue_name, exc)
+
+    def _on_settled(self) -> None:
+        self._held = max(0, self._held - 1)
+        self._room.set()
+
+    def _free(self) -> int:
+        """How many messages to take now: up to the free capacity, or, with no limit, as
+        many as callers are waiting for (nothing is leased that nobody asked for)."""
+        if self._limit is None:
+            return min(_MAX_TAKE, self._waiting - len(self._buffer))
+        return min(_MAX_TAKE, self._limit - self._held - len(self._buffer))
+
+    async def _next(self) -> Message:
+        if self._fetcher is None and not self._finished:
+            await self.start()
+        while True:
+            if self._buffer:
+                message = self._buffer.popleft()
+                self._held += 1
+                return message
+            if self._finished:
+                raise StopAsyncIteration
+            if self._error is not None:
+                # reported once per failed take; the next call waits for the next take
+                error, self._error = self._error, None
+                raise error
+            self._ready.clear()
+            self._waiting += 1
+            if self._limit is None:
+                self._room.set()
+            try:
+                await self._ready.wait()
+            finally:
+                self._waiting -= 1
+
+    async def _fetch_loop(self) -> None:
+        """Keep the buffer filled up to the free capacity; survive connection loss."""
+        broker = self._broker
+        wake_key = broker._keys(self.queue_name)[_WAKE]
+        backoff = _BACKOFF_MIN
+        while not self._finished:
+            if _cancel_requested():
+                raise asyncio.CancelledError
+            try:
+                free = self._free()
+                if free <= 0:
+                    self._room.clear()
+                    await self._interruptibly(self._room.wait())
+                    continue
+                try:
+                    next_due, now, taken = await broker._take(self.queue_name, free)
+                except QueueNotDeclaredError as exc:
+                    # like the other brokers, consuming an undeclared queue raises; keep
+                    # checking so a later declaration is picked up
+                    self._error = exc
+                    self._ready.set()
+                    next_due, now, taken = -1, 0, []
+                else:
+                    self._error = None
+                backoff = _BACKOFF_MIN
+                if taken:
+                    await self._accept(taken)
+                    continue
+                await self._interruptibly(broker._redis().blpop(
+                    [wake_key], timeout=_block_time(next_due, now, broker._socket_timeout)))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _loop_closed():
+                    return
+                if isinstance(exc, CONNECTION_ERRORS):
+                    logger.warning("consumer of queue %r: Redis unreachable (%s); retrying "
+                                   "in %.2f s", self.queue_name, exc, backoff)
+                else:
+                    logger.exception("consumer of queue %r failed; retrying in %.2f s",
+                                     self.queue_name, backoff)
+                await self._interruptibly(asyncio.sleep(backoff))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _interruptibly(self, awaitable: Awaitable[Any]) -> None:
+        """Await something `finish()` may cancel (nothing is taken while it runs)."""
+        if self._finished:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        self._interruptible = True
+        try:
+            await awaitable
+        finally:
+            self._interruptible = False
+
+    async def _accept(self, taken: list[str]) -> None:
+        """Buffer the decodable messages; dead-letter the others with the reason logged."""
+        poison: list[Op] = []
+        for entry in taken:
+            token, id_, body = entry.split("\n", 2)
+            handle = RedisHandle(self.queue_name, id_, "inflight", token, self)
+            try:
+                self._buffer.append(decode_body(body, handle))
+            except PayloadDecodeError as exc:
+                logger.error("message %r in queue %r cannot be decoded (%s); moved to the "
+                             "dead-letter list", id_, self.queue_name, exc)
+                poison.append(("nack", "inflight", id_, token))
+        if self._buffer:
+            self._ready.set()
+        if poison:
+            await self._broker._settle_ops(self.queue_name, poison)
+
+
+class RedisSnapshotConsumer(Consumer):
+    """Reads the dead or delayed messages of a queue as they were at the first take, then ends.
+
+    What it yields stays where it is until settled: `ack` deletes it, `requeue` moves it to
+    the queue (ready at the new parameters' time), `nack` (of a delayed message) dead-letters
+    it, `reject` leaves it.
+    """
+
+    _CHUNK = 100
+
+    def __init__(self, broker: RedisMessageBroker, queue_name: str,
+                 category: MessageCategory) -> None:
+        super().__init__(broker, queue_name, category)
+        self._broker = broker
+        self._where = "dead" if category is MessageCategory.DEAD else "delayed"
+        self._ids: deque[str] | None = None
+        self._messages: deque[Message] = deque()
+
+    async def finish(self) -> None:
+        """Stop reading."""
+        self._ids = deque()
+        self._messages.clear()
+
+    async def _next(self) -> Message:
+        try:
+            return await self._read()
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(
+                f"cannot read the {self._where} messages of queue {self.queue_name!r}: {exc}",
+            ) from exc
+
+    async def _read(self) -> Message:
+        client = self._broker._redis()
+        keys = self._broker._keys(self.queue_name)
+        if self._ids is None:
+            if not await client.sismember(self._broker._queues_key, self.queue_name):
+                raise QueueNotDeclaredError(self.queue_name)
+            ids: list[Any]
+            if self._where == "dead":
+                ids = await client.lrange(keys[_DEAD], 0, -1)
+            else:
+                ids = await client.zrange(keys[_DELAYED], 0, -1)
+            self._ids = deque(_text(i) for i in ids)
+        while not self._messages:
+            if not self._ids:
+                raise StopAsyncIteration
+            chunk = [self._ids.popleft() for _ in range(min(self._CHUNK, len(self._ids)))]
+            bodies = await client.hmget(keys[_MSGS], chunk)
+            poison: list[Op] = []
+            for id_, body in zip(chunk, bodies, strict=True):
+                if body is None:
+                    continue  # settled since the snapshot was taken
+                handle = RedisHandle(self.queue_name, id_, self._where, "")
+                try:
+                    self._messages.append(decode_body(_text(body), handle))
+                except PayloadDecodeError as exc:
+                    if self._where == "dead":
+                        logger.error("dead message %r in queue %r cannot be decoded (%s); "
+                                     "skipped", id_, self.queue_name, exc)
+                    else:
+                        logger.error("delayed message %r in queue %r cannot be decoded (%s); "
+                                     "moved to the dead-letter list", id_, self.queue_name, exc)
+                        poison.append(("nack", "delayed", id_, ""))
+            if poison:
+                await self._broker._settle_ops(self.queue_name, poison)
+        return self._messages.popleft()

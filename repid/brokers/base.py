@@ -25,6 +25,11 @@ Delivery promises of every `MessageBroker`:
 7. **Poison isolated.** A stored message whose key or parameters cannot be decoded is
    moved to the dead-letter part by the consumer, with the reason logged; consuming
    goes on.
+
+Errors: consuming a queue that was never declared raises `QueueNotDeclaredError` from
+`__anext__`. A settle (`ack`, `nack`, `reject`, `requeue`) may raise `BrokerConnectionError`
+when the connection that delivered the message is gone; the broker then still owns the
+message and delivers it again (promise 2), so the caller only logs it.
 """
 
 from __future__ import annotations

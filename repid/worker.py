@@ -58,7 +58,12 @@ class Worker(Router):
 
     @property
     def connection(self) -> Connection:
+        """The worker's own connection, else the one bound by `Repid.magic()`."""
         return resolve_connection(self._connection, "Worker")
+
+    @connection.setter
+    def connection(self, value: Connection) -> None:
+        self._connection = value
 
     async def declare_queues(self) -> None:
         """Declare every queue an actor of this worker reads."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.middleware import NO_CHAINS, Chains
@@ -286,6 +286,9 @@ class Consumer(ABC):
         self.queue_name = queue_name
         self.category = category
 
+    #: arguments of the `repid_consume` hook, built on the first take
+    _hook_args: dict[str, Any] | None = None
+
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
@@ -293,12 +296,14 @@ class Consumer(ABC):
         chain = self.broker._chains.consume
         if chain is None:
             return await self._next()
-        kwargs = {
-            "connection": self.broker._owner,
-            "broker": self.broker,
-            "queue": self.queue_name,
-            "category": self.category,
-        }
+        kwargs = self._hook_args
+        if kwargs is None:  # the same for every message: built once
+            kwargs = self._hook_args = {
+                "connection": self.broker._owner,
+                "broker": self.broker,
+                "queue": self.queue_name,
+                "category": self.category,
+            }
         if not chain.single:
             return await chain.run(self._next, (), kwargs)  # type: ignore[no-any-return]
         gen = chain.enter(kwargs)

@@ -96,7 +96,7 @@ def pidfile(path: str | None) -> Iterator[None]:
 
 def configure_worker(worker: Worker, connection: Connection, options: WorkerOptions) -> None:
     """Apply the command line's settings to the worker."""
-    worker._connection = connection
+    worker.connection = connection
     if options.concurrency is not None:
         worker.tasks_limit = options.concurrency
     if options.graceful_shutdown_time is not None:

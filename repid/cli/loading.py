@@ -30,6 +30,8 @@ logger = logging.getLogger("repid.cli")
 BROKER_ENV = "REPID_BROKER_DSN"
 ARGS_BUCKET_ENV = "REPID_ARGS_BUCKET_DSN"
 RESULTS_BUCKET_ENV = "REPID_RESULTS_BUCKET_DSN"
+#: RabbitMQ's management API, for the in-flight counts of `repid queues stats`
+RABBITMQ_MANAGEMENT_ENV = "REPID_RABBITMQ_MANAGEMENT_URL"
 DSN_ENVS = (BROKER_ENV, ARGS_BUCKET_ENV, RESULTS_BUCKET_ENV)
 MIN_BARE_SECRET = 6
 
@@ -190,8 +192,8 @@ def message_broker_from_dsn(dsn: str, variable: str = BROKER_ENV) -> MessageBrok
             broker: MessageBroker = _extra("repid.brokers.redis", "redis",
                                            variable).RedisMessageBroker(dsn=dsn)
         elif kind == "amqp":
-            broker = _extra("repid.brokers.rabbitmq", "amqp",
-                            variable).RabbitMessageBroker(dsn=dsn)
+            broker = _extra("repid.brokers.rabbitmq", "amqp", variable).RabbitMessageBroker(
+                dsn=dsn, management_url=os.environ.get(RABBITMQ_MANAGEMENT_ENV) or None)
         else:
             broker = InMemoryMessageBroker()
     except (ValueError, TypeError) as exc:

@@ -108,3 +108,34 @@ def test_connection_from_app_option(app: str) -> None:
     result = CliRunner().invoke(main, ["queues", "declare", "from_app", "--app", app])
     assert result.exit_code == 0, (result.output, result.stderr)
     assert result.output == "declared from_app\n"
+
+
+def test_rabbitmq_in_flight_through_the_management_api(amqp_dsn: str) -> None:
+    """With REPID_RABBITMQ_MANAGEMENT_URL the in-flight column is a count, not `-`."""
+    import os
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 15672), timeout=1).close()
+    except OSError:
+        reason = "RabbitMQ's management API is not reachable at 127.0.0.1:15672"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI=true requires it (.ci/run enables the plugin)")
+        pytest.skip(f"{reason}; run `rabbitmq-plugins enable rabbitmq_management`")
+    queue = f"cli_{uuid.uuid4().hex[:10]}"
+    env = {"REPID_BROKER_DSN": amqp_dsn,
+           "REPID_RABBITMQ_MANAGEMENT_URL": "http://guest:guest@127.0.0.1:15672"}
+    try:
+        ok(amqp_dsn, "queues", "declare", queue)
+        # the management API learns of a new queue within its statistics interval (5 s)
+        import time
+
+        deadline, seen = time.monotonic() + 15, None
+        while time.monotonic() < deadline and seen != 0:
+            result = CliRunner().invoke(main, ["queues", "stats", queue, "--json"], env=env)
+            assert result.exit_code == 0, result.output
+            seen = json.loads(result.output)[queue]["in_flight"]
+            time.sleep(0.5)
+        assert seen == 0
+    finally:
+        ok(amqp_dsn, "queues", "delete", queue)

@@ -32,7 +32,7 @@ from pamqp.commands import Basic
 
 from repid.brokers.base import Consumer, Message, MessageBroker
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq import codec, topology
+from repid.brokers.rabbitmq import codec, management, topology
 from repid.brokers.rabbitmq.consumer import (
     CHANNEL_ERRORS,
     Delivery,
@@ -41,6 +41,7 @@ from repid.brokers.rabbitmq.consumer import (
     RabbitScanConsumer,
     settle,
 )
+from repid.brokers.rabbitmq.management import vhost_of
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import (
     BrokerConnectionError,
@@ -68,7 +69,8 @@ class RabbitMessageBroker(MessageBroker):
     it is the server's `consumer_timeout` setting (default 30 min), which repid only warns
     about when a job's timeout exceeds it. `default_prefetch` is the prefetch of consumers
     created without `max_unacked_messages`. `connection_name` shows in RabbitMQ's
-    connection list.
+    connection list. `management_url` (e.g. `http://guest:guest@127.0.0.1:15672`) lets
+    `queue_stats` report in-flight messages through the management plugin's HTTP API.
     """
 
     system: ClassVar[str] = "rabbitmq"
@@ -84,8 +86,10 @@ class RabbitMessageBroker(MessageBroker):
         consumer_timeout: timedelta | None = None,
         default_prefetch: int = 100,
         connection_name: str = "repid",
+        management_url: str | None = None,
     ) -> None:
         self.dsn = dsn
+        self.management_url = management_url
         self.publish_timeout = publish_timeout
         self.operation_timeout = operation_timeout
         self.reconnect_interval = reconnect_interval
@@ -102,7 +106,9 @@ class RabbitMessageBroker(MessageBroker):
 
     def __repr__(self) -> str:
         # Secrets never reach a repr: the password is masked.
-        return f"RabbitMessageBroker(dsn={mask_dsn(self.dsn)!r})"
+        extra = "" if self.management_url is None else (
+            f", management_url={mask_dsn(self.management_url)!r}")
+        return f"RabbitMessageBroker(dsn={mask_dsn(self.dsn)!r}{extra})"
 
     def _scrub(self, text: str) -> str:
         """`text` with the DSN's password masked, for error messages built from others'."""
@@ -320,10 +326,15 @@ class RabbitMessageBroker(MessageBroker):
         self._known_queues.discard(queue_name)
 
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
-        """`ready` and `dead` from RabbitMQ's counts; `delayed` (spread over the shared
-        delay levels) and `in_flight` (not reported over AMQP) are -1."""
+        """`ready` and `dead` from RabbitMQ's counts; `in_flight` from the management API
+        when `management_url` is set (AMQP does not report it), else -1; `delayed` (spread
+        over the shared delay levels) is -1."""
         ready, dead = await self.check_queue(queue_name)
-        return {"ready": ready, "delayed": -1, "in_flight": -1, "dead": dead}
+        in_flight = -1
+        if self.management_url:
+            in_flight = await management.unacked(self.management_url, vhost_of(self.dsn),
+                                                 queue_name, self.operation_timeout)
+        return {"ready": ready, "delayed": -1, "in_flight": in_flight, "dead": dead}
 
     # --- publishing ---
 

@@ -10,6 +10,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from repid.brokers.dsn import mask_dsn
+from repid.errors import BrokerConnectionError
+
 #: errors that mean "Redis could not be reached or did not answer in time"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, OSError,
@@ -87,4 +90,20 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
     if "connection_class" not in extra:
         pool = client.connection_pool
         pool.connection_class = with_one_join_packing(pool.connection_class)
+    return client
+
+
+async def open_client(dsn: str, *, retries: int, socket_timeout: float | None,
+                      socket_connect_timeout: float | None, client_name: str | None,
+                      extra: dict[str, Any]) -> Redis:
+    """`make_client`, checked with a PING; BrokerConnectionError (password masked) when
+    Redis does not answer."""
+    client = make_client(dsn, retries=retries, socket_timeout=socket_timeout,
+                         socket_connect_timeout=socket_connect_timeout,
+                         client_name=client_name, extra=extra)
+    try:
+        await client.ping()
+    except CONNECTION_ERRORS as exc:
+        await client.aclose()
+        raise BrokerConnectionError(f"cannot reach Redis at {mask_dsn(dsn)}: {exc}") from exc
     return client

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from repid.brokers.base import BucketBroker
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.redis._client import CONNECTION_ERRORS, make_client
+from repid.brokers.redis._client import CONNECTION_ERRORS, open_client
 from repid.data import BucketT, decode_bucket
 from repid.errors import BrokerConnectionError
 
@@ -53,17 +53,10 @@ class RedisBucketBroker(BucketBroker):
         """Open the client and check that Redis answers. Idempotent."""
         if self._client is not None:
             return
-        client = make_client(self._dsn, retries=self._retries,
-                             socket_timeout=self._socket_timeout,
-                             socket_connect_timeout=self._socket_connect_timeout,
-                             client_name=self._client_name, extra=self._redis_options)
-        try:
-            await client.ping()
-        except CONNECTION_ERRORS as exc:
-            await client.aclose()
-            raise BrokerConnectionError(
-                f"cannot reach Redis at {mask_dsn(self._dsn)}: {exc}") from exc
-        self._client = client
+        self._client = await open_client(
+            self._dsn, retries=self._retries, socket_timeout=self._socket_timeout,
+            socket_connect_timeout=self._socket_connect_timeout,
+            client_name=self._client_name, extra=self._redis_options)
 
     async def disconnect(self) -> None:
         """Close the client. Idempotent."""

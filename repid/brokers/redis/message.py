@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 from repid.brokers.base import Consumer, Message, MessageBroker
 from repid.brokers.dsn import mask_dsn
 from repid.brokers.redis import scripts
-from repid.brokers.redis._client import CONNECTION_ERRORS, make_client
+from repid.brokers.redis._client import CONNECTION_ERRORS, open_client
 from repid.brokers.redis.codec import decode_body, encode_body, list_priority, ready_ms
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import (
@@ -238,17 +238,10 @@ class RedisMessageBroker(MessageBroker):
         """Open the client, check Redis answers, start returning expired leases."""
         if self._client is not None:
             return
-        client = make_client(self._dsn, retries=self._retries,
-                             socket_timeout=self._socket_timeout,
-                             socket_connect_timeout=self._socket_connect_timeout,
-                             client_name=self._client_name, extra=self._redis_options)
-        try:
-            await client.ping()
-        except CONNECTION_ERRORS as exc:
-            await client.aclose()
-            raise BrokerConnectionError(
-                f"cannot reach Redis at {mask_dsn(self._dsn)}: {exc}") from exc
-        self._client = client
+        self._client = await open_client(
+            self._dsn, retries=self._retries, socket_timeout=self._socket_timeout,
+            socket_connect_timeout=self._socket_connect_timeout,
+            client_name=self._client_name, extra=self._redis_options)
         self._stopping = False
         self._maintainer = asyncio.create_task(self._maintain_loop(),
                                                name="repid-redis-maintenance")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -93,17 +94,28 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
     return client
 
 
-async def open_client(dsn: str, *, retries: int, socket_timeout: float | None,
-                      socket_connect_timeout: float | None, client_name: str | None,
-                      extra: dict[str, Any]) -> Redis:
-    """`make_client`, checked with a PING; BrokerConnectionError (password masked) when
-    Redis does not answer."""
-    client = make_client(dsn, retries=retries, socket_timeout=socket_timeout,
-                         socket_connect_timeout=socket_connect_timeout,
-                         client_name=client_name, extra=extra)
-    try:
-        await client.ping()
-    except CONNECTION_ERRORS as exc:
-        await client.aclose()
-        raise BrokerConnectionError(f"cannot reach Redis at {mask_dsn(dsn)}: {exc}") from exc
-    return client
+@dataclass(frozen=True)
+class ClientSettings:
+    """How a Redis broker connects: reconnect retries, timeouts, client name, and any other
+    redis-py option."""
+
+    dsn: str
+    retries: int = 5
+    socket_timeout: float | None = 5.0
+    socket_connect_timeout: float | None = 5.0
+    client_name: str | None = "repid"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def open(self) -> Redis:
+        """A client checked with a PING; BrokerConnectionError (password masked) when Redis
+        does not answer."""
+        client = make_client(self.dsn, retries=self.retries, socket_timeout=self.socket_timeout,
+                             socket_connect_timeout=self.socket_connect_timeout,
+                             client_name=self.client_name, extra=self.extra)
+        try:
+            await client.ping()
+        except CONNECTION_ERRORS as exc:
+            await client.aclose()
+            raise BrokerConnectionError(
+                f"cannot reach Redis at {mask_dsn(self.dsn)}: {exc}") from exc
+        return client

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from repid.brokers.base import BucketBroker
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.redis._client import CONNECTION_ERRORS, open_client
+from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings
 from repid.data import BucketT, decode_bucket
 from repid.errors import BrokerConnectionError
 
@@ -38,11 +38,8 @@ class RedisBucketBroker(BucketBroker):
         super().__init__(use_result_bucket=use_result_bucket)
         self._dsn = dsn
         self.prefix = prefix
-        self._retries = retries
-        self._socket_timeout = socket_timeout
-        self._socket_connect_timeout = socket_connect_timeout
-        self._client_name = client_name
-        self._redis_options = redis_options
+        self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
+                                        client_name, redis_options)
         self._client: Redis | None = None
 
     def __repr__(self) -> str:
@@ -53,10 +50,7 @@ class RedisBucketBroker(BucketBroker):
         """Open the client and check that Redis answers. Idempotent."""
         if self._client is not None:
             return
-        self._client = await open_client(
-            self._dsn, retries=self._retries, socket_timeout=self._socket_timeout,
-            socket_connect_timeout=self._socket_connect_timeout,
-            client_name=self._client_name, extra=self._redis_options)
+        self._client = await self._settings.open()
 
     async def disconnect(self) -> None:
         """Close the client. Idempotent."""

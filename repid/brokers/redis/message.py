@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 from repid.brokers.base import Consumer, Message, MessageBroker
 from repid.brokers.dsn import mask_dsn
 from repid.brokers.redis import scripts
-from repid.brokers.redis._client import CONNECTION_ERRORS, open_client
+from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings
 from repid.brokers.redis.codec import decode_body, encode_body, list_priority, ready_ms
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import (
@@ -213,11 +213,8 @@ class RedisMessageBroker(MessageBroker):
         self.lease_margin = lease_margin
         self.starvation_limit = max(1, starvation_limit)
         self.maintenance_interval = maintenance_interval
-        self._retries = retries
-        self._socket_timeout = socket_timeout
-        self._socket_connect_timeout = socket_connect_timeout
-        self._client_name = client_name
-        self._redis_options = redis_options
+        self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
+                                        client_name, redis_options)
         self._client: Redis | None = None
         self._maintainer: asyncio.Task[None] | None = None
         self._enqueuer = _Batcher(self._run_enqueue)
@@ -238,10 +235,7 @@ class RedisMessageBroker(MessageBroker):
         """Open the client, check Redis answers, start returning expired leases."""
         if self._client is not None:
             return
-        self._client = await open_client(
-            self._dsn, retries=self._retries, socket_timeout=self._socket_timeout,
-            socket_connect_timeout=self._socket_connect_timeout,
-            client_name=self._client_name, extra=self._redis_options)
+        self._client = await self._settings.open()
         self._stopping = False
         self._maintainer = asyncio.create_task(self._maintain_loop(),
                                                name="repid-redis-maintenance")
@@ -635,8 +629,8 @@ class RedisConsumer(Consumer):
                 if taken:
                     await self._accept(taken)
                     continue
-                await self._interruptibly(broker._redis().blpop(
-                    [wake_key], timeout=_block_time(next_due, now, broker._socket_timeout)))
+                wait = _block_time(next_due, now, broker._settings.socket_timeout)
+                await self._interruptibly(broker._redis().blpop([wake_key], timeout=wait))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

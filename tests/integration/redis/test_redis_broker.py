@@ -699,3 +699,20 @@ def test_one_join_packing_sends_the_same_bytes_as_redis_py() -> None:
         for case in cases:
             assert (b"".join(ours.pack_command(*case))
                     == b"".join(theirs.pack_command(*case))), case
+
+
+async def test_idle_consumer_blocks_and_wakes_without_errors(
+        broker: RedisMessageBroker, queue: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An idle consumer waits on Redis (no error, no polling back-off) and a message
+    enqueued meanwhile reaches it at once."""
+    with caplog.at_level(logging.WARNING, logger="repid.brokers.redis"):
+        async with consuming(broker, queue) as consumer:
+            await assert_nothing(consumer, within=1.5)  # blocks through at least one wait
+            key, payload, params = message(queue)
+            started = time.monotonic()
+            await broker.enqueue(key, payload, params)
+            got_key, _, _ = await take(consumer, within=1.0)
+            assert got_key == key
+            assert time.monotonic() - started < 0.5
+            await broker.ack(got_key)
+    assert [r.getMessage() for r in caplog.records] == []

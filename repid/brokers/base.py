@@ -72,9 +72,6 @@ class _HasMiddleware:
 class MessageBroker(_HasMiddleware, ABC):
     """Stores messages in queues and hands them to consumers; see the module's promises."""
 
-    #: whether consumers of this broker may receive more than one message before acking
-    prefetches: ClassVar[bool] = False
-
     @abstractmethod
     async def connect(self) -> None:
         """Open the connection. Idempotent."""

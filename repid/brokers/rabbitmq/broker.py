@@ -74,7 +74,6 @@ class RabbitMessageBroker(MessageBroker):
     """
 
     system: ClassVar[str] = "rabbitmq"
-    prefetches: ClassVar[bool] = True
 
     def __init__(
         self,

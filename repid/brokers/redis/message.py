@@ -192,7 +192,6 @@ class RedisMessageBroker(MessageBroker):
     """
 
     system = "redis"
-    prefetches = True
 
     def __init__(
         self,

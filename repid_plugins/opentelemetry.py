@@ -129,14 +129,7 @@ class TracingPlugin:
             attributes={SYSTEM: broker.system, DESTINATION: queue, OPERATION_TYPE: "send",
                         OPERATION_NAME: "send", MESSAGE_ID: key.id_, ACTOR_NAME: key.topic})
         self._inject(params.headers, trace.set_span_in_context(span))
-        try:
-            result = yield
-        except BaseException as exc:
-            _fail(span, exc)
-            raise
-        finally:
-            span.end()
-        return result
+        yield from self._around(span)
 
     # --- consumer side ---
 

@@ -54,6 +54,52 @@ class OneJoinPacking:
         return [b"".join(parts)]
 
 
+class HeldConnection:
+    """One connection kept out of the client's pool for a caller that mostly sends one
+    command at a time: a producer's enqueues.
+
+    `Redis.execute_command` checks a connection out of the pool and back in, and records
+    redis-py's observability data, on every command: about 15 µs, a fifth of a round trip
+    on loopback. Here the connection stays checked out between commands. A command sent
+    while the held one is still waiting for its reply goes through the pool as usual, and a
+    dropped connection is retried with the client's own `Retry`, like any other command.
+    """
+
+    __slots__ = ("_busy", "_client", "_conn")
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+        self._conn: Any = None
+        self._busy = False
+
+    async def execute_command(self, *args: Any) -> Any:
+        """Send one command and return its decoded reply (no response callback applies:
+        use it for commands whose raw reply is what the caller wants, such as EVALSHA)."""
+        if self._busy:
+            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        self._busy = True
+        try:
+            conn = self._conn
+            if conn is None:
+                pool = self._client.connection_pool
+                conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            return await conn.retry.call_with_retry(
+                lambda: self._send(conn, args), lambda error: conn.disconnect())
+        finally:
+            self._busy = False
+
+    @staticmethod
+    async def _send(conn: Any, args: tuple[Any, ...]) -> Any:
+        await conn.send_command(*args)
+        return await conn.read_response()
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (before the client closes)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._client.connection_pool.release(conn)
+
+
 _FAST_CLASSES: dict[type, type] = {}
 
 

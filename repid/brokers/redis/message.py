@@ -39,7 +39,7 @@ from redis.asyncio import Redis
 from repid.brokers.base import Consumer, Message, MessageBroker
 from repid.brokers.dsn import mask_dsn
 from repid.brokers.redis import scripts
-from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings
+from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings, HeldConnection
 from repid.brokers.redis.codec import decode_body, encode_body, list_priority, ready_ms
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import (
@@ -215,6 +215,8 @@ class RedisMessageBroker(MessageBroker):
         self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
                                         client_name, redis_options)
         self._client: Redis | None = None
+        #: the connection enqueues go through (see HeldConnection)
+        self._producer: HeldConnection | None = None
         self._maintainer: asyncio.Task[None] | None = None
         self._enqueuer = _Batcher(self._run_enqueue)
         self._settler = _Batcher(self._run_settle)
@@ -235,6 +237,7 @@ class RedisMessageBroker(MessageBroker):
         if self._client is not None:
             return
         self._client = await self._settings.open()
+        self._producer = HeldConnection(self._client)
         self._stopping = False
         self._maintainer = asyncio.create_task(self._maintain_loop(),
                                                name="repid-redis-maintenance")
@@ -255,13 +258,19 @@ class RedisMessageBroker(MessageBroker):
         await self._enqueuer.idle()
         await self._settler.idle()
         client, self._client = self._client, None
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.release()
         await client.aclose()
 
     def _redis(self) -> Redis:
         if self._client is None:
-            raise BrokerConnectionError(
-                f"{self!r} is not connected; call `await connection.connect()` first")
+            raise self._not_connected()
         return self._client
+
+    def _not_connected(self) -> BrokerConnectionError:
+        return BrokerConnectionError(
+            f"{self!r} is not connected; call `await connection.connect()` first")
 
     def _keys(self, queue: str) -> list[str]:
         """The keys of a queue in the order the scripts expect (the declared set included)."""
@@ -284,7 +293,10 @@ class RedisMessageBroker(MessageBroker):
         args: list[str] = [queue]
         for op in ops:
             args.extend(op)
-        result = await _ENQUEUE(self._redis(), self._keys(queue)[:scripts.ENQUEUE_KEYS], args)
+        producer = self._producer
+        if producer is None:
+            raise self._not_connected()
+        result = await _ENQUEUE(producer, self._keys(queue)[:scripts.ENQUEUE_KEYS], args)
         if result == -1:
             raise QueueNotDeclaredError(queue)
         return [c == "1" for c in result]

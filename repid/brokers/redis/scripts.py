@@ -29,6 +29,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from repid.brokers.redis._client import HeldConnection
+
 #: names of the keys of a queue, in the KEYS order of the scripts; `queues` is global
 QUEUE_KEY_NAMES = (
     "msgs", "ready:0", "ready:1", "ready:2", "delayed", "wake", "queues", "inflight",
@@ -337,11 +339,11 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, client: Redis, keys: Sequence[str | bytes],
+    async def __call__(self, client: Redis | HeldConnection, keys: Sequence[str | bytes],
                        args: Sequence[str | bytes | int | float]) -> Any:
         """Run the script; after a Redis restart (NOSCRIPT) load it and run it again."""
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            await client.execute_command("SCRIPT", "LOAD", self.source)
+            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)

@@ -517,6 +517,56 @@ async def test_consumer_resumes_after_connections_are_killed(redis_dsn: str, raw
         await broker.disconnect()
 
 
+async def test_enqueue_retries_when_its_held_connection_was_killed(
+        redis_dsn: str, raw: Redis) -> None:
+    """Enqueues keep one connection out of the pool; Redis dropping it costs a retry, not
+    the message, and a retried enqueue is stored once."""
+    name = _name("repid-held")
+    broker = RedisMessageBroker(redis_dsn, client_name=name)
+    await broker.connect()
+    queue = _name("q")
+    await broker.queue_declare(queue)
+    try:
+        await broker.enqueue(*message(queue))
+        assert await _kill_clients(raw, name) >= 1
+        await asyncio.wait_for(broker.enqueue(*message(queue)), 5)
+        assert (await broker.queue_stats(queue))["ready"] == 2
+    finally:
+        await broker.queue_delete(queue)
+        await broker.disconnect()
+
+
+async def test_concurrent_enqueues_on_many_queues_all_land(redis_dsn: str) -> None:
+    """While the held connection waits for a reply, other enqueues go through the pool."""
+    broker = RedisMessageBroker(redis_dsn)
+    await broker.connect()
+    queues = [_name("q") for _ in range(3)]
+    for q in queues:
+        await broker.queue_declare(q)
+    try:
+        sent = [message(queues[i % 3]) for i in range(300)]
+        await asyncio.wait_for(asyncio.gather(*(broker.enqueue(*m) for m in sent)), 10)
+        for q in queues:
+            assert (await broker.queue_stats(q))["ready"] == 100
+    finally:
+        for q in queues:
+            await broker.queue_delete(q)
+        await broker.disconnect()
+
+
+async def test_disconnect_closes_every_connection(redis_dsn: str, raw: Redis) -> None:
+    name = _name("repid-close")
+    broker = RedisMessageBroker(redis_dsn, client_name=name)
+    await broker.connect()
+    queue = _name("q")
+    await broker.queue_declare(queue)
+    await broker.enqueue(*message(queue))
+    await broker.queue_delete(queue)
+    assert any(c.get("name") == name for c in await raw.client_list())
+    await broker.disconnect()
+    assert not [c for c in await raw.client_list() if c.get("name") == name]
+
+
 async def test_scripts_are_loaded_again_after_redis_forgets_them(
         broker: RedisMessageBroker, queue: str, raw: Redis) -> None:
     """A restarted Redis has no scripts cached: NOSCRIPT makes the broker load them again."""

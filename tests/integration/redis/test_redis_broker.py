@@ -494,13 +494,26 @@ async def _kill_clients(raw: Redis, name: str) -> int:
     return killed
 
 
-async def test_consumer_resumes_after_connections_are_killed(redis_dsn: str, raw: Redis) -> None:
-    name = _name("repid-kill")
+@contextlib.asynccontextmanager
+async def named_broker(redis_dsn: str,
+                       name: str) -> AsyncIterator[tuple[RedisMessageBroker, str]]:
+    """A connected broker whose connections are named `name` (to find and kill them in
+    `CLIENT LIST`), and a declared queue; both removed at the end."""
     broker = RedisMessageBroker(redis_dsn, client_name=name)
     await broker.connect()
     queue = _name("q")
     await broker.queue_declare(queue)
     try:
+        yield broker, queue
+    finally:
+        await broker.connect()  # a test may have disconnected it
+        await broker.queue_delete(queue)
+        await broker.disconnect()
+
+
+async def test_consumer_resumes_after_connections_are_killed(redis_dsn: str, raw: Redis) -> None:
+    name = _name("repid-kill")
+    async with named_broker(redis_dsn, name) as (broker, queue):
         async with consuming(broker, queue) as consumer:
             await assert_nothing(consumer, 0.3)  # blocked in BLPOP
             assert await _kill_clients(raw, name) >= 1
@@ -512,9 +525,6 @@ async def test_consumer_resumes_after_connections_are_killed(redis_dsn: str, raw
             assert await _kill_clients(raw, name) >= 1
             await broker.ack(got)
         assert (await broker.queue_stats(queue))["in_flight"] == 0
-    finally:
-        await broker.queue_delete(queue)
-        await broker.disconnect()
 
 
 async def test_enqueue_retries_when_its_held_connection_was_killed(
@@ -522,18 +532,11 @@ async def test_enqueue_retries_when_its_held_connection_was_killed(
     """Enqueues keep one connection out of the pool; Redis dropping it costs a retry, not
     the message, and a retried enqueue is stored once."""
     name = _name("repid-held")
-    broker = RedisMessageBroker(redis_dsn, client_name=name)
-    await broker.connect()
-    queue = _name("q")
-    await broker.queue_declare(queue)
-    try:
+    async with named_broker(redis_dsn, name) as (broker, queue):
         await broker.enqueue(*message(queue))
         assert await _kill_clients(raw, name) >= 1
         await asyncio.wait_for(broker.enqueue(*message(queue)), 5)
         assert (await broker.queue_stats(queue))["ready"] == 2
-    finally:
-        await broker.queue_delete(queue)
-        await broker.disconnect()
 
 
 async def test_concurrent_enqueues_on_many_queues_all_land(redis_dsn: str) -> None:
@@ -556,15 +559,11 @@ async def test_concurrent_enqueues_on_many_queues_all_land(redis_dsn: str) -> No
 
 async def test_disconnect_closes_every_connection(redis_dsn: str, raw: Redis) -> None:
     name = _name("repid-close")
-    broker = RedisMessageBroker(redis_dsn, client_name=name)
-    await broker.connect()
-    queue = _name("q")
-    await broker.queue_declare(queue)
-    await broker.enqueue(*message(queue))
-    await broker.queue_delete(queue)
-    assert any(c.get("name") == name for c in await raw.client_list())
-    await broker.disconnect()
-    assert not [c for c in await raw.client_list() if c.get("name") == name]
+    async with named_broker(redis_dsn, name) as (broker, queue):
+        await broker.enqueue(*message(queue))
+        assert any(c.get("name") == name for c in await raw.client_list())
+        await broker.disconnect()
+        assert not [c for c in await raw.client_list() if c.get("name") == name]
 
 
 async def test_scripts_are_loaded_again_after_redis_forgets_them(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rabbit_helpers import unique
@@ -45,12 +43,6 @@ async def wait_for(predicate: object, path: Path, timeout: float) -> list[tuple[
         await asyncio.sleep(0.1)
 
 
-def start_worker(dsn: str, queue: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen([sys.executable, str(WORKER_SCRIPT), dsn, queue, str(log), "1.0"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 @pytest.fixture
 async def connection(amqp_dsn: str) -> AsyncIterator[Connection]:
     conn = Connection(RabbitMessageBroker(dsn=amqp_dsn))
@@ -60,18 +52,17 @@ async def connection(amqp_dsn: str) -> AsyncIterator[Connection]:
 
 
 async def test_sigkilled_worker_jobs_run_elsewhere(
-    amqp_dsn: str, connection: Connection, tmp_path: Path,
+    amqp_dsn: str, connection: Connection, tmp_path: Path, spawn: Any,
 ) -> None:
     queue_name = unique("kill")
     queue = Queue(queue_name, _connection=connection)
     await queue.declare()
     log = tmp_path / "runs.log"
-    first = second = None
     try:
         for n in range(JOBS):
             await Job("record", queue=queue_name, args={"n": n},
                       _connection=connection).enqueue()
-        first = start_worker(amqp_dsn, queue_name, log)
+        first = spawn(WORKER_SCRIPT, amqp_dsn, queue_name, str(log), "1.0")
         # the first worker holds 4 jobs mid-run (tasks_limit=4, 1 s each)
         lines = await wait_for(lambda ls: sum(e == "start" for e, _, _ in ls) >= 4, log, 30)
         first.send_signal(signal.SIGKILL)
@@ -82,7 +73,7 @@ async def test_sigkilled_worker_jobs_run_elsewhere(
             n for e, n, p in lines if e == "done"}
         assert unfinished, "the worker was killed with no job in flight"
 
-        second = start_worker(amqp_dsn, queue_name, log)
+        second = spawn(WORKER_SCRIPT, amqp_dsn, queue_name, str(log), "1.0")
         lines = await wait_for(
             lambda ls: {n for e, n, _ in ls if e == "done"} == set(range(JOBS)), log, 40)
         assert not any(p == killed_pid for e, n, p in lines if e == "done" and n in unfinished)
@@ -92,11 +83,4 @@ async def test_sigkilled_worker_jobs_run_elsewhere(
         stats = await connection.message_broker.queue_stats(queue_name)
         assert (stats["ready"], stats["dead"]) == (0, 0)
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
         await queue.delete()

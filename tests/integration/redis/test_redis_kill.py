@@ -4,15 +4,13 @@ nothing, and its jobs run again in another worker within about their timeout."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -28,13 +26,6 @@ TIMEOUT = 2.0  # each job's execution timeout; the worker's lease margin is 1 s
 SECONDS_PER_JOB = 1.0
 
 Runs = set[tuple[str, int, int]]
-
-
-def start_worker(dsn: str, queue: str, runs_key: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.Popen(
-        [sys.executable, str(WORKER_SCRIPT), dsn, queue, runs_key, str(SECONDS_PER_JOB)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def read_runs(raw: Redis, key: str) -> Runs:
@@ -73,18 +64,17 @@ async def raw(redis_dsn: str) -> AsyncIterator[Redis]:
 
 
 async def test_sigkilled_worker_jobs_run_again_elsewhere(
-    redis_dsn: str, connection: Connection, raw: Redis,
+    redis_dsn: str, connection: Connection, raw: Redis, spawn: Any,
 ) -> None:
     queue_name = f"kill-{uuid.uuid4().hex[:10]}"
     runs_key = f"repid-test:runs:{queue_name}"
     queue = Queue(queue_name, _connection=connection)
     await queue.declare()
-    first = second = None
     try:
         for n in range(JOBS):
             await Job("record", queue=queue_name, args={"n": n},
                       timeout=timedelta(seconds=TIMEOUT), _connection=connection).enqueue()
-        first = start_worker(redis_dsn, queue_name, runs_key)
+        first = spawn(WORKER_SCRIPT, redis_dsn, queue_name, runs_key, str(SECONDS_PER_JOB))
         # the first worker holds 4 jobs mid-run (tasks_limit=4, 1 s each)
         await wait_runs(raw, runs_key, lambda rs: sum(e == "start" for e, _, _ in rs) >= 4, 30)
         first.send_signal(signal.SIGKILL)
@@ -95,7 +85,7 @@ async def test_sigkilled_worker_jobs_run_again_elsewhere(
                       - {n for e, n, _ in runs if e == "done"})
         assert unfinished, "the worker was killed with no job in flight"
 
-        second = start_worker(redis_dsn, queue_name, runs_key)
+        second = spawn(WORKER_SCRIPT, redis_dsn, queue_name, runs_key, str(SECONDS_PER_JOB))
         runs = await wait_runs(
             raw, runs_key,
             lambda rs: {n for e, n, _ in rs if e == "done"} == set(range(JOBS)), 40)
@@ -114,12 +104,5 @@ async def test_sigkilled_worker_jobs_run_again_elsewhere(
             await asyncio.sleep(0.05)
         assert stats == settled
     finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
         await queue.delete()
         await raw.delete(runs_key)

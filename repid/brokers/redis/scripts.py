@@ -83,29 +83,31 @@ local function push_ready(id, body, front)
   end
 end
 
+-- take ids out of the sorted set `from` and put each one still stored on its ready list
+-- (`front`: ahead of the others); returns how many were put back
+local function to_ready(from, ids, front)
+  local moved = 0
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', from, id)
+    local body = redis.call('HGET', msgs, id)
+    if body then
+      push_ready(id, body, front)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+
 -- promote due delayed messages and return expired leases to their ready list; an expired
 -- lease is a redelivery, so the stored body (and its retry count) is not touched
 local function maintain(now)
-  local moved = 0
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', delayed, id)
-    local body = redis.call('HGET', msgs, id)
-    if body then
-      push_ready(id, body, false)
-      moved = moved + 1
-    end
-  end
+  local moved = to_ready(delayed, due, false)
   local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', inflight, id)
-    redis.call('HDEL', leases, id)
-    local body = redis.call('HGET', msgs, id)
-    if body then
-      push_ready(id, body, true)
-      moved = moved + 1
-    end
+  if #expired > 0 then
+    redis.call('HDEL', leases, unpack(expired))
   end
+  moved = moved + to_ready(inflight, expired, true)
   wake(moved)
   return moved
 end

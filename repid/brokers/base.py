@@ -21,10 +21,15 @@ Delivery promises of every `MessageBroker`:
 5. **Headers intact.** `params.headers` reaches the consumer unchanged, through
    `requeue` and the dead-letter queue too.
 6. **Dead letters kept.** `nack` moves a message to its queue's dead-letter part, where
-   `consume(category=DEAD)` can read it and `requeue` sends it back.
-7. **Poison isolated.** A stored message whose key or parameters cannot be decoded is
-   moved to the dead-letter part by the consumer, with the reason logged; consuming
+   `consume(category=DEAD)` can read it and `requeue` sends it back. The reason given to
+   `nack` is in the dead message's `params.headers[DEAD_REASON_HEADER]`.
+7. **Poison isolated.** A stored message that cannot be decoded, for any reason, is
+   moved to the dead-letter part by the consumer, alone, with the reason logged and in its
+   `DEAD_REASON_HEADER`; the rest of what was taken with it is handed out, and consuming
    goes on.
+8. **Deliveries counted.** `delivery_count(key)` tells how many times a consumed message
+   was delivered without being settled, so the worker can dead-letter one that keeps
+   killing its process (`max_deliveries`).
 
 Errors: consuming a queue that was never declared raises `QueueNotDeclaredError` from
 `__anext__`. A settle (`ack`, `nack`, `reject`, `requeue`) may raise `BrokerConnectionError`
@@ -34,6 +39,7 @@ message and delivers it again (promise 2), so the caller only logs it.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -46,6 +52,11 @@ if TYPE_CHECKING:
     from repid.middleware import Middleware
 
 Message = tuple[RoutingKey, str, Parameters]
+
+#: header of a dead-lettered message that says why it was dead-lettered
+DEAD_REASON_HEADER = "x-repid-dead-reason"
+#: default of `MessageBroker.max_deliveries`
+DEFAULT_MAX_DELIVERIES = 5
 
 
 class _HasMiddleware:
@@ -71,6 +82,10 @@ class _HasMiddleware:
 
 class MessageBroker(_HasMiddleware, ABC):
     """Stores messages in queues and hands them to consumers; see the module's promises."""
+
+    #: a message delivered this many times without being settled is dead-lettered by the
+    #: worker (an actor may set its own limit); brokers take it as `max_deliveries=`
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
     @abstractmethod
     async def connect(self) -> None:
@@ -146,17 +161,19 @@ class MessageBroker(_HasMiddleware, ABC):
             return chain.fail(gen, exc)  # type: ignore[no-any-return]
         return chain.leave(gen, None)  # type: ignore[no-any-return]
 
-    async def nack(self, key: RoutingKey) -> None:
-        """Move the message to its queue's dead-letter part."""
+    async def nack(self, key: RoutingKey, reason: str | None = None) -> None:
+        """Move the message to its queue's dead-letter part; `reason`, when given, is kept
+        in the dead message's `headers[DEAD_REASON_HEADER]`."""
         chain = self._chains.nack
         if chain is None:
-            return await self._nack(key)
-        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key}
+            return await self._nack(key, reason)
+        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key,
+                  "reason": reason}
         if not chain.single:
-            return await chain.run(self._nack, (key,), kwargs)  # type: ignore[no-any-return]
+            return await chain.run(self._nack, (key, reason), kwargs)  # type: ignore[no-any-return]
         gen = chain.enter(kwargs)
         try:
-            await self._nack(key)
+            await self._nack(key, reason)
         except BaseException as exc:
             return chain.fail(gen, exc)  # type: ignore[no-any-return]
         return chain.leave(gen, None)  # type: ignore[no-any-return]
@@ -240,7 +257,7 @@ class MessageBroker(_HasMiddleware, ABC):
     async def _ack(self, key: RoutingKey) -> None: ...
 
     @abstractmethod
-    async def _nack(self, key: RoutingKey) -> None: ...
+    async def _nack(self, key: RoutingKey, reason: str | None) -> None: ...
 
     @abstractmethod
     async def _reject(self, key: RoutingKey) -> None: ...
@@ -263,6 +280,13 @@ class MessageBroker(_HasMiddleware, ABC):
         category: MessageCategory,
     ) -> Consumer: ...
 
+    def delivery_count(self, key: RoutingKey) -> int:
+        """How many times the consumed message `key` has been delivered, this delivery
+        included, counting only deliveries that ended unsettled (a lease that ran out, a
+        connection lost while it was held); a message returned on purpose (`reject`,
+        `requeue`, a consumer's `finish`) does not count. 1 where the broker cannot tell."""
+        return 1
+
     # --- inspection, for the CLI and tests ---
 
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
@@ -282,6 +306,19 @@ class Consumer(ABC):
         self.broker = broker
         self.queue_name = queue_name
         self.category = category
+        #: why the consumer cannot take messages now, and since when (`time.monotonic()`);
+        #: None while it can (an idle consumer waiting on an empty queue is fine)
+        self.problem: tuple[str, float] | None = None
+
+    def report_problem(self, reason: str | None) -> None:
+        """Say the consumer cannot take messages now (`reason`), or can again (None).
+
+        Brokers call it from their take loops, the worker from its own; the worker's health
+        check reads `problem`. Repeated reports keep the first time."""
+        if reason is None:
+            self.problem = None
+        elif self.problem is None:
+            self.problem = (reason, time.monotonic())
 
     #: arguments of the `repid_consume` hook, built on the first take
     _hook_args: dict[str, Any] | None = None

@@ -14,9 +14,15 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from repid.brokers.base import BucketBroker, Consumer, Message, MessageBroker
+from repid.brokers.base import (
+    DEAD_REASON_HEADER,
+    BucketBroker,
+    Consumer,
+    Message,
+    MessageBroker,
+)
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey, utcnow
 from repid.errors import QueueNotDeclaredError
 
@@ -124,9 +130,12 @@ class InMemoryMessageBroker(MessageBroker):
     async def _ack(self, key: RoutingKey) -> None:
         self._take_back(key)
 
-    async def _nack(self, key: RoutingKey) -> None:
+    async def _nack(self, key: RoutingKey, reason: str | None) -> None:
         queue, message = self._take_back(key)
         if message is not None:
+            if reason is not None:
+                message.params = replace(message.params, headers={
+                    **message.params.headers, DEAD_REASON_HEADER: reason})
             queue.dead.append(message)
 
     async def _reject(self, key: RoutingKey) -> None:

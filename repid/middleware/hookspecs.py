@@ -128,10 +128,11 @@ def repid_ack(
 
 @hookspec
 def repid_nack(
-    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
+    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
+    reason: str | None,
 ) -> None:
     """Around moving a message to its queue's dead-letter queue (no retries left, expired,
-    or undecodable)."""
+    undecodable, delivered too often); `reason` says why, when the caller gave one."""
 
 
 @hookspec

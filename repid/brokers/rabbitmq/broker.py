@@ -441,7 +441,7 @@ class RabbitMessageBroker(MessageBroker):
     async def _ack(self, key: RoutingKey) -> None:
         await self._settle(self._delivery(key), "ack", None)
 
-    async def _nack(self, key: RoutingKey) -> None:
+    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
         delivery = self._delivery(key)
         if delivery.category is MessageCategory.NORMAL:
             # Dead letters kept (promise 6): reject without requeue dead-letters it through

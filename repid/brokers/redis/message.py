@@ -386,7 +386,7 @@ class RedisMessageBroker(MessageBroker):
     async def _ack(self, key: RoutingKey) -> None:
         await self._settle("ack", key)
 
-    async def _nack(self, key: RoutingKey) -> None:
+    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
         await self._settle("nack", key)
 
     async def _reject(self, key: RoutingKey) -> None:

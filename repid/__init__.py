@@ -23,11 +23,13 @@ from repid.data import (
 from repid.dependencies import Depends
 from repid.errors import (
     EnqueueNotConfirmedError,
+    MessageTooLargeError,
     NoConnectionError,
     PayloadDecodeError,
     QueueDeclareError,
     QueueNotDeclaredError,
     RepidError,
+    SettleError,
 )
 from repid.health import HealthCheckServerSettings
 from repid.job import Job, enqueue_many
@@ -92,6 +94,7 @@ __all__ = [
     "MessageBroker",
     "MessageCategory",
     "MessageDependency",
+    "MessageTooLargeError",
     "Middleware",
     "NoConnectionError",
     "Parameters",
@@ -106,6 +109,7 @@ __all__ = [
     "Router",
     "RoutingKey",
     "Runner",
+    "SettleError",
     "Worker",
     "default_retry_policy_factory",
     "enqueue_many",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RepidError(Exception):
     """Base class of every repid error."""
@@ -45,3 +47,23 @@ class BrokerConnectionError(RepidError, ConnectionError):
 
 class QueueDeclareError(RepidError, RuntimeError):
     """The broker refused to declare a queue, e.g. it exists with other arguments."""
+
+
+class SettleError(RepidError):
+    """Something failed between an actor's run and its message's settle (the result could
+    not be stored, a plugin or a retry policy raised). The message was sent back to run
+    again, or dead-lettered once that happened too often; the worker counts these."""
+
+
+class MessageTooLargeError(RepidError, ValueError):
+    """A message's payload is larger than its broker's `max_message_size`."""
+
+    def __init__(self, key: Any, size: int, limit: int) -> None:
+        super().__init__(key, size, limit)
+        self.key, self.size, self.limit = key, size, limit
+
+    def __str__(self) -> str:
+        return (f"message {self.key.id_!r} for {self.key.topic!r} is {self.size:,} bytes, over "
+                f"the broker's max_message_size of {self.limit:,} bytes. Store large inputs "
+                "elsewhere (an args bucket, object storage) and pass a reference, or raise "
+                "max_message_size= on the broker.")

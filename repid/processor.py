@@ -19,12 +19,13 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
 from repid.dependencies.resolver import Resolver, call_sync
-from repid.errors import PayloadDecodeError
+from repid.errors import PayloadDecodeError, SettleError
 from repid.message import MessageDependency, describe
 from repid.retry_policy import compute_retry_delay
 from repid.router import Actor, ActorResult
@@ -38,6 +39,11 @@ logger = logging.getLogger("repid.worker")
 
 #: how long a message whose topic no actor here handles waits before it is offered again
 UNKNOWN_TOPIC_DELAY = timedelta(seconds=1)
+#: how long a message waits before it runs again after a failure between its run and its
+#: settle (see `Processor._recover`)
+RECOVER_DELAY = timedelta(seconds=2)
+#: header counting those failures for one message
+RECOVERIES_HEADER = "x-repid-recoveries"
 
 
 class ActorTimeoutError(TimeoutError):
@@ -56,46 +62,93 @@ class Processor:
         self._warned_topics: set[str] = set()
 
     async def process(self, key: RoutingKey, payload: str, params: Parameters) -> bool:
-        """Handle one message; returns False when it was not for this worker."""
+        """Handle one message; returns False when it was not for this worker.
+
+        Every message taken here gets exactly one settle call, whatever fails on the way
+        (see `_recover`); a settle call that raises has left the message to the broker's
+        redelivery, and the broker has freed its consumer's room for it.
+        """
         actor = self.actors.get(key.topic)
         if actor is None:
             await self._not_mine(key, payload, params)
             return False
+        broker = self.broker
+        deliveries = broker.delivery_count(key)
+        if deliveries > 1:
+            limit = actor.max_deliveries or broker.max_deliveries
+            if deliveries > limit:
+                reason = (f"delivered {deliveries} times without being settled (limit "
+                          f"{limit}): its worker died or stalled while running it")
+                logger.error("message %s (%s) %s; dead-lettered", key.id_, key.topic, reason)
+                await broker.nack(key, reason)
+                return True
         if params.ttl is not None and params.is_overdue:
             logger.warning("message %s (%s) expired before it ran (ttl %s); dead-lettered",
                            key.id_, key.topic, params.ttl)
-            await self.broker.nack(key)
+            await broker.nack(key, f"expired before it ran (ttl {params.ttl})")
             return True
         message = MessageDependency(key, payload, params, MessageCategory.NORMAL,
                                     self.connection, actor)
         try:
-            chain = self.broker._chains.actor_run
-            if chain is None:
-                result = await self._run(actor, message)
-            else:
-                kwargs = {"connection": self.connection, "actor": actor, "key": key,
-                          "payload": payload, "params": params}
-                if chain.single:  # inlined chain.run, as in the broker base
-                    gen = chain.enter(kwargs)
-                    try:
-                        outcome = await self._run(actor, message)
-                    except BaseException as exc:  # cancelled: let the wrapper see it
-                        chain.fail(gen, exc)
-                        raise
-                    result = chain.leave(gen, outcome)
-                else:
-                    result = await chain.run(self._run, (actor, message), kwargs)
+            result = await self._run_hooked(actor, message)
+            if not message.is_settled:
+                await self._settle(actor, message, result)
         except asyncio.CancelledError:
             # shutdown past its grace time: back to the queue, no retry counted
             if not message.is_settled:
                 message.is_settled = True
-                await self.broker.reject(key)
+                await broker.reject(key)
             raise
-        if not message.is_settled:
-            await self._settle(actor, message, result)
+        except Exception as exc:
+            if message.is_settled:
+                raise  # the settle call itself failed: the broker delivers it again
+            await self._recover(message, exc)
         if message._callbacks:
             await message.run_callbacks()
         return True
+
+    async def _run_hooked(self, actor: Actor, message: MessageDependency) -> ActorResult:
+        """`_run` inside the `repid_actor_run` wrappers, when a plugin has any."""
+        chain = self.broker._chains.actor_run
+        if chain is None:
+            return await self._run(actor, message)
+        kwargs = {"connection": self.connection, "actor": actor, "key": message.key,
+                  "payload": message.raw_payload, "params": message.parameters}
+        if not chain.single:
+            return await chain.run(self._run, (actor, message), kwargs)  # type: ignore[no-any-return]
+        gen = chain.enter(kwargs)  # inlined chain.run, as in the broker base
+        try:
+            outcome = await self._run(actor, message)
+        except BaseException as exc:  # cancelled: let the wrapper see it
+            chain.fail(gen, exc)
+            raise
+        return chain.leave(gen, outcome)  # type: ignore[no-any-return]
+
+    async def _recover(self, message: MessageDependency, exc: Exception) -> None:
+        """Something failed after the message was taken and before its settle was sent
+        (its result could not be stored, a plugin or the retry policy raised): send it
+        back to run again after `RECOVER_DELAY`, with the failure counted in its
+        `RECOVERIES_HEADER`; once that count reaches the delivery limit, dead-letter it
+        with the reason. Raises `SettleError` (after settling) so the worker counts it."""
+        message.is_settled = True
+        key, params = message.key, message.parameters
+        failures = _count(params.headers.get(RECOVERIES_HEADER)) + 1
+        limit = (message.actor.max_deliveries if message.actor else 0) or \
+            self.broker.max_deliveries
+        what = describe(exc)
+        if failures >= limit:
+            reason = f"could not be settled {failures} times; last: {what}"
+            logger.error("message %s (%s) %s; dead-lettered", key.id_, key.topic, reason,
+                         exc_info=exc)
+            await self.broker.nack(key, reason)
+        else:
+            logger.error("message %s (%s) could not be settled (%s); it runs again in %s "
+                         "(%d of %d)", key.id_, key.topic, what, RECOVER_DELAY, failures,
+                         limit, exc_info=exc)
+            headers = {**params.headers, RECOVERIES_HEADER: str(failures)}
+            again = replace(params.with_delay(utcnow() + RECOVER_DELAY), headers=headers)
+            await self.broker.requeue(key, message.raw_payload, again)
+        raise SettleError(f"message {key.id_}: {what}") from exc
 
     async def _not_mine(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         log = logger.debug if key.topic in self._warned_topics else logger.warning
@@ -177,22 +230,28 @@ class Processor:
 
     async def _settle(self, actor: Actor, message: MessageDependency,
                       result: ActorResult) -> None:
-        message.is_settled = True  # before awaiting, so a cancellation cannot settle twice
-        key, params = message.key, message.parameters
+        """Decide the outcome, then send the one settle call it needs. Everything that may
+        raise (retry policies, plugins, the next cron time) runs before `is_settled` is
+        set, so a failure there is recovered (`_recover`) instead of leaving the message
+        held."""
+        key, params, broker = message.key, message.parameters, self.broker
         recurring = params.delay.is_recurring
         if result.success:
             if recurring:
-                await self.broker.requeue(key, message.raw_payload,
-                                          params.with_next_run(next_run(params.delay)))
+                again = params.with_next_run(next_run(params.delay))
+                message.is_settled = True
+                await broker.requeue(key, message.raw_payload, again)
             else:
-                await self.broker.ack(key)
+                message.is_settled = True
+                await broker.ack(key)
             return
         exc = result.exception
         assert exc is not None
         if isinstance(exc, PayloadDecodeError):
             logger.error("message %s for %r cannot be processed: %s; dead-lettered",
                          key.id_, actor.name, exc)
-            await self.broker.nack(key)
+            message.is_settled = True
+            await broker.nack(key, f"cannot be processed: {exc}")
             return
         retry_allowed = params.retries.left > 0 and self._may_retry(actor, key, params, exc)
         if retry_allowed:
@@ -200,17 +259,21 @@ class Processor:
             logger.warning("actor %r failed on message %s (try %d of %d): %s; retrying in %s",
                            actor.name, key.id_, params.retries.already_tried + 1,
                            params.retries.max_amount + 1, describe(exc), delay)
-            await self.broker.requeue(key, message.raw_payload, params.with_retry(delay))
+            again = params.with_retry(delay)
+            message.is_settled = True
+            await broker.requeue(key, message.raw_payload, again)
         elif recurring:
             logger.error("actor %r failed on recurring message %s: %s; it runs again at its "
                          "next time", actor.name, key.id_, describe(exc), exc_info=exc)
-            await self.broker.requeue(key, message.raw_payload,
-                                      params.with_next_run(next_run(params.delay)))
+            again = params.with_next_run(next_run(params.delay))
+            message.is_settled = True
+            await broker.requeue(key, message.raw_payload, again)
         else:
             why = "no retries left" if params.retries.left <= 0 else "a plugin refused a retry"
             logger.error("actor %r failed on message %s (%s): %s; dead-lettered",
                          actor.name, key.id_, why, describe(exc), exc_info=exc)
-            await self.broker.nack(key)
+            message.is_settled = True
+            await broker.nack(key, f"{why}; last error: {describe(exc)}")
 
     def _may_retry(self, actor: Actor, key: RoutingKey, params: Parameters,
                    exc: BaseException) -> bool:
@@ -249,3 +312,11 @@ def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
 
 def _call_with(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     return fn(*args, **kwargs)
+
+
+def _count(value: str | None) -> int:
+    """A counter kept in a header: 0 when absent or not a number."""
+    try:
+        return int(value) if value else 0
+    except ValueError:
+        return 0

@@ -37,6 +37,9 @@ class Actor:
     run_in_process: bool = False
     converter: ConverterT = field(init=False)
     converter_class: type[ConverterT] | None = None
+    #: dead-letter a message delivered this many times without being settled (None: the
+    #: broker's `max_deliveries`)
+    max_deliveries: int | None = None
     injections: tuple[Injection, ...] = field(init=False)
     is_async: bool = field(init=False)
     #: what the worker calls; `fn` unless replaced (the pytest plugin puts a mock here)
@@ -47,6 +50,9 @@ class Actor:
         check_name(self.queue, "queue name")
         self.is_async = inspect.iscoroutinefunction(self.fn)
         self.call = self.fn
+        if self.max_deliveries is not None and self.max_deliveries < 1:
+            raise ValueError(f"actor {self.name!r}: max_deliveries is {self.max_deliveries}; "
+                             "it must be at least 1")
         if self.run_in_process and self.is_async:
             raise ValueError(f"actor {self.name!r}: run_in_process=True needs a sync "
                              "function (async actors already run on the event loop)")
@@ -76,6 +82,7 @@ class Router:
         retry_policy: Callable[[int], Any] | None = None,
         run_in_process: bool = False,
         converter: type[ConverterT] | None = None,
+        max_deliveries: int | None = None,
     ) -> Callable[[FnT], FnT]: ...
 
     def actor(
@@ -87,17 +94,19 @@ class Router:
         retry_policy: Callable[[int], Any] | None = None,
         run_in_process: bool = False,
         converter: type[ConverterT] | None = None,
+        max_deliveries: int | None = None,
     ) -> FnT | Callable[[FnT], FnT]:
         """Register a function as an actor; it is returned unchanged.
 
         `name` defaults to the function's name; `retry_policy` takes the retry number and
         returns a timedelta or seconds; sync functions run in a thread pool, or in a
-        process pool with `run_in_process=True`.
+        process pool with `run_in_process=True`. `max_deliveries` overrides the broker's
+        limit of deliveries without a settle (a job that kills its worker) for this actor.
         """
 
         def register(f: FnT) -> FnT:
             actor = Actor(f, name or f.__name__, queue, retry_policy, run_in_process,
-                          converter)
+                          converter, max_deliveries)
             self._add(actor)
             return f
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from repid.brokers.base import Consumer
 from repid.data import Parameters, RoutingKey
+from repid.errors import QueueNotDeclaredError, SettleError
 from repid.processor import Processor
 
 if TYPE_CHECKING:
@@ -34,18 +36,22 @@ class Runner:
     """Runs a worker until it is stopped or has processed `messages_limit` messages.
 
     `processed` counts messages an actor of this worker handled, whatever the outcome
-    (messages returned because no actor here handles them do not count).
+    (messages returned because no actor here handles them do not count); `settle_failures`
+    those of them whose settle failed or had to be recovered (`Processor.process`).
     """
 
     def __init__(self, worker: Worker, connection: Connection) -> None:
         self.worker = worker
         self.connection = connection
         self.processed = 0
+        self.settle_failures = 0
         self.limit = worker.messages_limit
         self._reserved = 0  # messages being taken or processed, counted against the limit
         self._free = worker.tasks_limit  # task slots not in use
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: return what still runs at once
+        self._consumers: list[Consumer] = []
         self._freed = asyncio.Event()  # set when a task slot or a reservation is given back
         self._loops_alive = 0
         self._pool: ProcessPoolExecutor | None = None
@@ -65,7 +71,7 @@ class Runner:
 
     async def run(self) -> None:
         broker = self.connection.message_broker
-        consumers: list[Consumer] = [
+        consumers = self._consumers = [
             broker.consume(queue, topics, max_unacked_messages=self.worker.tasks_limit)
             for queue, topics in self.worker.topics_by_queue.items()
         ]
@@ -76,18 +82,21 @@ class Runner:
         try:
             await self._stop.wait()
         finally:
-            restore()
-            for loop in loops:
-                loop.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
-            for consumer in consumers:
-                try:
-                    await consumer.finish()
-                except Exception:
-                    logger.exception("could not finish consumer of %r", consumer.queue_name)
-            await self._drain()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+            try:
+                for loop in loops:
+                    loop.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+                for consumer in consumers:
+                    try:
+                        await consumer.finish()
+                    except Exception:
+                        logger.exception("could not finish consumer of %r",
+                                         consumer.queue_name)
+                await self._drain()  # a second signal during it hurries it
+            finally:
+                restore()
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _consume(self, consumer: Consumer) -> None:
         self._loops_alive += 1
@@ -116,12 +125,13 @@ class Runner:
             except asyncio.CancelledError:
                 self._release()
                 raise
-            except Exception:
+            except Exception as exc:
                 self._release()
-                logger.exception("consuming from %r failed; trying again in 1 s",
-                                 consumer.queue_name)
-                await asyncio.sleep(1)
+                await self._take_failed(consumer, exc)
                 continue
+            if consumer.problem is not None:
+                logger.info("consuming from %r works again", consumer.queue_name)
+                consumer.report_problem(None)
             if self._reserved >= self.limit:
                 # another queue's consumer took the last message of the limit meanwhile
                 self._release()
@@ -135,6 +145,39 @@ class Runner:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _take_failed(self, consumer: Consumer, exc: Exception) -> None:
+        """A take raised: say so in health, declare the queue again if the broker lost it
+        (and this worker declares its queues), then try again after a second."""
+        queue = consumer.queue_name
+        consumer.report_problem(f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, QueueNotDeclaredError) and self.worker.auto_declare:
+            logger.warning("queue %r is gone from the broker (restarted empty, flushed or "
+                           "deleted); declaring it again", queue)
+            try:
+                await consumer.broker.queue_declare(queue)
+            except Exception as declare_exc:
+                logger.warning("declaring queue %r again failed: %s; trying again in 1 s",
+                               queue, declare_exc)
+            else:
+                return
+        else:
+            logger.error("consuming from %r failed; trying again in 1 s", queue,
+                         exc_info=exc)
+        await asyncio.sleep(1)
+
+    def health_problem(self, after: float) -> str | None:
+        """Why this run cannot take messages, once that has lasted `after` seconds (a
+        consumer failing to take, a take loop that ended); None while it can."""
+        if self._loops_alive < len(self._consumers) and not self._stop.is_set():
+            return "a consumer's take loop ended"
+        now = time.monotonic()
+        for consumer in self._consumers:
+            problem = consumer.problem
+            if problem is not None and now - problem[1] >= after:
+                return (f"cannot take messages from {consumer.queue_name!r} for "
+                        f"{now - problem[1]:.0f} s: {problem[0]}")
+        return None
+
     def _release(self) -> None:
         """Give a task slot back."""
         self._free += 1
@@ -147,8 +190,12 @@ class Runner:
         except asyncio.CancelledError:
             mine = True
             raise
+        except SettleError:
+            mine = True
+            self.settle_failures += 1
         except Exception:
             mine = True
+            self.settle_failures += 1
             logger.exception("settling message %s failed; the broker will deliver it again",
                              key.id_)
         finally:
@@ -165,10 +212,21 @@ class Runner:
         if not self._tasks:
             return
         grace = self.worker.graceful_shutdown_time
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        try:
+            while self._tasks and not hurry.done() and loop.time() < deadline:
+                await asyncio.wait({*self._tasks, hurry}, timeout=deadline - loop.time(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hurry.cancel()
+        pending = set(self._tasks)
         if pending:
-            logger.warning("%d jobs still running after the %.1f s grace time; returning "
-                           "them to their queues", len(pending), grace)
+            why = ("a second stop signal" if self._hurry.is_set()
+                   else f"the {grace:.1f} s grace time")
+            logger.warning("%d jobs still running after %s; returning them to their queues",
+                           len(pending), why)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -194,8 +252,20 @@ class Runner:
         return restore
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        logger.info("received %s: stopping; running jobs get %.1f s to finish", sig.name,
+        if self._stop.is_set():
+            logger.warning("received %s again: returning running jobs to their queues now",
+                           sig.name)
+            self.hurry()
+            return
+        logger.info("received %s: stopping; running jobs get %.1f s to finish (send it "
+                    "again to return them at once)", sig.name,
                     self.worker.graceful_shutdown_time)
         self.stop()
+
+    def hurry(self) -> None:
+        """Stop at once: running jobs go back to their queues without waiting for the
+        grace time (what a second SIGINT/SIGTERM does)."""
+        self._stop.set()
+        self._hurry.set()
 
 

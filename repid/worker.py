@@ -71,6 +71,13 @@ class Worker(Router):
         for queue in self.topics_by_queue:
             await broker.queue_declare(queue)
 
+    def health_problem(self, after: float) -> str | None:
+        """Why this worker cannot take messages, once that has lasted `after` seconds; None
+        while it can (what `/healthz` answers 503 with)."""
+        if self.runner is None:
+            return "the worker is not running"
+        return self.runner.health_problem(after)
+
     def stop(self) -> None:
         """Ask a running worker to shut down gracefully."""
         if self.runner is not None:
@@ -105,5 +112,6 @@ class Worker(Router):
                 self.health_server = None
             if opened_here:
                 await connection.disconnect()
-        logger.info("worker stopped after %d messages", runner.processed)
+        logger.info("worker stopped after %d messages (%d could not be settled and went "
+                    "back to the broker)", runner.processed, runner.settle_failures)
         return runner

@@ -12,8 +12,9 @@ default `prefix="repid"`):
   - `dead`: the message went to the dead-letter queue (nack: no retries left, expired, or
     undecodable);
   - `rejected`: the message went back to its queue unchanged (reject: shutdown, eager reject).
-  So every message handled ends as exactly one of success, dead or rejected; a retry adds
-  one `failure` and one `retried` on the way.
+  So every message handled and settled ends as exactly one of success, dead or rejected; a
+  retry adds one `failure` and one `retried` on the way. A settle or result store that
+  failed counts in `repid_broker_call_failures_total` instead.
 - `repid_actor_exceptions_total{queue,actor,exception_type}`: failed runs by exception type.
 - `repid_messages_in_progress{queue,actor}`: actor runs going on now (gauge).
 - `repid_message_processing_duration_seconds{queue,actor}`: actor run time (histogram).
@@ -21,6 +22,10 @@ default `prefix="repid"`):
   (`params.delay.next_execution_time`, else `params.timestamp`) to when a worker took it.
 - `repid_broker_call_duration_seconds{call}`: each broker call (`enqueue`, `ack`,
   `store_bucket`, ...), except `consume`, whose time is mostly waiting for a message.
+- `repid_broker_call_failures_total{call}`: broker calls that raised, e.g. an `ack` on a
+  lost connection or a `store_bucket` while the results store is down. A message whose
+  settle or result store failed is not counted in `messages_processed_total`: it goes back
+  to the broker and is counted when it is handled again.
 
 Multiprocess (`repid worker --processes N`): call `setup_multiprocess(dir)` in the supervisor
 before anything imports prometheus_client, and `mark_process_dead(pid)` when a child exits;
@@ -162,6 +167,10 @@ class _Metrics:
             f"{prefix}_message_delivery_lag_seconds",
             "Time from when a message became due to when a worker took it.", ["queue"],
             registry=registry, buckets=DELIVERY_LAG_BUCKETS)
+        self.call_failures = Counter(
+            f"{prefix}_broker_call_failures", "Broker calls that raised (a settle or a "
+            "result store that failed: the message goes back to the broker).", ["call"],
+            registry=registry)
         self.broker_call: Histogram = Histogram(
             f"{prefix}_broker_call_duration_seconds", "Broker call time (consume excluded).",
             ["call"], registry=registry, buckets=BROKER_CALL_BUCKETS)
@@ -286,6 +295,9 @@ class MetricsPlugin:
         start = time.perf_counter()
         try:
             result = yield
+        except Exception:
+            self._child(self._m.call_failures, call).inc()
+            raise
         finally:
             self._child(self._m.broker_call, call).observe(time.perf_counter() - start)
         if counter is not None:

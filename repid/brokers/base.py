@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
+from repid.errors import MessageTooLargeError
 from repid.middleware import NO_CHAINS, Chains
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ Message = tuple[RoutingKey, str, Parameters]
 DEAD_REASON_HEADER = "x-repid-dead-reason"
 #: default of `MessageBroker.max_deliveries`
 DEFAULT_MAX_DELIVERIES = 5
+#: default of `MessageBroker.max_message_size`: 16 MiB
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
 class _HasMiddleware:
@@ -86,6 +89,9 @@ class MessageBroker(_HasMiddleware, ABC):
     #: a message delivered this many times without being settled is dead-lettered by the
     #: worker (an actor may set its own limit); brokers take it as `max_deliveries=`
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    #: the largest payload (encoded arguments, in UTF-8 bytes) `enqueue` accepts; brokers
+    #: take it as `max_message_size=`
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
     @abstractmethod
     async def connect(self) -> None:
@@ -98,7 +104,11 @@ class MessageBroker(_HasMiddleware, ABC):
     # --- public calls, through the middleware ---
 
     async def enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
-        """Store a new message (ready at `params.delay.next_execution_time`, or now)."""
+        """Store a new message (ready at `params.delay.next_execution_time`, or now).
+
+        `MessageTooLargeError` when the payload is over `max_message_size`."""
+        if len(payload) > self.max_message_size >> 2:  # a character is 1 to 4 bytes
+            self.check_size(key, payload)
         chain = self._chains.enqueue
         if chain is None:
             return await self._enqueue(key, payload, params)
@@ -118,6 +128,12 @@ class MessageBroker(_HasMiddleware, ABC):
         except BaseException as exc:
             return chain.fail(gen, exc)  # type: ignore[no-any-return]
         return chain.leave(gen, None)  # type: ignore[no-any-return]
+
+    def check_size(self, key: RoutingKey, payload: str) -> None:
+        """Refuse a payload over `max_message_size` bytes (`MessageTooLargeError`)."""
+        size = len(payload.encode())
+        if size > self.max_message_size:
+            raise MessageTooLargeError(key, size, self.max_message_size)
 
     async def enqueue_many(self, messages: Iterable[Message]) -> None:
         """Store many messages; brokers may confirm them in one round."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 
 from repid.brokers.base import (
     DEAD_REASON_HEADER,
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_MESSAGE_SIZE,
     BucketBroker,
     Consumer,
     Message,
@@ -29,6 +31,8 @@ from repid.errors import QueueNotDeclaredError
 logger = logging.getLogger("repid.brokers.in_memory")
 
 _seq = itertools.count()
+#: priority of the entry that tells consumers of a deleted queue it is gone (before any)
+_GONE = float("-inf")
 
 
 @dataclass(eq=False, slots=True)
@@ -66,8 +70,11 @@ class InMemoryMessageBroker(MessageBroker):
 
     system = "in_memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         self.queues: dict[str, InMemoryQueue] = {}
+        self.max_deliveries = max_deliveries
+        self.max_message_size = max_message_size
 
     def __repr__(self) -> str:
         return f"InMemoryMessageBroker(queues={sorted(self.queues)})"
@@ -165,7 +172,10 @@ class InMemoryMessageBroker(MessageBroker):
     async def _queue_delete(self, queue_name: str) -> None:
         if queue_name in self.queues:
             await self._queue_flush(queue_name)
-            del self.queues[queue_name]
+            queue = self.queues.pop(queue_name)
+            # wake a consumer waiting on the deleted queue: it raises QueueNotDeclaredError
+            # and, declared again, waits on the new one
+            queue.simple.put_nowait((_GONE, next(_seq), None))
 
     def _consumer(self, queue_name: str, topics: frozenset[str] | None,
                   max_unacked_messages: int | None,
@@ -198,7 +208,10 @@ class _ReadyConsumer(Consumer):
         if self._finished:
             raise StopAsyncIteration
         queue = self.broker._queue(self.queue_name)
-        message: StoredMessage = (await queue.simple.get())[2]
+        message: StoredMessage | None = (await queue.simple.get())[2]
+        if message is None:  # the queue was deleted while this consumer waited
+            queue.simple.put_nowait((_GONE, next(_seq), None))  # for any other waiter
+            raise QueueNotDeclaredError(self.queue_name)
         queue.processing[id(message.key.handle)] = message
         return message.key, message.payload, message.params
 

@@ -25,6 +25,7 @@ from repid import (
     Worker,
     hookimpl,
 )
+from repid.brokers.base import DEAD_REASON_HEADER
 from repid.data import utcnow
 from repid.middleware.hookspecs import AROUND_HOOKS, hook_names
 
@@ -181,7 +182,9 @@ async def test_enqueue_wrapper_headers_reach_actor_through_retry_and_dlq(
     expected = {"tenant": "acme", "traceparent": "00-abc-def-01"}
     assert seen == [expected, expected]  # first run and the retry
     [dead] = await messages_of(conn)
-    assert dead.parameters.headers == expected
+    headers = dict(dead.parameters.headers)
+    assert headers.pop(DEAD_REASON_HEADER) == "no retries left; last error: ValueError: always"
+    assert headers == expected
 
 
 async def test_headers_survive_a_delay(make_conn, run_worker) -> None:

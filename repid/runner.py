@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from repid.brokers.base import Consumer
 from repid.data import Parameters, RoutingKey
 from repid.errors import QueueNotDeclaredError, SettleError
+from repid.isolation import SUSPECT_AFTER, Isolation
 from repid.processor import Processor
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class Runner:
         self._stop = asyncio.Event()
         self._hurry = asyncio.Event()  # a second signal: return what still runs at once
         self._consumers: list[Consumer] = []
+        self._isolation = Isolation()
+        self._broker = connection.message_broker
         self._freed = asyncio.Event()  # set when a task slot or a reservation is given back
         self._loops_alive = 0
         self._pool: ProcessPoolExecutor | None = None
@@ -178,12 +181,32 @@ class Runner:
                         f"{now - problem[1]:.0f} s: {problem[0]}")
         return None
 
+    async def _return(self, key: RoutingKey) -> None:
+        try:
+            await self._broker.reject(key)
+        except Exception:
+            logger.exception("could not return message %s; the broker delivers it again",
+                             key.id_)
+
     def _release(self) -> None:
         """Give a task slot back."""
         self._free += 1
         self._freed.set()
 
     async def _handle(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        isolation = self._isolation
+        alone = self._broker.delivery_count(key) > SUSPECT_AFTER
+        try:
+            if alone:
+                await isolation.enter_alone()
+            elif isolation.blocked:
+                await isolation.turn()
+        except asyncio.CancelledError:  # stopped while waiting for a suspect to end
+            await asyncio.shield(self._return(key))
+            self._done(mine=True)
+            raise
+        if not alone:
+            isolation.enter()
         mine = False
         try:
             mine = await self.processor.process(key, payload, params)
@@ -199,13 +222,22 @@ class Runner:
             logger.exception("settling message %s failed; the broker will deliver it again",
                              key.id_)
         finally:
-            if mine:
-                self.processed += 1
-                if self.processed >= self.limit:
-                    self._stop.set()
+            if alone:
+                isolation.leave_alone()
             else:
-                self._reserved -= 1
-            self._release()
+                isolation.leave()
+            self._done(mine)
+
+    def _done(self, mine: bool) -> None:
+        """A taken message is finished with: count it (or give its reservation back) and
+        free its task slot."""
+        if mine:
+            self.processed += 1
+            if self.processed >= self.limit:
+                self._stop.set()
+        else:
+            self._reserved -= 1
+        self._release()
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace time, then return the rest."""

@@ -282,3 +282,48 @@ def test_max_deliveries_of_an_actor_must_be_positive() -> None:
         router.actor(name="zero", max_deliveries=0)(lambda: None)
     router.actor(name="ok", max_deliveries=2)(lambda: None)
     assert router.actors["ok"].max_deliveries == 2
+
+
+class CountingBroker(InMemoryMessageBroker):
+    """Reports the delivery counts a test sets, by job name (as Redis and RabbitMQ count
+    deliveries that ended unsettled)."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def delivery_count(self, key):  # type: ignore[no-untyped-def]
+        return self.counts.get(key.topic, 1)
+
+
+async def test_suspects_run_alone_and_past_the_limit_are_dead_lettered() -> None:
+    broker = CountingBroker({"suspect": 3, "worn": 6})
+    conn = await _connect(None, broker)
+    router = Router()
+    running: set[str] = set()
+    beside: dict[str, set[str]] = {}
+
+    def make(name: str) -> None:
+        async def run() -> None:
+            beside[name] = set(running)
+            running.add(name)
+            await asyncio.sleep(0.05)
+            beside[name] |= running - {name}
+            running.discard(name)
+
+        router.actor(name=name)(run)
+
+    for name in ("a", "b", "suspect", "c", "d", "worn"):
+        make(name)
+        await Job(name, _connection=conn).enqueue()
+    runner = await asyncio.wait_for(
+        Worker(routers=[router], _connection=conn, messages_limit=6).run(), TIMEOUT)
+    assert runner.processed == 6
+    assert beside["suspect"] == set()  # nothing ran beside it
+    assert all("suspect" not in others for others in beside.values())
+    assert "worn" not in beside  # delivered 6 times (limit 5): never run
+    [dead] = [m async for m in Queue(_connection=conn).get_messages(
+        category=MessageCategory.DEAD)]
+    assert dead.key.topic == "worn"
+    assert dead.parameters.headers[DEAD_REASON_HEADER].startswith(
+        "delivered 6 times without being settled (limit 5)")

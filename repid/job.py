@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from repid.data import (
     ArgsBucket,
@@ -19,7 +19,8 @@ from repid.data import (
     RoutingKey,
     utcnow,
 )
-from repid.main import resolve_connection
+from repid.main import Repid, resolve_connection
+from repid.queue import Queue
 from repid.schedule import first_run
 from repid.serializer import ARGS_BUCKET_MARKER, encode_args
 from repid.validation import (
@@ -27,6 +28,7 @@ from repid.validation import (
     check_datetime,
     check_duration,
     check_headers,
+    check_id,
     check_name,
 )
 
@@ -39,14 +41,51 @@ def new_id() -> str:
     return os.urandom(16).hex()
 
 
+class Enqueued(NamedTuple):
+    """What `await job.enqueue()` returns, as in repid 1.x: `key, args, params = ...`.
+
+    `args` is the arguments string that was sent (the JSON-encoded arguments, the
+    reference to their args bucket, or "" when there are none). The key's fields are
+    readable here too (`(await job.enqueue()).id_`)."""
+
+    key: RoutingKey
+    args: str
+    params: Parameters
+
+    @property
+    def id_(self) -> str:
+        return self.key.id_
+
+    @property
+    def topic(self) -> str:
+        return self.key.topic
+
+    @property
+    def queue(self) -> str:
+        return self.key.queue
+
+    @property
+    def priority(self) -> int:
+        return self.key.priority
+
+
 class Job:
     """A job to run: which actor (`name`), in which queue, with what arguments, when, and
-    what to do with the result. Build it once, `await job.enqueue()` as often as needed."""
+    what to do with the result. Build it once, `await job.enqueue()` as often as needed.
+
+    As in repid 1.x, `job.queue` is a `Queue` (`queue=` takes a name or a `Queue`), and
+    `use_args_bucketer` and `store_result` are resolved from the connection once it is
+    known (at construction when one is passed or bound by magic, else at first use):
+    True when an args / results bucket broker is configured, unless given. `args_id` and
+    `result_id` are random hex unless given. A job with `args_id=` and no `args=` refers
+    to an existing bucket (e.g. another job's result): the worker reads its arguments
+    from there.
+    """
 
     def __init__(
         self,
         name: str,
-        queue: str = "default",
+        queue: str | Queue = "default",
         priority: PrioritiesT | int = PrioritiesT.MEDIUM,
         id_: str | None = None,
         deferred_until: datetime | int | float | None = None,
@@ -66,12 +105,13 @@ class Job:
         _connection: Connection | None = None,
     ) -> None:
         self.name = check_name(name, "job name")
-        self.queue = check_name(queue, "queue name")
+        self.queue = queue if isinstance(queue, Queue) else Queue(queue, _connection)
         self.priority = PrioritiesT(priority)
-        self.id_ = None if id_ is None else check_name(id_, "job id_")
+        self.id_ = None if id_ is None else check_id(id_, "job id_")
         if cron is not None and deferred_by is not None:
             raise ValueError("a job takes `cron` or `deferred_by`, not both: pick one schedule")
-        self.deferred_until = check_datetime(deferred_until, "deferred_until")
+        self.deferred_until = deferred_until  # as given; `_first_at` is the aware moment
+        self._first_at = check_datetime(deferred_until, "deferred_until")
         self.deferred_by = check_duration(deferred_by, "deferred_by")
         self.cron = None if cron is None else check_cron(cron)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
@@ -81,21 +121,25 @@ class Job:
         if self.timeout is None:
             raise ValueError("timeout is required: give a timedelta of at least 1 second")
         self.ttl = check_duration(ttl, "ttl")
-        self.args_id = None if args_id is None else check_name(args_id, "args_id")
+        #: the arguments refer to an existing bucket: sent as a reference, nothing stored
+        self._args_by_reference = args_id is not None and args is None
+        self.args_id = check_id(args_id, "args_id") if args_id is not None else new_id()
         self.args_ttl = check_duration(args_ttl, "args_ttl")
         self.args = args
         self.use_args_bucketer = use_args_bucketer
-        self.result_id = check_name(result_id, "result_id") if result_id else new_id()
+        self.result_id = check_id(result_id, "result_id") if result_id else new_id()
         self.result_ttl = check_duration(result_ttl, "result_ttl")
         self.store_result = store_result
         self.headers = check_headers(headers)
         self._connection = _connection
-        self._payload: str | None = None if args is not None else ""
-        if args is not None:
-            self._payload = encode_args(args)
+        self._payload = "" if args is None else encode_args(args)
+        self._resolved: Connection | None = None
+        known = _connection if _connection is not None else Repid.get_magic_connection()
+        if known is not None:
+            self._resolve(known)
 
     def __repr__(self) -> str:
-        return f"Job(name={self.name!r}, queue={self.queue!r}, id_={self.id_!r})"
+        return f"Job(name={self.name!r}, queue={self.queue.name!r}, id_={self.id_!r})"
 
     @property
     def is_deferred(self) -> bool:
@@ -111,60 +155,64 @@ class Job:
     @property
     def is_overdue(self) -> bool:
         """True when `deferred_until` has already passed: the job would run at once."""
-        return self.deferred_until is not None and self.deferred_until <= utcnow()
+        return self._first_at is not None and self._first_at <= utcnow()
 
     @property
     def connection(self) -> Connection:
         return resolve_connection(self._connection, "Job")
 
-    def _wants_result(self, connection: Connection) -> bool:
+    def _resolve(self, connection: Connection) -> None:
+        """Resolve `use_args_bucketer` and `store_result` against `connection`'s bucket
+        brokers (explicit values are kept; asking for a missing broker fails at enqueue)."""
+        self._resolved = connection
+        if self.use_args_bucketer is None:
+            self.use_args_bucketer = connection.args_bucket_broker is not None
         if self.store_result is None:
-            return connection.results_bucket_broker is not None
+            self.store_result = connection.results_bucket_broker is not None
+
+    def _params(self, connection: Connection) -> Parameters:
         if self.store_result and connection.results_bucket_broker is None:
             raise ValueError("store_result=True needs a results bucket broker: pass "
                              "Connection(..., results_bucket_broker=...)")
-        return self.store_result
-
-    def _params(self, connection: Connection) -> Parameters:
-        delay = DelayProperties(self.deferred_until, self.deferred_by, self.cron)
+        delay = DelayProperties(self._first_at, self.deferred_by, self.cron)
         if self.is_deferred:
             first = first_run(delay)
             # a periodic job's schedule is anchored at its first run
-            anchor = first if self.deferred_by is not None else self.deferred_until
+            anchor = first if self.deferred_by is not None else self._first_at
             delay = DelayProperties(anchor, delay.defer_by, delay.cron, first)
         return Parameters(
             execution_timeout=self.timeout,
             retries=RetriesProperties(self.retries, 0),
             result=ResultProperties(self.result_id, self.result_ttl)
-            if self._wants_result(connection) else None,
+            if self.store_result else None,
             delay=delay,
             ttl=self.ttl,
             headers=dict(self.headers),
         )
 
-    async def enqueue(self) -> RoutingKey:
-        """Send the job; returns the message's key. Raises if the broker does not confirm
-        it, or if the queue was never declared."""
+    async def enqueue(self) -> Enqueued:
+        """Send the job; returns `(key, args, params)` (see `Enqueued`). Raises if the
+        broker does not confirm it, or if the queue was never declared."""
         connection = self.connection
-        key, payload, params = await self._message(connection)
+        key, payload, params = message = await self._message(connection)
         await connection.message_broker.enqueue(key, payload, params)
-        return key
+        return Enqueued(*message)
 
     async def _message(self, connection: Connection) -> tuple[RoutingKey, str, Parameters]:
         """The message to send; stores the arguments in the args bucket if asked to."""
-        payload = self._payload or ""
-        bucketer = connection.args_bucket_broker
-        use_bucket = self.use_args_bucketer
-        if use_bucket is None:
-            use_bucket = bucketer is not None and self.args is not None
-        if use_bucket:
+        if connection is not self._resolved:
+            self._resolve(connection)
+        payload = self._payload
+        if self.use_args_bucketer and (self._args_by_reference or self.args is not None):
+            bucketer = connection.args_bucket_broker
             if bucketer is None:
                 raise ValueError("use_args_bucketer=True needs an args bucket broker: pass "
                                  "Connection(..., args_bucket_broker=...)")
-            args_id = self.args_id or new_id()
-            await bucketer.store_bucket(args_id, ArgsBucket(payload, ttl=self.args_ttl))
-            payload = json.dumps({ARGS_BUCKET_MARKER: args_id})
-        key = RoutingKey(self.id_ or new_id(), self.name, self.queue, int(self.priority))
+            if not self._args_by_reference:
+                await bucketer.store_bucket(self.args_id,
+                                            ArgsBucket(payload, ttl=self.args_ttl))
+            payload = json.dumps({ARGS_BUCKET_MARKER: self.args_id})
+        key = RoutingKey(self.id_ or new_id(), self.name, self.queue.name, int(self.priority))
         return key, payload, self._params(connection)
 
     @property

@@ -202,9 +202,15 @@ class Processor:
             raise PayloadDecodeError(f"arguments are in args bucket {args_id!r}, but this "
                                      "worker's Connection has no args_bucket_broker")
         bucket = await broker.get_bucket(args_id)
-        if bucket is None or isinstance(bucket, ResultBucket):
+        if bucket is None:
             raise PayloadDecodeError(f"args bucket {args_id!r} is missing (expired or "
                                      "deleted)")
+        if isinstance(bucket, ResultBucket):
+            # job chaining, as in repid 1.x: another job's result is this one's arguments
+            if not bucket.success:
+                raise PayloadDecodeError(f"the arguments are the result {args_id!r}, but "
+                                         f"that job failed ({bucket.exception})")
+            return json.dumps(bucket.data)
         return bucket.data
 
     async def _store_result(self, actor: Actor, params: Parameters,

@@ -23,13 +23,13 @@ def default_retry_policy_factory(
 ) -> Callable[[int], timedelta]:
     """A policy waiting `min_backoff * multiplier ** (n - 1)` before retry n, capped.
 
-    `n` is the retry number (1 for the first retry). With the defaults: 1 s, 5 s, 25 s, ...
-    up to one day.
+    `n` is the retry number (1 for the first retry, the default as in repid 1.x, so
+    `policy()` is the first wait). With the defaults: 1 s, 5 s, 25 s, ... up to one day.
     """
     low = _seconds(min_backoff)
     high = _seconds(max_backoff)
 
-    def policy(retry_number: int) -> timedelta:
+    def policy(retry_number: int = 1) -> timedelta:
         exponent = min(max(retry_number - 1, 0), max_exponent)
         return timedelta(seconds=min(high, low * multiplier**exponent))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,13 @@ from repid.dependencies.resolver import Injection, injections_of
 from repid.validation import check_name
 
 FnT = TypeVar("FnT", bound=Callable[..., Any])
+
+logger = logging.getLogger("repid.router")
+
+
+def _where(fn: Callable[..., Any]) -> str:
+    """`module.qualname` of a function, to name it in a message."""
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +121,13 @@ class Router:
         return register(fn) if fn is not None else register
 
     def _add(self, actor: Actor) -> None:
+        """Register `actor`; as in repid 1.x, the one registered last under a name handles
+        its jobs, with a warning naming both functions."""
         existing = self.actors.get(actor.name)
         if existing is not None and existing.fn is not actor.fn:
-            raise ValueError(f"two actors are named {actor.name!r} ({existing.fn.__qualname__} "
-                             f"and {actor.fn.__qualname__}): give one a different name=")
+            logger.warning("two actors are named %r: %s replaces %s, which will not run; "
+                           "give one of them another name= if both should",
+                           actor.name, _where(actor.fn), _where(existing.fn))
         self.actors[actor.name] = actor
 
     def include_router(self, router: Router) -> None:

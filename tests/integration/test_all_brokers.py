@@ -144,7 +144,7 @@ async def test_no_retries_left_goes_to_dead_letters(env: tuple[Connection, str])
 
     job = Job("broken", queue=queue, retries=1, headers={"tenant": "acme"},
               _connection=connection)
-    key = await job.enqueue()
+    key, _, _ = await job.enqueue()
     assert await run_worker(connection, router, 2) == 2
     result = await job.result
     assert result is not None and not result.success

@@ -60,7 +60,7 @@ async def test_send_and_process_share_the_trace(make_conn: Any, queue_name: str,
         return "done"
 
     with provider.get_tracer("test").start_as_current_span("request") as request:
-        key = await Job("work", queue=queue_name, _connection=conn).enqueue()
+        key, _, _ = await Job("work", queue=queue_name, _connection=conn).enqueue()
     await run_worker(conn, router, 1)
 
     spans = exporter.get_finished_spans()
@@ -253,7 +253,7 @@ async def test_receive_spans_are_opt_in_and_linked(make_conn: Any, queue_name: s
     async def work() -> None:
         return None
 
-    key = await Job("work", queue=queue_name, _connection=conn).enqueue()
+    key, _, _ = await Job("work", queue=queue_name, _connection=conn).enqueue()
     await run_worker(conn, router, 1)
 
     spans = exporter.get_finished_spans()

@@ -12,6 +12,7 @@ import pytest
 from repid import (
     ArgsBucket,
     Connection,
+    InMemoryMessageBroker,
     Job,
     MessageDependency,
     PrioritiesT,
@@ -45,7 +46,7 @@ def test_names_and_ids_allow_only_letters_digits_dash_underscore(
 
 def test_valid_names_and_ids_are_kept() -> None:
     job = Job("Some_name-1", queue="q-2_B", id_="ID_1-x", args_id="a-1", result_id="r_1")
-    assert (job.name, job.queue, job.id_, job.args_id, job.result_id) == (
+    assert (job.name, job.queue.name, job.id_, job.args_id, job.result_id) == (
         "Some_name-1", "q-2_B", "ID_1-x", "a-1", "r_1")
 
 
@@ -99,7 +100,7 @@ def test_args_must_be_a_mapping_or_list() -> None:
 
 def test_defaults_match_spec() -> None:
     job = Job("x")
-    assert job.queue == "default"
+    assert job.queue.name == "default"
     assert job.priority is PrioritiesT.MEDIUM
     assert job.id_ is None and job.retries == 0
     assert job.timeout == timedelta(minutes=10)
@@ -137,10 +138,15 @@ def test_is_overdue() -> None:
     assert not Job("x", deferred_until=utcnow() + timedelta(hours=1)).is_overdue
 
 
-def test_deferred_until_naive_and_epoch_are_utc() -> None:
+def test_deferred_until_is_kept_as_given_and_read_as_utc() -> None:
     naive = datetime(2030, 1, 2, 3, 4, 5)
-    assert Job("x", deferred_until=naive).deferred_until == naive.replace(tzinfo=timezone.utc)
-    assert Job("x", deferred_until=0).deferred_until == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    job = Job("x", deferred_until=naive)
+    assert job.deferred_until is naive  # as in repid 1.x: exactly the value passed
+    assert job._params(Connection(InMemoryMessageBroker())).delay.delay_until == \
+        naive.replace(tzinfo=timezone.utc)  # the broker side reads naive as UTC
+    assert Job("x", deferred_until=0)._params(
+        Connection(InMemoryMessageBroker())).delay.delay_until == \
+        datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 # --- enqueue -----------------------------------------------------------------------------
@@ -160,7 +166,7 @@ async def test_enqueue_returns_the_key_and_stores_the_message(conn: Connection,
                                                              messages_of, stats) -> None:
     job = Job("add", id_="job-1", priority=PrioritiesT.HIGH, retries=3, timeout=30, ttl=60,
               args={"a": 1, "b": 2}, headers={"tenant": "acme"}, _connection=conn)
-    key = await job.enqueue()
+    key, _, _ = await job.enqueue()
     assert (key.id_, key.topic, key.queue, key.priority) == ("job-1", "add", "default", 2)
     assert (await stats(conn))["ready"] == 1
     stored = next(conn.message_broker.queues["default"].simple.items())  # type: ignore
@@ -351,8 +357,8 @@ async def test_same_job_enqueued_twice_gives_two_messages(conn: Connection,
         calls.append(1)
 
     job = Job("work", _connection=conn)
-    k1 = await job.enqueue()
-    k2 = await job.enqueue()
+    k1, _, _ = await job.enqueue()
+    k2, _, _ = await job.enqueue()
     assert k1.id_ != k2.id_
     await asyncio.wait_for(run_worker(conn, router, messages_limit=2), 5)
     assert len(calls) == 2

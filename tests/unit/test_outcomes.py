@@ -146,7 +146,7 @@ async def test_no_retries_left_goes_to_dead_letter_queue(
         raise KeyError("missing")
 
     job = Job("always_fails", retries=2, args=None, _connection=conn)
-    key = await job.enqueue()
+    key, _, _ = await job.enqueue()
     await run_worker(conn, router, messages_limit=3)
     assert len(runs) == 3  # the first run and two retries
     assert await stats(conn) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 1}
@@ -309,7 +309,7 @@ async def test_message_for_unknown_topic_is_returned_with_warning(
     async def mine() -> None:
         ran.append(1)
 
-    other = await Job("not_mine", _connection=conn).enqueue()
+    other, _, _ = await Job("not_mine", _connection=conn).enqueue()
     await Job("mine", _connection=conn).enqueue()
     with caplog.at_level(logging.WARNING, logger="repid"):
         runner = await run_worker(conn, router)

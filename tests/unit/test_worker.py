@@ -40,17 +40,6 @@ def test_actor_decorator_returns_function_unchanged_with_and_without_arguments()
                                       "q2": frozenset({"other-name"})}
 
 
-def test_two_actors_with_one_name_are_rejected() -> None:
-    router = Router()
-
-    @router.actor(name="same")
-    def a() -> None: ...
-
-    with pytest.raises(ValueError, match="two actors are named 'same'"):
-        @router.actor(name="same")
-        def b() -> None: ...
-
-
 def test_bad_actor_names_and_async_process_actor_are_rejected() -> None:
     router = Router()
     with pytest.raises(ValueError, match="actor name 'a b'"):

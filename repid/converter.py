@@ -5,6 +5,10 @@ The default converter maps the payload's JSON object to the actor's parameters b
 and validates each against its type hint: with pydantic when it is installed (values are
 coerced, e.g. "1" to 1 for an `int`), otherwise by checking that required arguments are
 present and no unknown ones are given.
+
+An `ArgumentsError` names the actor, the arguments, their types and what was expected, but
+never an argument's value (it may be a secret, and errors end up in logs and results):
+pydantic's errors are rebuilt without their `input_value`, and not chained.
 """
 
 from __future__ import annotations
@@ -21,6 +25,26 @@ from repid.serializer import to_json
 
 class ArgumentsError(PayloadDecodeError):
     """The payload's arguments do not fit the actor's parameters."""
+
+
+def describe_invalid(exc: Exception, data: dict[str, Any]) -> str:
+    """What was wrong, without any value: `'n' (given str): Input should be a valid
+    integer [int_parsing]` for each error of a pydantic ValidationError."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return type(exc).__name__  # its text may quote a value: not shown
+    try:
+        found = errors(include_input=False, include_url=False, include_context=False)
+    except TypeError:  # an `errors` that is not pydantic's
+        return type(exc).__name__
+    parts = []
+    for error in found:
+        loc = tuple(error.get("loc", ()))
+        given = (f" (given {type(data[loc[0]]).__name__})"
+                 if loc and isinstance(loc[0], str) and loc[0] in data else "")
+        where = ".".join(str(part) for part in loc) or "arguments"
+        parts.append(f"{where!r}{given}: {error.get('msg', '')} [{error.get('type', '')}]")
+    return "; ".join(parts) or type(exc).__name__
 
 
 class ConverterT(Protocol):
@@ -96,7 +120,8 @@ class DefaultConverter:
             try:
                 validated = self.model.model_validate(data)
             except Exception as exc:
-                raise ArgumentsError(f"arguments of {self.name} are invalid: {exc}") from exc
+                raise ArgumentsError(f"arguments of {self.name} are invalid: "
+                                     f"{describe_invalid(exc, data)}") from None
             kwargs = {name: getattr(validated, name) for name in self.names}
             kwargs.update({k: v for k, v in data.items() if k in unknown})
             return [], kwargs

@@ -11,6 +11,7 @@ beside it runs, alone, and succeeds. Messages that are not suspects pay one inte
 from __future__ import annotations
 
 import asyncio
+
 #: a message delivered more than this many times without a settle is a suspect
 SUSPECT_AFTER = 2
 

@@ -1,16 +1,33 @@
-"""Checks on user input, each failing with a message that names the problem and the fix."""
+"""Checks on user input, each failing with a message that names the problem and the fix.
+
+A message quotes a name the user chose (a queue, an actor) but never a value passed in,
+only its type: values may be secrets and errors end up in logs."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+#: job, actor and queue names: a letter or an underscore first, as in repid 1.x
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: ids (of jobs, args and result buckets): letters, digits, `-` and `_`
+_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def check_name(value: str, what: str) -> str:
-    """Names and ids: letters, digits, `-` and `_` only, so every broker can use them."""
+    """Names: a letter or `_`, then letters, digits, `-` and `_`, so every broker can use
+    them."""
     if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(
+            f"{what} {value!r} is invalid: start it with a letter or '_', then use only "
+            "letters, digits, '-' and '_'"
+        )
+    return value
+
+
+def check_id(value: str, what: str) -> str:
+    """Ids: letters, digits, `-` and `_` (a digit may come first: ids are often hex)."""
+    if not isinstance(value, str) or not _ID.match(value):
         raise ValueError(
             f"{what} {value!r} is invalid: use only letters, digits, '-' and '_' (and at "
             "least one character)"
@@ -25,7 +42,8 @@ def check_duration(value: timedelta | float | int | None, what: str) -> timedelt
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = timedelta(seconds=value)
     if not isinstance(value, timedelta):
-        raise TypeError(f"{what} must be a timedelta or a number of seconds, not {value!r}")
+        raise TypeError(f"{what} must be a timedelta or a number of seconds, not a "
+                        f"{type(value).__name__}")
     if value < timedelta(seconds=1):
         raise ValueError(f"{what} is {value.total_seconds()} s; it must be at least 1 second "
                          "(brokers keep time to the second)")
@@ -39,7 +57,8 @@ def check_datetime(value: datetime | float | int | None, what: str) -> datetime 
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, timezone.utc)
     if not isinstance(value, datetime):
-        raise TypeError(f"{what} must be a datetime or a UNIX timestamp, not {value!r}")
+        raise TypeError(f"{what} must be a datetime or a UNIX timestamp, not a "
+                        f"{type(value).__name__}")
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 

@@ -100,7 +100,10 @@ class Worker(Router):
             routes = {}
             for extra in middleware.collect("repid_http_routes", worker=self):
                 routes.update(extra)
-            self.health_server = HealthCheckServer(self.health_check_server_settings, routes)
+            settings = self.health_check_server_settings
+            self.health_server = HealthCheckServer(
+                settings, routes,
+                health=lambda: self.health_problem(after=settings.unhealthy_after))
             await self.health_server.start()
         await middleware.call_lifecycle("repid_worker_start", worker=self)
         try:

@@ -1,18 +1,72 @@
-"""Printing a DSN safely: the password never reaches a log line or a repr."""
+"""Printing a DSN safely: no credential ever reaches a log line, an error or a repr.
+
+`mask_dsn` replaces with `***`: the password of the user part, and the value of every
+query parameter whose name looks like a credential (`password`, `passwd`, `pwd`, `token`,
+`secret`, `api_key`, `credential`, ... anywhere in the name, any case, e.g.
+`?ssl_password=` or `?AuthToken=`). A DSN that cannot be parsed is not shown at all.
+`dsn_secrets` lists those values, to mask them in text that quotes them on their own (an
+error message of a client library).
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+#: a query parameter whose name contains one of these (lower-cased, `-` and `_` removed)
+#: holds a credential
+SECRET_WORDS = ("password", "passwd", "pwd", "pass", "token", "secret", "apikey",
+                "credential", "privatekey", "signature")
+MASK = "***"
+UNPARSEABLE = "<unparseable dsn>"
+
+_PARAM = re.compile(r"([^&;=]*)=([^&;]*)")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a query parameter `name` holds a credential."""
+    folded = name.lower().replace("-", "").replace("_", "")
+    return any(word in folded for word in SECRET_WORDS)
+
+
+def _mask_query(query: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"{name}={MASK}" if is_secret_name(name) else match.group(0)
+
+    return _PARAM.sub(mask, query)
 
 
 def mask_dsn(dsn: str) -> str:
-    """`amqp://user:secret@host/` -> `amqp://user:***@host/`."""
+    """`amqp://user:secret@host/?token=abc` -> `amqp://user:***@host/?token=***`."""
     try:
         parts = urlsplit(dsn)
+        password = parts.password
     except ValueError:
-        return "<unparseable dsn>"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        return UNPARSEABLE
+    masked = parts._replace(query=_mask_query(parts.query),
+                            fragment=_mask_query(parts.fragment))
+    if password is not None:
+        user, host = parts.netloc.rsplit("@", 1)
+        masked = masked._replace(netloc=f"{user.split(':', 1)[0]}:{MASK}@{host}")
+    if masked == parts:
+        return dsn  # nothing to hide: shown as given
+    return urlunsplit(masked)
+
+
+def dsn_secrets(dsn: str) -> set[str]:
+    """The credentials in `dsn`, as written and percent-decoded: the password and the
+    values of credential-like query parameters (empty for an unparseable DSN)."""
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:
+        return set()
+    found = set() if password is None else {password, unquote(password)}
+    for text in (parts.query, parts.fragment):
+        for match in _PARAM.finditer(text):
+            if is_secret_name(match.group(1)) and match.group(2):
+                found.add(match.group(2))
+        found.update(value for name, value in parse_qsl(text, separator="&")
+                     if is_secret_name(name) and value)
+    return found - {""}

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import click
 
 from repid.brokers.base import BucketBroker, MessageBroker
-from repid.brokers.dsn import mask_dsn
+from repid.brokers.dsn import dsn_secrets, mask_dsn
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
 from repid.connection import Connection
 from repid.main import Repid
@@ -58,11 +58,10 @@ def scrub(text: str, environ: Mapping[str, str] | None = None) -> str:
         if not dsn:
             continue
         text = text.replace(dsn, safe_dsn(dsn))
-        password = _password(dsn)
-        for secret in {password, unquote(password)} if password else ():
-            text = text.replace(f":{secret}@", ":***@")
+        for secret in dsn_secrets(dsn):
+            text = text.replace(f":{secret}@", ":***@").replace(f"={secret}", "=***")
             if len(secret) >= MIN_BARE_SECRET:
-                # a short password would match ordinary words; it is only masked in a DSN
+                # a short secret would match ordinary words; it is only masked in a DSN
                 text = text.replace(secret, "***")
     return text
 
@@ -71,14 +70,6 @@ def safe_dsn(dsn: str) -> str:
     """`dsn` with its password masked; not shown at all when it cannot be parsed as a URL
     (its password could not be told apart)."""
     return mask_dsn(dsn) if "://" in dsn else "value hidden"
-
-
-def _password(dsn: str) -> str | None:
-    """The password part of `dsn`, if it can be found."""
-    try:
-        return urlsplit(dsn).password
-    except ValueError:
-        return None
 
 
 # --- import paths ------------------------------------------------------------------------

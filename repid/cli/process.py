@@ -1,8 +1,11 @@
 """One worker process: run a Worker with the command line's settings until it stops.
 
 This is what `repid worker` runs without `--processes`, and what each supervised worker
-process runs. It owns SIGTERM/SIGINT for the whole run, serves the health and metrics
-ports (unless supervised), and tells the supervisor when it is ready.
+process runs. It owns SIGTERM/SIGINT for the whole run (the first stops gracefully, the
+second returns running jobs to their queues at once), serves the health and metrics ports
+(unless supervised; `/healthz` is 503 with the reason while the worker cannot take
+messages), and, supervised, reports to the supervisor when it is ready and then every
+second whether it can take messages.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 
 from repid.cli.loading import (
@@ -27,9 +30,9 @@ from repid.cli.loading import (
     load_worker,
     register_plugins,
 )
-from repid.cli.supervisor import READY_FD_ENV, SUPERVISOR_PID_ENV
+from repid.cli.supervisor import HEARTBEAT_SECONDS, READY_FD_ENV, SUPERVISOR_PID_ENV, report_line
 from repid.connection import Connection
-from repid.health import HealthCheckServer, HealthCheckServerSettings
+from repid.health import HttpServer
 from repid.health import Route as HealthRoute
 from repid.main import Repid
 from repid.middleware import hookimpl
@@ -56,6 +59,7 @@ class WorkerOptions:
     reload: bool
     log_level: str
     plugins: tuple[str, ...] = ()
+    unhealthy_after: float | None = None
 
     def child_command(self) -> list[str]:
         """The command line of one supervised worker process."""
@@ -71,6 +75,8 @@ class WorkerOptions:
             command += ["--plugin", plugin]
         if self.metrics_port is not None:
             command += ["--metrics-port", str(self.metrics_port)]
+        if self.unhealthy_after is not None:
+            command += ["--unhealthy-after", str(self.unhealthy_after)]
         return command
 
 
@@ -104,27 +110,52 @@ def configure_worker(worker: Worker, connection: Connection, options: WorkerOpti
     settings = worker.health_check_server_settings
     if options.health_port is not None:
         worker.run_health_check_server = True
-        worker.health_check_server_settings = HealthCheckServerSettings(
-            address=options.bind or settings.address, port=options.health_port,
-            endpoint_name=settings.endpoint_name)
+        worker.health_check_server_settings = replace(
+            settings, address=options.bind or settings.address, port=options.health_port)
     elif options.bind is not None:
-        worker.health_check_server_settings = HealthCheckServerSettings(
-            address=options.bind, port=settings.port, endpoint_name=settings.endpoint_name)
+        worker.health_check_server_settings = replace(settings, address=options.bind)
+    if options.unhealthy_after is not None:
+        worker.health_check_server_settings = replace(worker.health_check_server_settings,
+                                                      unhealthy_after=options.unhealthy_after)
     if os.environ.get(READY_FD_ENV):
         # the supervisor serves /healthz for every process: N children cannot share a port
         worker.run_health_check_server = False
 
 
-class ReadyNotifier:
-    """Plugin of a supervised worker process: tells the supervisor when it is consuming."""
+class Reporter:
+    """Plugin of a supervised worker process: tells the supervisor it is ready, then every
+    `HEARTBEAT_SECONDS` whether it can take messages (`report_line`).
 
-    def __init__(self, fd: int) -> None:
+    Writes never block the event loop: a full pipe (a supervisor not reading) loses the
+    line, and the next heartbeat says it again."""
+
+    def __init__(self, fd: int, worker: Worker) -> None:
         self.fd = fd
+        self.worker = worker
+        self.ready = False
+        os.set_blocking(fd, False)
+
+    def report(self) -> None:
+        """Write this process's state to the supervisor's pipe."""
+        after = self.worker.health_check_server_settings.unhealthy_after
+        line = report_line(os.getpid(), self.worker.health_problem(after=after))
+        try:
+            os.write(self.fd, line)
+        except BlockingIOError:
+            logger.debug("the supervisor's pipe is full; report skipped")
 
     @hookimpl
     def repid_worker_start(self, worker: Worker) -> None:
-        """Write this process's pid to the supervisor's pipe."""
-        os.write(self.fd, f"{os.getpid()}\n".encode())
+        """The first report: this process is ready."""
+        self.ready = True
+        self.report()
+
+    async def heartbeat(self) -> None:
+        """Report every `HEARTBEAT_SECONDS` once ready, until cancelled."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            if self.ready and self.worker.runner is not None:
+                self.report()
 
 
 class Stopper:
@@ -132,19 +163,30 @@ class Stopper:
 
     The CLI takes signals over from the Runner (`handle_signals=[]`), so that a signal
     arriving while connecting, or after the worker stopped, still means "stop gracefully"
-    and never kills the process half-way.
+    and never kills the process half-way. A second signal while stopping returns the
+    running jobs to their queues at once (`Runner.hurry`).
+
+    A supervised process (`supervised=True`) ignores SIGINT: Ctrl-C in a terminal reaches
+    every process of the group, and the supervisor forwards it as SIGTERM; counting both
+    would make one Ctrl-C a second signal.
     """
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, supervised: bool = False) -> None:
         self.worker = worker
+        self.supervised = supervised
         self.loop: asyncio.AbstractEventLoop | None = None
         self.requested = False
+        self.hurried = False
 
     def install(self) -> None:
         """Handle SIGTERM and SIGINT from now on."""
         self.worker.handle_signals = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_interrupt if self.supervised else self._on_signal)
+
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        """SIGINT in a supervised process: left to the supervisor."""
+        logger.debug("SIGINT ignored: the supervisor forwards it as SIGTERM")
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler: hand the stop over to the event loop, if it runs."""
@@ -155,10 +197,21 @@ class Stopper:
         loop.call_soon_threadsafe(self.stop, signum)
 
     def stop(self, signum: int) -> None:
-        """Ask the worker to stop (it stops at start if it was not running yet)."""
+        """Ask the worker to stop (it stops at start if it was not running yet); when it
+        is already stopping, return its running jobs at once."""
+        name = signal.Signals(signum).name
+        runner = self.worker.runner
+        if self.requested and runner is not None:
+            if not self.hurried:
+                logger.warning("received %s again: returning running jobs to their "
+                               "queues now", name)
+            self.hurried = True
+            runner.hurry()
+            return
         if not self.requested:
-            logger.info("received %s: stopping; running jobs get %.1f s to finish",
-                        signal.Signals(signum).name, self.worker.graceful_shutdown_time)
+            logger.info("received %s: stopping; running jobs get %.1f s to finish (send it "
+                        "again to return them at once)", name,
+                        self.worker.graceful_shutdown_time)
         self.requested = True
         self.worker.stop()
 
@@ -201,13 +254,12 @@ def ensure_metrics_plugin(worker: Worker, connection: Connection) -> None:
     logger.info("--metrics-port: registered repid_plugins.prometheus.MetricsPlugin")
 
 
-async def _listen(server: HealthCheckServer) -> None:
+async def _listen(server: HttpServer) -> None:
     """Start a server, or fail with a one-line error naming its address."""
-    settings = server.settings
     try:
         await server.start()
     except OSError as exc:
-        raise CliError(f"cannot listen on {settings.address}:{settings.port}: "
+        raise CliError(f"cannot listen on {server.address}:{server.requested_port}: "
                        f"{os.strerror(exc.errno) if exc.errno else exc}") from None
 
 
@@ -219,8 +271,9 @@ async def serve(worker: Worker, connection: Connection, options: WorkerOptions,
     await connect(connection)
     app = Repid(connection)
     await app.magic_connect()
-    extra: HealthCheckServer | None = None
+    extra: HttpServer | None = None
     watcher: asyncio.Task[None] | None = None
+    heartbeat: asyncio.Task[None] | None = None
     try:
         # read once, and not passed on to processes the actors may start
         ready_fd = os.environ.pop(READY_FD_ENV, None)
@@ -230,13 +283,14 @@ async def serve(worker: Worker, connection: Connection, options: WorkerOptions,
                   and options.metrics_port == worker.health_check_server_settings.port)
         if options.metrics_port is not None and route is not None and not shared \
                 and not ready_fd:
-            extra = HealthCheckServer(HealthCheckServerSettings(
-                address=options.bind or worker.health_check_server_settings.address,
-                port=options.metrics_port), {"/metrics": route})
+            extra = HttpServer(options.bind or worker.health_check_server_settings.address,
+                               options.metrics_port, {"/metrics": route})
             await _listen(extra)
         if ready_fd:
-            connection.middleware.register(ReadyNotifier(int(ready_fd)))
+            reporter = Reporter(int(ready_fd), worker)
+            connection.middleware.register(reporter)
             watcher = asyncio.create_task(watch_supervisor(worker, supervisor_pid))
+            heartbeat = asyncio.create_task(reporter.heartbeat())
         logger.info("worker %s: queues %s, actors %s, %d jobs at a time; broker %s",
                     options.target, ", ".join(worker.topics_by_queue),
                     ", ".join(worker.actors), worker.tasks_limit, describe(connection))
@@ -250,8 +304,9 @@ async def serve(worker: Worker, connection: Connection, options: WorkerOptions,
                            f"{os.strerror(exc.errno) if exc.errno else exc}") from None
         return runner.processed
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in (watcher, heartbeat):
+            if task is not None:
+                task.cancel()
         if extra is not None:
             await extra.stop()
         await app.magic_disconnect()
@@ -265,7 +320,7 @@ def run_in_process(options: WorkerOptions) -> int:
     register_plugins(connection, options.plugins)
     if options.metrics_port is not None:
         ensure_metrics_plugin(worker, connection)
-    stopper = Stopper(worker)
+    stopper = Stopper(worker, supervised=bool(os.environ.get(READY_FD_ENV)))
     stopper.install()
     with pidfile(options.pidfile):
         asyncio.run(serve(worker, connection, options, stopper))

@@ -1,17 +1,24 @@
 """The supervisor behind `repid worker --processes N` and `--reload`.
 
 It starts N worker processes (each one `python -m repid.cli worker ...`), restarts one that
-dies, forwards SIGTERM/SIGINT so they shut down gracefully, and serves `/healthz` and
-`/metrics` for all of them. A worker process reports that it is ready (connected, queues
-declared, consuming) by writing its pid to a pipe the supervisor reads.
+dies (after a delay doubling from 0.5 s to 30 s while processes keep dying young), forwards
+SIGTERM/SIGINT so they shut down gracefully (a second signal is forwarded at once, so they
+return their jobs without waiting for the grace time), and serves `/healthz` and `/metrics`
+for all of them.
+
+A worker process reports over a pipe the supervisor reads: a first line when it is ready
+(connected, queues declared, consuming), then one every `HEARTBEAT_SECONDS` saying whether
+it can take messages (`report_line`). `/healthz` is 503 while a process is not ready, says
+it has a problem, or has been silent for longer than the unhealthy threshold.
 
 ```mermaid
 stateDiagram-v2
     [*] --> starting: spawn N
     starting --> running: every process ready
-    running --> starting: a process died, spawn a new one
+    running --> starting: a process died, spawn a new one after the backoff delay
     starting --> failed: N processes died before they were ready
-    running --> stopping: SIGTERM / SIGINT (forwarded)
+    running --> stopping: SIGTERM / SIGINT (forwarded as SIGTERM)
+    stopping --> stopping: signal again (forwarded at once), a third one kills
     running --> reloading: a .py file changed (--reload)
     reloading --> starting: old processes gone
     stopping --> [*]: all exited (killed after the grace time)
@@ -32,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from repid.cli.http import HttpServer, Route
 from repid.cli.reload import changed_file, snapshot
+from repid.health import HttpServer, Route, ServerThread
 
 logger = logging.getLogger("repid.cli.supervisor")
 
@@ -44,6 +51,36 @@ INDEX_ENV = "REPID_WORKER_INDEX"
 POLL_SECONDS = 0.2
 RELOAD_POLL_SECONDS = 1.0
 KILL_MARGIN_SECONDS = 5.0
+#: a worker process reports its state this often
+HEARTBEAT_SECONDS = 1.0
+#: silence tolerated from a worker process, at least (a slow machine is not a dead loop)
+MIN_SILENCE_SECONDS = 3.0
+#: restart delays: the first, the cap, and how long a process must live to reset them
+RESTART_FIRST_SECONDS = 0.5
+RESTART_MAX_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0
+#: a report line stays below PIPE_BUF, so lines of different processes never interleave
+MAX_REPORT_BYTES = 1024
+
+
+def report_line(pid: int, problem: str | None) -> bytes:
+    """What a worker process writes to the pipe: `PID ok` or `PID problem REASON`."""
+    if problem is None:
+        return f"{pid} ok\n".encode()
+    reason = " ".join(problem.split()).encode()[:MAX_REPORT_BYTES]
+    return f"{pid} problem ".encode() + reason + b"\n"
+
+
+def parse_report(line: bytes) -> tuple[int, str | None] | None:
+    """(pid, problem or None) of a report line; None for a line that is not one. A bare
+    `PID` (the first line of older worker processes) means ready and fine."""
+    parts = line.decode(errors="replace").split(maxsplit=2)
+    if not parts or not parts[0].isdigit():
+        return None
+    pid = int(parts[0])
+    if len(parts) >= 2 and parts[1] == "problem":
+        return pid, parts[2] if len(parts) == 3 else "unknown problem"
+    return pid, None
 
 
 @dataclass
@@ -58,6 +95,7 @@ class SupervisorSettings:
     metrics_dir: str | None = None
     reload: bool = False
     reload_root: str = field(default_factory=os.getcwd)
+    unhealthy_after: float = 30.0  # seconds a process may be silent before /healthz is 503
 
 
 @dataclass
@@ -67,11 +105,30 @@ class Child:
     index: int
     process: subprocess.Popen[bytes]
     ready: bool = False
+    problem: str | None = None  # the last reason it reported, None while it can take
+    started: float = field(default_factory=time.monotonic)
+    last_report: float = field(default_factory=time.monotonic)
 
     @property
     def pid(self) -> int:
         """The process id."""
         return self.process.pid
+
+
+class Backoff:
+    """Restart delays of one worker process: 0.5 s doubling to 30 s while it keeps dying
+    within 60 s of its start; back to 0.5 s once it lived longer."""
+
+    def __init__(self) -> None:
+        self.next = RESTART_FIRST_SECONDS
+
+    def delay(self, lived: float) -> float:
+        """The delay before restarting a process that lived `lived` seconds."""
+        if lived >= RESTART_RESET_SECONDS:
+            self.next = RESTART_FIRST_SECONDS
+        delay = self.next
+        self.next = min(delay * 2, RESTART_MAX_SECONDS)
+        return delay
 
 
 def describe_exit(code: int) -> str:
@@ -96,22 +153,43 @@ class Supervisor:
         self._waiting_for_change = False
         self._failed_starts = 0
         self._kill_at: float | None = None
+        self._hurried = False  # a second signal was forwarded
         self._signals: list[int] = []
         self._ready_r, self._ready_w = os.pipe()
         self._buffer = b""
-        self._servers: list[HttpServer] = []
+        self._servers: list[ServerThread] = []
+        self._backoff: dict[int, Backoff] = {}
+        self._restart_at: dict[int, float] = {}  # index -> when to start it again
 
     # --- HTTP -----------------------------------------------------------------------------
 
+    def _problem(self, child: Child, now: float) -> str | None:
+        """What is wrong with a ready process: what it reported, or its silence."""
+        silent = now - child.last_report
+        if silent > max(self.settings.unhealthy_after, MIN_SILENCE_SECONDS):
+            return (f"worker process {child.index} (pid {child.pid}) has not reported for "
+                    f"{silent:.0f} s: its event loop may be blocked")
+        if child.problem is not None:
+            return f"worker process {child.index} (pid {child.pid}): {child.problem}"
+        return None
+
     def health(self) -> tuple[int, str, bytes]:
-        """`/healthz`: 200 when every worker process is ready, else 503; JSON with the pids."""
+        """`/healthz`: 200 when every worker process is ready and can take messages, else
+        503; JSON with the pids and the problems. Called from the HTTP thread: it only
+        reads (a copy of the process table)."""
+        now = time.monotonic()
         children = sorted(list(self.children.values()), key=lambda c: c.index)
         ready = sum(child.ready for child in children)
-        ok = ready == self.settings.processes and not self.stopping and not self._reloading
-        status = "ok" if ok else "stopping" if self.stopping else "starting"
+        problems = {c.index: p for c in children if c.ready
+                    for p in [self._problem(c, now)] if p is not None}
+        ok = (ready == self.settings.processes and not problems and not self.stopping
+              and not self._reloading)
+        status = ("ok" if ok else "stopping" if self.stopping
+                  else "unhealthy" if problems else "starting")
         body = {"status": status, "ready": ready, "processes": self.settings.processes,
-                "workers": [{"index": c.index, "pid": c.pid, "ready": c.ready}
-                            for c in children]}
+                "problems": list(problems.values()),
+                "workers": [{"index": c.index, "pid": c.pid, "ready": c.ready,
+                             "problem": problems.get(c.index)} for c in children]}
         return (200 if ok else 503, "application/json",
                 json.dumps(body).encode() + b"\n")
 
@@ -134,14 +212,13 @@ class Supervisor:
         if self.settings.metrics is not None:
             by_port.setdefault(self.settings.metrics, {})["/metrics"] = self.metrics
         for (address, port), routes in by_port.items():
+            server = ServerThread(HttpServer(address, port, routes))
             try:
-                server = HttpServer(address, port, routes)
+                server.start()
             except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, f"{address}:{port}") from None
-            server.start()
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise OSError(exc.errno, reason, f"{address}:{port}") from None
             self._servers.append(server)
-            logger.info("serving %s on http://%s:%d", ", ".join(sorted(routes)), address,
-                        server.port)
 
     # --- processes ------------------------------------------------------------------------
 
@@ -169,26 +246,42 @@ class Supervisor:
                 continue
 
     def _read_ready(self, timeout: float) -> None:
-        """Wait up to `timeout` for readiness reports; mark those processes ready."""
+        """Wait up to `timeout` for reports; the first marks a process ready, each one
+        records whether it can take messages."""
         readable, _, _ = select.select([self._ready_r], [], [], timeout)
         if not readable:
             return
-        self._buffer += os.read(self._ready_r, 4096)
+        self._buffer += os.read(self._ready_r, 65536)
         *lines, self._buffer = self._buffer.split(b"\n")
         by_pid = {child.pid: child for child in self.children.values()}
+        now = time.monotonic()
         for line in lines:
-            child = by_pid.get(int(line)) if line.strip().isdigit() else None
-            if child is not None and not child.ready:
+            report = parse_report(line)
+            child = None if report is None else by_pid.get(report[0])
+            if child is None or report is None:
+                continue
+            child.last_report = now
+            if not child.ready:
                 child.ready = True
                 self._failed_starts = 0
                 logger.info("worker process %d (pid %d) is ready", child.index, child.pid)
+            if report[1] != child.problem:
+                if report[1] is None:
+                    logger.info("worker process %d (pid %d) can take messages again",
+                                child.index, child.pid)
+                else:
+                    logger.warning("worker process %d (pid %d) reports: %s", child.index,
+                                   child.pid, report[1])
+                child.problem = report[1]
 
     def _reap(self) -> None:
         """Collect the worker processes that exited and handle each."""
-        for child in list(self.children.values()):
-            code = child.process.poll()
-            if code is None:
-                continue
+        exited = [(child, code) for child in list(self.children.values())
+                  for code in [child.process.poll()] if code is not None]
+        if exited:
+            # a process may have reported ready just before dying: read that first
+            self._read_ready(0)
+        for child, code in exited:
             del self.children[child.index]
             if self.settings.metrics_dir is not None:
                 from repid_plugins.prometheus import mark_process_dead
@@ -215,13 +308,23 @@ class Supervisor:
                 return
         if self._waiting_for_change:
             return
-        logger.warning("worker process %d (pid %d) died (%s); starting a new one",
-                       child.index, child.pid, how)
-        self._spawn(child.index)
+        lived = time.monotonic() - child.started
+        delay = self._backoff.setdefault(child.index, Backoff()).delay(lived)
+        logger.warning("worker process %d (pid %d) died (%s) after %.1f s; starting a new "
+                       "one in %.1f s", child.index, child.pid, how, lived, delay)
+        self._restart_at[child.index] = time.monotonic() + delay
+
+    def _restart_due(self, now: float) -> None:
+        """Start the worker processes whose restart delay has passed."""
+        for index, at in sorted(self._restart_at.items()):
+            if now >= at:
+                del self._restart_at[index]
+                self._spawn(index)
 
     def _cannot_start(self, code: int) -> None:
         """Give up (or, with --reload, wait for a change): the processes cannot start."""
         how = describe_exit(code)
+        self._restart_at.clear()
         if self.settings.reload:
             logger.error("worker processes cannot start (last: %s); waiting for a change "
                          "to try again", how)
@@ -230,7 +333,7 @@ class Supervisor:
         logger.error("worker processes cannot start: %d exited before they were ready "
                      "(last: %s); giving up", self._failed_starts, how)
         self.exit_code = code if code > 0 else 1
-        self._begin_stop(signal.SIGTERM)
+        self._begin_stop()
 
     # --- stopping and reloading -------------------------------------------------------------
 
@@ -239,22 +342,36 @@ class Supervisor:
         self._signals.append(signum)
 
     def _handle_signals(self) -> None:
-        """First signal: stop gracefully; another one: kill."""
+        """First signal: stop gracefully; second: forward it at once, so the processes
+        return their running jobs to the queues and exit; third: kill.
+
+        Worker processes only act on the SIGTERM the supervisor sends (they ignore SIGINT,
+        which a terminal's Ctrl-C also delivers to them), so one Ctrl-C is one stop."""
         while self._signals:
             signum = self._signals.pop(0)
             name = signal.Signals(signum).name
             if not self.stopping:
                 logger.info("received %s: stopping %d worker processes (%.1f s to finish "
-                            "their jobs)", name, len(self.children), self.settings.grace)
-                self._begin_stop(signum)
+                            "their jobs; send it again to return them at once)", name,
+                            len(self.children), self.settings.grace)
+                self._begin_stop()
+            elif not self._hurried:
+                logger.warning("received %s again: the worker processes return their "
+                               "running jobs to the queues now (a third signal kills them)",
+                               name)
+                self._hurried = True
+                self._send(signal.SIGTERM)
+                self._kill_at = time.monotonic() + KILL_MARGIN_SECONDS
             else:
-                logger.warning("received %s again: killing the worker processes", name)
+                logger.warning("received %s a third time: killing the worker processes",
+                               name)
                 self._kill_all()
 
-    def _begin_stop(self, signum: int) -> None:
-        """Forward `signum` to every worker process and start the kill deadline."""
+    def _begin_stop(self) -> None:
+        """Ask every worker process to stop (SIGTERM) and start the kill deadline."""
         self.stopping = True
-        self._send(signum)
+        self._restart_at.clear()
+        self._send(signal.SIGTERM)
         self._kill_at = time.monotonic() + self.settings.grace + KILL_MARGIN_SECONDS
 
     def _kill_all(self) -> None:
@@ -269,6 +386,7 @@ class Supervisor:
         logger.info("%s changed; restarting the worker processes", path)
         self._waiting_for_change = False
         self._failed_starts = 0
+        self._restart_at.clear()
         self._reloading = True
         self._send(signal.SIGTERM)
         self._kill_at = time.monotonic() + self.settings.grace + KILL_MARGIN_SECONDS
@@ -298,6 +416,8 @@ class Supervisor:
                 self._handle_signals()
                 self._reap()
                 now = time.monotonic()
+                if not self.stopping and not self._reloading:
+                    self._restart_due(now)
                 if self._kill_at is not None and now >= self._kill_at:
                     self._kill_all()
                     if self.stopping:
@@ -320,7 +440,8 @@ class Supervisor:
                     if path is not None:
                         self._begin_reload(path)
                         continue
-                if not self.children and not self._waiting_for_change:
+                if not self.children and not self._restart_at \
+                        and not self._waiting_for_change:
                     logger.info("every worker process finished")
                     break
         finally:

@@ -78,6 +78,8 @@ def supervise(options: WorkerOptions) -> int:
             metrics=None if options.metrics_port is None else (address, options.metrics_port),
             metrics_dir=metrics_dir,
             reload=options.reload,
+            unhealthy_after=(own.unhealthy_after if options.unhealthy_after is None
+                             else options.unhealthy_after),
         ))
         try:
             supervisor.start_http()
@@ -101,6 +103,9 @@ def supervise(options: WorkerOptions) -> int:
               help="Jobs each process runs at once (the Worker's tasks_limit).")
 @click.option("--health-port", type=click.IntRange(0, 65535),
               help="Serve GET /healthz on this port (from the supervisor with -p N).")
+@click.option("--unhealthy-after", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="/healthz answers 503 once the worker could not take messages for this "
+                   "long [default: the Worker's health_check_server_settings, 30].")
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Serve GET /metrics on this port (summed over processes with -p N); "
                    "registers the Prometheus MetricsPlugin unless a plugin serves /metrics.")
@@ -120,17 +125,19 @@ def supervise(options: WorkerOptions) -> int:
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="info", show_default=True)
 def worker_command(target: str, app: str | None, processes: int, concurrency: int | None,
-                   health_port: int | None, metrics_port: int | None, bind: str | None,
+                   health_port: int | None, unhealthy_after: float | None,
+                   metrics_port: int | None, bind: str | None,
                    graceful_shutdown_time: float | None, pidfile: str | None,
                    plugins: tuple[str, ...], reload: bool, log_level: str) -> None:
     """Run the worker that MODULE:ATTR names (a Worker, or a Router).
 
     MODULE is a dotted module name (importable from the current directory) or a path to
-    a .py file. SIGTERM or SIGINT stops taking messages and lets running jobs finish.
+    a .py file. SIGTERM or SIGINT stops taking messages and lets running jobs finish; a
+    second one returns the running jobs to their queues at once.
     """
     options = WorkerOptions(target, app, processes, concurrency, health_port, metrics_port,
                             bind, graceful_shutdown_time, pidfile, reload, log_level.lower(),
-                            plugins)
+                            plugins, unhealthy_after)
     configure_logging(options.log_level)
     supervised = processes > 1 or reload
     code = supervise(options) if supervised else run_in_process(options)

@@ -2,7 +2,7 @@
 
 The queue name comes from CLI_TEST_QUEUE, so each test uses its own queue; each job
 appends its number to the files `started` and `done` in CLI_TEST_DIR, so a test can see
-every job start and finish.
+every job start and finish; a `crash` job appends to `crashed` and kills its process.
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ async def work(n: int, sleep: float = 0) -> int:
     await asyncio.sleep(sleep)
     _record("done", n)
     return n
+
+
+@router.actor(queue=QUEUE)
+async def crash(n: int) -> None:
+    """Record job `n`, then end this worker process at once (as a segfault would)."""
+    _record("crashed", n)
+    os._exit(1)
 
 
 worker = Worker(routers=[router], graceful_shutdown_time=10)

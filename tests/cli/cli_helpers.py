@@ -1,10 +1,12 @@
-"""Helpers of the CLI tests: start `repid` as a subprocess, poll HTTP, enqueue jobs."""
+"""Helpers of the CLI tests: start `repid` as a subprocess, poll HTTP, enqueue jobs, run a
+private redis-server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +18,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests/cli/cli_app.py:worker"
@@ -115,7 +119,7 @@ def metric_total(text: str, name: str, **labels: str) -> float:
     return total
 
 
-async def _enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]]) -> None:
+async def _enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]], actor: str) -> None:
     from repid import Connection, Job
     from repid.cli.loading import message_broker_from_dsn
 
@@ -123,14 +127,86 @@ async def _enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]]) -> None:
     await connection.connect()
     try:
         for args in jobs:
-            await Job("work", queue=queue, args=args, _connection=connection).enqueue()
+            await Job(actor, queue=queue, args=args, _connection=connection).enqueue()
     finally:
         await connection.disconnect()
 
 
-def enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]]) -> None:
-    """Enqueue `work` jobs with these arguments to `queue` (Redis or RabbitMQ)."""
-    asyncio.run(_enqueue(dsn, queue, jobs))
+def enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]], actor: str = "work") -> None:
+    """Enqueue `actor` jobs with these arguments to `queue` (Redis or RabbitMQ)."""
+    asyncio.run(_enqueue(dsn, queue, jobs, actor))
+
+
+async def _declare(dsn: str, queue: str) -> None:
+    from repid.cli.loading import message_broker_from_dsn
+
+    broker = message_broker_from_dsn(dsn)
+    await broker.connect()
+    try:
+        await broker.queue_declare(queue)
+    finally:
+        await broker.disconnect()
+
+
+def declare_queue(dsn: str, queue: str) -> None:
+    """Declare a test queue before any worker runs (Redis or RabbitMQ)."""
+    asyncio.run(_declare(dsn, queue))
+
+
+async def _stats(dsn: str, queue: str) -> dict[str, int]:
+    from repid.cli.loading import message_broker_from_dsn
+
+    broker = message_broker_from_dsn(dsn)
+    await broker.connect()
+    try:
+        return await broker.queue_stats(queue)
+    finally:
+        await broker.disconnect()
+
+
+def queue_stats(dsn: str, queue: str) -> dict[str, int]:
+    """`ready`, `delayed`, `in_flight`, `dead` counts of a queue."""
+    return asyncio.run(_stats(dsn, queue))
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, without persistence: stopping it
+    loses every key, as a crashed and replaced Redis would."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it (again, on the same port) and wait until it answers PING."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed: apt-get install redis-server")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--daemonize", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self._pong, timeout=10, what=f"redis-server on port {self.port}")
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: no goodbye to its clients)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
 
 
 async def _delete(dsn: str, queue: str) -> None:

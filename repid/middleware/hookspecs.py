@@ -265,8 +265,9 @@ def repid_http_routes(
 ) -> Mapping[str, Callable[[], tuple[str, bytes]]] | None:
     """Extra paths for the worker's health-check HTTP server.
 
-    Return a mapping of path to a callable giving `(content_type, body)`; for example the
-    metrics plugin serves `/metrics` this way.
+    Return a mapping of path to a callable giving `(content_type, body)` (answered with
+    200) or `(status, content_type, body)`; for example the metrics plugin serves
+    `/metrics` this way.
     """
 
 

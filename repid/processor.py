@@ -27,6 +27,8 @@ from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, ut
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import PayloadDecodeError, SettleError
 from repid.message import MessageDependency, describe
+from repid.middleware import Chains
+from repid.middleware.through import around
 from repid.retry_policy import compute_retry_delay
 from repid.router import Actor, ActorResult
 from repid.schedule import next_run
@@ -50,6 +52,16 @@ class ActorTimeoutError(TimeoutError):
     """The actor ran past its job's timeout."""
 
 
+def _actor_run_args(processor: Processor, actor: Actor,
+                    message: MessageDependency) -> dict[str, Any]:
+    return {"connection": processor.connection, "actor": actor, "key": message.key,
+            "payload": message.raw_payload, "params": message.parameters}
+
+
+def _own_chains(processor: Processor) -> Chains:
+    return processor.chains
+
+
 class Processor:
     """Runs messages through actors for one connection."""
 
@@ -57,6 +69,8 @@ class Processor:
                  process_pool: Callable[[], Executor]) -> None:
         self.connection = connection
         self.broker = connection.message_broker
+        #: what runs around actor runs (the connection's middleware)
+        self.chains = connection.middleware.chains
         self.actors = actors
         self.process_pool = process_pool
         self._warned_topics: set[str] = set()
@@ -107,22 +121,10 @@ class Processor:
             await message.run_callbacks()
         return True
 
+    @around("actor_run", "_run", _actor_run_args, chains=_own_chains)
     async def _run_hooked(self, actor: Actor, message: MessageDependency) -> ActorResult:
         """`_run` inside the `repid_actor_run` wrappers, when a plugin has any."""
-        chain = self.broker._chains.actor_run
-        if chain is None:
-            return await self._run(actor, message)
-        kwargs = {"connection": self.connection, "actor": actor, "key": message.key,
-                  "payload": message.raw_payload, "params": message.parameters}
-        if not chain.single:
-            return await chain.run(self._run, (actor, message), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)  # inlined chain.run, as in the broker base
-        try:
-            outcome = await self._run(actor, message)
-        except BaseException as exc:  # cancelled: let the wrapper see it
-            chain.fail(gen, exc)
-            raise
-        return chain.leave(gen, outcome)  # type: ignore[no-any-return]
+        return await self._run(actor, message)
 
     async def _recover(self, message: MessageDependency, exc: Exception) -> None:
         """Something failed after the message was taken and before its settle was sent

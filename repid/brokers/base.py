@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.errors import MessageTooLargeError
 from repid.middleware import NO_CHAINS, Chains
+from repid.middleware.through import around
 
 if TYPE_CHECKING:
     from repid.connection import Connection
@@ -60,6 +61,51 @@ DEAD_REASON_HEADER = "x-repid-dead-reason"
 DEFAULT_MAX_DELIVERIES = 5
 #: default of `MessageBroker.max_message_size`: 16 MiB
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+# --- the hooks' keyword arguments, built only when a plugin runs around the call ---
+
+
+def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
+                  params: Parameters) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+            "payload": payload, "params": params}
+
+
+def _key_args(broker: MessageBroker, key: RoutingKey) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key}
+
+
+def _nack_args(broker: MessageBroker, key: RoutingKey,
+               reason: str | None = None) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+            "reason": reason}
+
+
+def _queue_args(broker: MessageBroker, queue_name: str) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "queue": queue_name}
+
+
+def _bucket_args(broker: BucketBroker, id_: str) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "id_": id_}
+
+
+def _store_args(broker: BucketBroker, id_: str, payload: BucketT) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "id_": id_, "payload": payload}
+
+
+def _consume_args(consumer: Consumer) -> dict[str, Any]:
+    return consumer.hook_args()
+
+
+def _broker_chains(consumer: Consumer) -> Chains:
+    return consumer.broker._chains
+
+
+def _check_size(broker: MessageBroker, key: RoutingKey, payload: str,
+                params: Parameters) -> None:
+    if len(payload) > broker.max_message_size >> 2:  # a character is 1 to 4 bytes
+        broker.check_size(key, payload)
 
 
 class _HasMiddleware:
@@ -82,6 +128,11 @@ class _HasMiddleware:
         self._chains = NO_CHAINS if value is None else value.chains
         self._owner = None if value is None else value.connection
 
+    def is_hooked(self, event: str) -> bool:
+        """Whether plugins or v1 subscribers run around the call `event` (`"enqueue"`,
+        ...): a broker's batched fast path is only for calls nothing runs around."""
+        return getattr(self._chains, event) is not None
+
 
 class MessageBroker(_HasMiddleware, ABC):
     """Stores messages in queues and hands them to consumers; see the module's promises."""
@@ -103,31 +154,12 @@ class MessageBroker(_HasMiddleware, ABC):
 
     # --- public calls, through the middleware ---
 
+    @around("enqueue", "_enqueue", _message_args, check=_check_size)
     async def enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         """Store a new message (ready at `params.delay.next_execution_time`, or now).
 
         `MessageTooLargeError` when the payload is over `max_message_size`."""
-        if len(payload) > self.max_message_size >> 2:  # a character is 1 to 4 bytes
-            self.check_size(key, payload)
-        chain = self._chains.enqueue
-        if chain is None:
-            return await self._enqueue(key, payload, params)
-        kwargs = {
-            "connection": self._owner,
-            "broker": self,
-            "queue": key.queue,
-            "key": key,
-            "payload": payload,
-            "params": params,
-        }
-        if not chain.single:
-            return await chain.run(self._enqueue, (key, payload, params), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            await self._enqueue(key, payload, params)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, None)  # type: ignore[no-any-return]
+        return await self._enqueue(key, payload, params)
 
     def check_size(self, key: RoutingKey, payload: str) -> None:
         """Refuse a payload over `max_message_size` bytes (`MessageTooLargeError`)."""
@@ -140,107 +172,41 @@ class MessageBroker(_HasMiddleware, ABC):
         for key, payload, params in messages:
             await self.enqueue(key, payload, params)
 
+    @around("requeue", "_requeue", _message_args)
     async def requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         """Replace a consumed message by one with new parameters, ready at its delay."""
-        chain = self._chains.requeue
-        if chain is None:
-            return await self._requeue(key, payload, params)
-        kwargs = {
-            "connection": self._owner,
-            "broker": self,
-            "queue": key.queue,
-            "key": key,
-            "payload": payload,
-            "params": params,
-        }
-        if not chain.single:
-            return await chain.run(self._requeue, (key, payload, params), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            await self._requeue(key, payload, params)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, None)  # type: ignore[no-any-return]
+        return await self._requeue(key, payload, params)
 
+    @around("ack", "_ack", _key_args)
     async def ack(self, key: RoutingKey) -> None:
         """The message is done: remove it."""
-        chain = self._chains.ack
-        if chain is None:
-            return await self._ack(key)
-        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key}
-        if not chain.single:
-            return await chain.run(self._ack, (key,), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            await self._ack(key)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, None)  # type: ignore[no-any-return]
+        return await self._ack(key)
 
+    @around("nack", "_nack", _nack_args)
     async def nack(self, key: RoutingKey, reason: str | None = None) -> None:
         """Move the message to its queue's dead-letter part; `reason`, when given, is kept
         in the dead message's `headers[DEAD_REASON_HEADER]`."""
-        chain = self._chains.nack
-        if chain is None:
-            return await self._nack(key, reason)
-        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key,
-                  "reason": reason}
-        if not chain.single:
-            return await chain.run(self._nack, (key, reason), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            await self._nack(key, reason)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, None)  # type: ignore[no-any-return]
+        return await self._nack(key, reason)
 
+    @around("reject", "_reject", _key_args)
     async def reject(self, key: RoutingKey) -> None:
         """Return the message to its queue as it was, no retry counted."""
-        chain = self._chains.reject
-        if chain is None:
-            return await self._reject(key)
-        kwargs = {"connection": self._owner, "broker": self, "queue": key.queue, "key": key}
-        if not chain.single:
-            return await chain.run(self._reject, (key,), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            await self._reject(key)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, None)  # type: ignore[no-any-return]
+        return await self._reject(key)
 
+    @around("queue_declare", "_queue_declare", _queue_args)
     async def queue_declare(self, queue_name: str) -> None:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
-        chain = self._chains.queue_declare
-        if chain is None:
-            return await self._queue_declare(queue_name)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._queue_declare,
-            (queue_name,),
-            {"connection": self._owner, "broker": self, "queue": queue_name},
-        )
+        return await self._queue_declare(queue_name)
 
+    @around("queue_flush", "_queue_flush", _queue_args)
     async def queue_flush(self, queue_name: str) -> None:
-        """Remove every message of the queue, delayed and dead ones included."""
-        chain = self._chains.queue_flush
-        if chain is None:
-            return await self._queue_flush(queue_name)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._queue_flush,
-            (queue_name,),
-            {"connection": self._owner, "broker": self, "queue": queue_name},
-        )
+        """Remove every message of the queue: ready, delayed, dead and in flight."""
+        return await self._queue_flush(queue_name)
 
+    @around("queue_delete", "_queue_delete", _queue_args)
     async def queue_delete(self, queue_name: str) -> None:
         """Delete the queue and everything in it."""
-        chain = self._chains.queue_delete
-        if chain is None:
-            return await self._queue_delete(queue_name)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._queue_delete,
-            (queue_name,),
-            {"connection": self._owner, "broker": self, "queue": queue_name},
-        )
+        return await self._queue_delete(queue_name)
 
     def consume(
         self,
@@ -273,7 +239,7 @@ class MessageBroker(_HasMiddleware, ABC):
     async def _ack(self, key: RoutingKey) -> None: ...
 
     @abstractmethod
-    async def _nack(self, key: RoutingKey, reason: str | None) -> None: ...
+    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None: ...
 
     @abstractmethod
     async def _reject(self, key: RoutingKey) -> None: ...
@@ -339,29 +305,20 @@ class Consumer(ABC):
     #: arguments of the `repid_consume` hook, built on the first take
     _hook_args: dict[str, Any] | None = None
 
+    def hook_args(self) -> dict[str, Any]:
+        """The `repid_consume` hook's arguments: the same for every message, built once."""
+        if self._hook_args is None:
+            self._hook_args = {"connection": self.broker._owner, "broker": self.broker,
+                               "queue": self.queue_name, "category": self.category}
+        return self._hook_args
+
     def __aiter__(self) -> AsyncIterator[Message]:
         return self
 
+    @around("consume", "_next", _consume_args, chains=_broker_chains)
     async def __anext__(self) -> Message:
-        chain = self.broker._chains.consume
-        if chain is None:
-            return await self._next()
-        kwargs = self._hook_args
-        if kwargs is None:  # the same for every message: built once
-            kwargs = self._hook_args = {
-                "connection": self.broker._owner,
-                "broker": self.broker,
-                "queue": self.queue_name,
-                "category": self.category,
-            }
-        if not chain.single:
-            return await chain.run(self._next, (), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            result = await self._next()
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, result)  # type: ignore[no-any-return]
+        """The next message (see `_next`), through the `repid_consume` wrappers."""
+        return await self._next()
 
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
@@ -387,43 +344,20 @@ class BucketBroker(_HasMiddleware, ABC):
     @abstractmethod
     async def disconnect(self) -> None: ...
 
+    @around("get_bucket", "_get_bucket", _bucket_args)
     async def get_bucket(self, id_: str) -> BucketT | None:
         """The bucket stored under `id_`, or None (never stored, deleted or expired)."""
-        chain = self._chains.get_bucket
-        if chain is None:
-            return await self._get_bucket(id_)
-        kwargs = {"connection": self._owner, "broker": self, "id_": id_}
-        if not chain.single:
-            return await chain.run(self._get_bucket, (id_,), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            result = await self._get_bucket(id_)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, result)  # type: ignore[no-any-return]
+        return await self._get_bucket(id_)
 
+    @around("store_bucket", "_store_bucket", _store_args)
     async def store_bucket(self, id_: str, payload: BucketT) -> None:
         """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
-        chain = self._chains.store_bucket
-        if chain is None:
-            return await self._store_bucket(id_, payload)
-        kwargs = {"connection": self._owner, "broker": self, "id_": id_, "payload": payload}
-        if not chain.single:
-            return await chain.run(self._store_bucket, (id_, payload), kwargs)  # type: ignore[no-any-return]
-        gen = chain.enter(kwargs)
-        try:
-            await self._store_bucket(id_, payload)
-        except BaseException as exc:
-            return chain.fail(gen, exc)  # type: ignore[no-any-return]
-        return chain.leave(gen, None)  # type: ignore[no-any-return]
+        return await self._store_bucket(id_, payload)
 
+    @around("delete_bucket", "_delete_bucket", _bucket_args)
     async def delete_bucket(self, id_: str) -> None:
-        chain = self._chains.delete_bucket
-        if chain is None:
-            return await self._delete_bucket(id_)
-        return await chain.run(  # type: ignore[no-any-return]
-            self._delete_bucket, (id_,), {"connection": self._owner, "broker": self, "id_": id_}
-        )
+        """Delete the bucket stored under `id_` (nothing happens if there is none)."""
+        return await self._delete_bucket(id_)
 
     @abstractmethod
     async def _get_bucket(self, id_: str) -> BucketT | None: ...

@@ -137,7 +137,7 @@ class InMemoryMessageBroker(MessageBroker):
     async def _ack(self, key: RoutingKey) -> None:
         self._take_back(key)
 
-    async def _nack(self, key: RoutingKey, reason: str | None) -> None:
+    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
         queue, message = self._take_back(key)
         if message is not None:
             if reason is not None:

@@ -55,9 +55,17 @@ class Subscriber:
 
 class HookChain:
     """Everything that runs around one kind of call. Exists only when something is there,
-    so a broker call with no plugin costs one `is None` check."""
+    so a call with no plugin costs one `is None` check.
 
-    __slots__ = ("after", "aliases", "before", "name", "plugin", "single", "start", "wrappers")
+    A caller drives it as `started = chain.enter(kwargs)`, awaits its own call, then
+    `chain.leave(started, result)` or `chain.fail(started, error)` (see
+    `repid.middleware.through`); with v1 subscribers it awaits `chain.run(...)` instead.
+    One semantics whatever the number of wrappers: each wrapper sees the call's result or
+    error and may replace it (returning a value instead of an error, or another value); a
+    wrapper that raises something else is logged and ignored.
+    """
+
+    __slots__ = ("after", "aliases", "before", "name", "subscribers", "wrappers")
 
     def __init__(
         self,
@@ -72,24 +80,13 @@ class HookChain:
         self.before = before
         self.after = after
         self.aliases = aliases
-        self.single = len(wrappers) == 1 and not before and not after
-        # the first wrapper, for the single-wrapper fast path
-        self.start: Callable[[dict[str, Any]], Gen] | None = None
-        self.plugin = ""
-        if wrappers:
-            self.start, self.plugin = wrappers[0]
+        #: v1 subscribers are there: drive the chain with `run`
+        self.subscribers = bool(before or after)
 
-    async def _run_many(
-        self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """`run` for several wrappers or v1 subscribers."""
-        v1_values = None
-        if self.before:
-            v1_values = self.aliases(kwargs)
-            for sub in self.before:
-                await sub.call(v1_values)
-
-        started: list[tuple[Gen, str]] = []
+    def enter(self, kwargs: dict[str, Any]) -> list[tuple[Gen, str]]:
+        """Start every wrapper, outermost first; those that fail to start are logged and
+        skipped."""
+        started = []
         for start, plugin in self.wrappers:
             try:
                 gen = start(kwargs)
@@ -105,14 +102,20 @@ class HookChain:
                 )
                 continue
             started.append((gen, plugin))
+        return started
 
-        error: BaseException | None = None
-        result: Any = None
-        try:
-            result = await call(*args)
-        except BaseException as exc:
-            error = exc
+    def leave(self, started: list[tuple[Gen, str]], result: Any) -> Any:
+        """Hand the call's result to the wrappers, innermost first; return what the
+        outermost returns (or raise what one of them turned it into)."""
+        return self._unwind(started, result, None)
 
+    def fail(self, started: list[tuple[Gen, str]], error: BaseException) -> Any:
+        """Throw the call's error into the wrappers, innermost first; re-raise it unless a
+        wrapper returned a value instead."""
+        return self._unwind(started, None, error)
+
+    def _unwind(self, started: list[tuple[Gen, str]], result: Any,
+                error: BaseException | None) -> Any:
         while started:
             gen, plugin = started.pop()
             try:
@@ -124,98 +127,35 @@ class HookChain:
                 result, error = stop.value, None
             except BaseException as exc:
                 if exc is not error:
-                    logger.error(
-                        "plugin %s raised in %s after the call; ignored",
-                        plugin,
-                        self.name,
-                        exc_info=exc,
-                    )
+                    logger.error("plugin %s raised in %s after the call; ignored", plugin,
+                                 self.name, exc_info=exc)
             else:
                 gen.close()
                 logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
-
         if error is not None:
             raise error
+        return result
+
+    async def run(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+                  kwargs: dict[str, Any], hook_kwargs: dict[str, Any]) -> Any:
+        """Await `call(*args, **kwargs)` between the v1 `before_*` subscribers and the
+        wrappers, then the `after_*` subscribers (which get the result)."""
+        v1_values = None
+        if self.before:
+            v1_values = self.aliases(hook_kwargs)
+            for sub in self.before:
+                await sub.call(v1_values)
+        started = self.enter(hook_kwargs)
+        try:
+            result = await call(*args, **kwargs)
+        except BaseException as exc:
+            result = self.fail(started, exc)
+        else:
+            result = self.leave(started, result)
         if self.after:
             if v1_values is None:
-                v1_values = self.aliases(kwargs)
+                v1_values = self.aliases(hook_kwargs)
             v1_values["result"] = result
             for sub in self.after:
                 await sub.call(v1_values)
         return result
-
-    async def run(
-        self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Await `call(*args)` inside every wrapper (the hook gets `kwargs`); return its
-        result, which a wrapper may replace."""
-        if not self.single:
-            return await self._run_many(call, args, kwargs)
-        gen = self.enter(kwargs)
-        try:
-            result = await call(*args)
-        except BaseException as exc:
-            return self.fail(gen, exc)
-        return self.leave(gen, result)
-
-    # For a `single` chain (one wrapper, no v1 subscribers) a hot caller may inline `run`
-    # as enter / await the call / leave (or fail), saving a coroutine per call:
-
-    def enter(self, kwargs: dict[str, Any]) -> Gen | None:
-        """Start the one wrapper; None if it failed to start (logged, then skipped)."""
-        start, plugin = self.wrappers[0]
-        try:
-            gen = start(kwargs)
-            next(gen)
-        except StopIteration:
-            logger.error(
-                "plugin %s: %s wrapper returned without yielding; skipped", plugin, self.name
-            )
-            return None
-        except Exception:
-            logger.exception("plugin %s raised in %s before the call; skipped", plugin, self.name)
-            return None
-        return gen
-
-    def leave(self, gen: Gen | None, result: Any) -> Any:
-        """Hand the call's result to the wrapper; return what it returns."""
-        if gen is None:
-            return result
-        try:
-            gen.send(result)
-        except StopIteration as stop:
-            return stop.value
-        except Exception as exc:
-            logger.error(
-                "plugin %s raised in %s after the call; ignored",
-                self.plugin,
-                self.name,
-                exc_info=exc,
-            )
-            return result
-        gen.close()
-        logger.error("plugin %s: %s wrapper yielded twice; ignored", self.plugin, self.name)
-        return result
-
-    def fail(self, gen: Gen | None, error: BaseException) -> Any:
-        """Throw the call's exception into the wrapper; re-raise it unless the wrapper
-        returned a value instead."""
-        if gen is None:
-            raise error
-        try:
-            gen.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        except BaseException as exc:
-            if exc is error:
-                raise
-            logger.error(
-                "plugin %s raised in %s after the call; ignored",
-                self.plugin,
-                self.name,
-                exc_info=exc,
-            )
-        else:
-            gen.close()
-            logger.error("plugin %s: %s wrapper yielded twice; ignored", self.plugin, self.name)
-        raise error

@@ -22,6 +22,8 @@ from repid.data import (
 )
 from repid.dependencies import Depends
 from repid.errors import (
+    ActorTimeoutError,
+    BrokerConnectionError,
     EnqueueNotConfirmedError,
     MessageTooLargeError,
     NoConnectionError,
@@ -74,8 +76,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Actor",
     "ActorResult",
+    "ActorTimeoutError",
     "ArgsBucket",
     "ArgumentsError",
+    "BrokerConnectionError",
     "BucketBroker",
     "Connection",
     "Consumer",

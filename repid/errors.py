@@ -1,4 +1,21 @@
-"""Exceptions repid raises. Each message names the problem and how to fix it."""
+"""Exceptions repid raises. Each message names the problem and how to fix it.
+
+Every one is a `RepidError`, and also the built-in exception a caller would catch without
+knowing repid (a missing queue is a `KeyError`, a lost connection a `ConnectionError`)::
+
+    RepidError
+    ├── NoConnectionError         (RuntimeError)  a Job, Queue or Worker with no connection
+    ├── QueueNotDeclaredError     (KeyError)      a queue the broker does not know
+    ├── QueueDeclareError         (RuntimeError)  the broker refused a declaration
+    ├── PayloadDecodeError        (ValueError)    a message that cannot be read: poison
+    ├── MessageTooLargeError      (ValueError)    a payload over max_message_size
+    ├── BrokerConnectionError     (ConnectionError) the broker is unreachable
+    ├── EnqueueNotConfirmedError  (ConnectionError) the broker did not confirm an enqueue
+    ├── ActorTimeoutError         (TimeoutError)  an actor ran past its job's timeout
+    └── SettleError                               a failure between a run and its settle
+
+`repid.ArgumentsError` (arguments that do not fit an actor) is a `PayloadDecodeError`.
+"""
 
 from __future__ import annotations
 
@@ -67,3 +84,8 @@ class MessageTooLargeError(RepidError, ValueError):
                 f"the broker's max_message_size of {self.limit:,} bytes. Store large inputs "
                 "elsewhere (an args bucket, object storage) and pass a reference, or raise "
                 "max_message_size= on the broker.")
+
+
+class ActorTimeoutError(RepidError, TimeoutError):
+    """The actor ran past its job's timeout (the run counts as failed, and is retried if
+    the job has retries left)."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
 from repid.dependencies.resolver import Resolver, call_sync
-from repid.errors import PayloadDecodeError, SettleError
+from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
 from repid.message import MessageDependency, describe
 from repid.middleware import Chains
 from repid.middleware.through import around
@@ -46,10 +46,6 @@ UNKNOWN_TOPIC_DELAY = timedelta(seconds=1)
 RECOVER_DELAY = timedelta(seconds=2)
 #: header counting those failures for one message
 RECOVERIES_HEADER = "x-repid-recoveries"
-
-
-class ActorTimeoutError(TimeoutError):
-    """The actor ran past its job's timeout."""
 
 
 def _actor_run_args(processor: Processor, actor: Actor,

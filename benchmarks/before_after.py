@@ -52,7 +52,8 @@ def main() -> None:
     try:
         for round_ in range(1, options.rounds + 1):
             for label, tree in (("before", before), ("after", ROOT)):
-                print(f"=== round {round_}, {label} ({options.base if tree is before else 'working tree'})")
+                what = options.base if tree is before else "working tree"
+                print(f"=== round {round_}, {label} ({what})")
                 print(run(tree, options.script, options.args), flush=True)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],

@@ -26,6 +26,10 @@ KINDS = {
     "contribution": "contribution (every answer is collected)",
 }
 
+#: markers for tests/docs/test_snippets.py, which runs every other ```python block
+NOT_RUNNABLE_SIGNATURE = "<!-- not-runnable: the hook's signature, not code to run -->"
+NOT_RUNNABLE_EXCERPT = "<!-- not-runnable: an excerpt of a plugin class -->"
+
 
 @dataclass
 class Hook:
@@ -52,7 +56,8 @@ def rst_to_markdown(text: str) -> str:
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
                 block.append(lines[i])
                 i += 1
-            out += ["```python", textwrap.dedent("\n".join(block)).strip("\n"), "```", ""]
+            out += [NOT_RUNNABLE_EXCERPT, "", "```python",
+                    textwrap.dedent("\n".join(block)).strip("\n"), "```", ""]
             continue
         out.append(line.replace("``", "`"))
         i += 1
@@ -126,7 +131,8 @@ def render(source: str) -> str:
         if hook.section != section:
             section = hook.section
             parts += [f"## {section[0].upper()}{section[1:]}", ""]
-        parts += [f"### {hook.name}", "", f"*{KINDS[hook.kind]}*", "", "```python",
+        parts += [f"### {hook.name}", "", f"*{KINDS[hook.kind]}*", "", NOT_RUNNABLE_SIGNATURE,
+                  "", "```python",
                   hook.signature, "```", "", rst_to_markdown(hook.doc)]
     return "\n".join(parts).rstrip() + "\n"
 

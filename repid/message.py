@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
+from repid.data.headers import FATE_HEADERS
 from repid.retry_policy import compute_retry_delay
 from repid.schedule import next_run
 from repid.serializer import to_json
@@ -99,7 +100,11 @@ class Message:
         self._settle("reschedule")
         params = self.parameters
         when = next_run(params.delay) if params.delay.is_recurring else None
-        await self._broker.requeue(self.key, self.raw_payload, params.with_next_run(when))
+        again = params.with_next_run(when)
+        if any(name in again.headers for name in FATE_HEADERS):
+            # a fresh start: why it died, and how often it could not be settled, are past
+            again.headers = {k: v for k, v in again.headers.items() if k not in FATE_HEADERS}
+        await self._broker.requeue(self.key, self.raw_payload, again)
 
     async def set_result(self, value: Any) -> None:
         """Store `value` as the successful result now; the actor's return value is then

@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
+from repid.data.headers import RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
 from repid.message import MessageDependency, describe
@@ -44,8 +45,6 @@ UNKNOWN_TOPIC_DELAY = timedelta(seconds=1)
 #: how long a message waits before it runs again after a failure between its run and its
 #: settle (see `Processor._recover`)
 RECOVER_DELAY = timedelta(seconds=2)
-#: header counting those failures for one message
-RECOVERIES_HEADER = "x-repid-recoveries"
 
 
 def _actor_run_args(processor: Processor, actor: Actor,

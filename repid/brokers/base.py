@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
+from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
 from repid.middleware import NO_CHAINS, Chains
 from repid.middleware.through import around
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
 
 Message = tuple[RoutingKey, str, Parameters]
 
-#: header of a dead-lettered message that says why it was dead-lettered
-DEAD_REASON_HEADER = "x-repid-dead-reason"
 #: default of `MessageBroker.max_deliveries`
 DEFAULT_MAX_DELIVERIES = 5
 #: default of `MessageBroker.max_message_size`: 16 MiB

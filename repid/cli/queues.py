@@ -9,10 +9,11 @@ from typing import TypeVar
 
 import click
 
+from repid.brokers.base import DEAD_REASON_HEADER
 from repid.cli.loading import CliError, connect, load_connection
 from repid.cli.logs import quiet_logging
 from repid.connection import Connection
-from repid.data import MessageCategory
+from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import QueueNotDeclaredError, RepidError
 from repid.queue import Queue
 
@@ -82,7 +83,8 @@ def declare_command(names: tuple[str, ...], app: str | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 @app_option
 def flush_command(names: tuple[str, ...], app: str | None) -> None:
-    """Remove every message of queues: ready, delayed and dead."""
+    """Remove every message of queues: ready, delayed and dead; on Redis and in memory
+    also those being processed (their settles then have no effect)."""
     queues = make_queues(names)
 
     async def action(connection: Connection) -> None:
@@ -151,20 +153,34 @@ def dead_group() -> None:
     """Inspect dead-lettered messages and send them back to their queue."""
 
 
+def dead_line(key: RoutingKey, params: Parameters) -> str:
+    """One line about a dead message: id, job name, retries done of those allowed, and
+    why it died when the broker kept the reason (`DEAD_REASON_HEADER`).
+
+    Retries, not runs: a message dead-lettered before it ran (expired, undecodable) has
+    run zero times, and `already_tried` counts exactly the retries it got either way."""
+    retries = params.retries
+    line = (f"{key.id_}  {key.topic}  retries: {retries.already_tried} of "
+            f"{retries.max_amount}")
+    reason = params.headers.get(DEAD_REASON_HEADER)
+    if reason:
+        line += f"  reason: {' '.join(reason.split())}"  # one line per message
+    return line
+
+
 @dead_group.command("list")
 @click.argument("queue_name", metavar="QUEUE")
 @app_option
 def list_command(queue_name: str, app: str | None) -> None:
-    """List the dead-lettered messages of QUEUE (they stay dead)."""
+    """List the dead-lettered messages of QUEUE (they stay dead): id, job name, retries
+    done of those allowed, and the reason it was dead-lettered when known."""
     (queue,) = make_queues((queue_name,))
 
     async def action(connection: Connection) -> int:
         count = 0
         (bound,) = bind([queue], connection)
         async for message in bound.get_messages(category=MessageCategory.DEAD):
-            retries = message.parameters.retries
-            click.echo(f"{message.key.id_}  {message.key.topic}  runs: "
-                       f"{retries.already_tried}, retries allowed: {retries.max_amount}")
+            click.echo(dead_line(message.key, message.parameters))
             count += 1
         return count
 

@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import enqueue
 from click.testing import CliRunner, Result
 
-from repid import Connection, Queue
+from repid import Connection, Job, Queue, Router, Worker
 from repid.cli import main
 
 pytestmark = pytest.mark.integration
@@ -28,18 +28,39 @@ def stats(dsn: str, queue: str) -> dict[str, int]:
     return found
 
 
-async def _dead_letter_all(dsn: str, queue: str) -> None:
+async def _dead_letter(dsn: str, queue: str, reasons: list[str | None]) -> None:
+    """Take ready messages and dead-letter one per reason (None: no reason given)."""
+    from repid.cli.loading import message_broker_from_dsn
+
+    broker = message_broker_from_dsn(dsn)
+    connection = Connection(broker)
+    await connection.connect()
+    try:
+        async for message in Queue(queue, _connection=connection).get_messages():
+            await broker.nack(message.key, reasons.pop(0))
+            if not reasons:
+                break
+    finally:
+        await connection.disconnect()
+
+
+async def _fail_twice(dsn: str, queue: str) -> None:
+    """A job allowed one retry whose actor always fails: dead after two runs."""
     from repid.brokers.redis import RedisMessageBroker
+
+    router = Router()
+
+    @router.actor(name="always_fails", queue=queue, retry_policy=lambda n: 0)
+    async def always_fails() -> None:
+        raise ValueError("no data")
 
     connection = Connection(RedisMessageBroker(dsn=dsn))
     await connection.connect()
     try:
-        taken = 0
-        async for message in Queue(queue, _connection=connection).get_messages():
-            await message.nack()
-            taken += 1
-            if taken == 2:
-                break
+        await Job("always_fails", queue=queue, retries=1, _connection=connection).enqueue()
+        worker = Worker(routers=[router], messages_limit=2, handle_signals=[],
+                        _connection=connection)
+        await asyncio.wait_for(worker.run(), timeout=10)
     finally:
         await connection.disconnect()
 
@@ -54,10 +75,15 @@ def test_queue_commands_on_redis(redis_dsn: str) -> None:
         assert table[0].split() == ["queue", "ready", "delayed", "in_flight", "dead"]
         assert table[1].split() == [queue, "3", "0", "0", "0"]
 
-        asyncio.run(_dead_letter_all(redis_dsn, queue))
+        asyncio.run(_dead_letter(redis_dsn, queue,
+                                 ["no retries left; last error:\n  ValueError: bad", None]))
         assert stats(redis_dsn, queue)["dead"] == 2
-        listed = ok(redis_dsn, "dead", "list", queue).output
-        assert listed.count("  work  ") == 2 and "2 dead messages in" in listed
+        listed = ok(redis_dsn, "dead", "list", queue).output.splitlines()
+        assert listed[2] == f"2 dead messages in {queue}"
+        fields = sorted(line.split("  ", 2)[1:] for line in listed[:2])
+        assert fields == [["work", "retries: 0 of 0"],
+                          ["work", "retries: 0 of 0  reason: no retries left; last error: "
+                                   "ValueError: bad"]]
         assert stats(redis_dsn, queue)["dead"] == 2  # listing leaves them dead
 
         assert ok(redis_dsn, "dead", "requeue", queue).output == \
@@ -68,6 +94,38 @@ def test_queue_commands_on_redis(redis_dsn: str) -> None:
         assert stats(redis_dsn, queue)["ready"] == 0
     finally:
         ok(redis_dsn, "queues", "delete", queue)
+
+
+def test_dead_list_counts_retries_and_shows_the_reason(redis_dsn: str) -> None:
+    queue = f"cli_{uuid.uuid4().hex[:10]}"
+    try:
+        ok(redis_dsn, "queues", "declare", queue)
+        asyncio.run(_fail_twice(redis_dsn, queue))
+        listed = ok(redis_dsn, "dead", "list", queue).output.splitlines()
+        assert len(listed) == 2 and listed[1] == f"1 dead messages in {queue}"
+        message_id, topic, rest = listed[0].split("  ", 2)
+        assert len(message_id) == 32 and topic == "always_fails"
+        # one retry done of one allowed (two runs); the worker's reason names the error
+        assert rest.startswith("retries: 1 of 1  reason: ") and "ValueError: no data" in rest
+    finally:
+        ok(redis_dsn, "queues", "delete", queue)
+
+
+def test_dead_list_on_rabbitmq_shows_the_reason(amqp_dsn: str) -> None:
+    queue = f"cli_{uuid.uuid4().hex[:10]}"
+    try:
+        ok(amqp_dsn, "queues", "declare", queue)
+        enqueue(amqp_dsn, queue, [{"n": 1}])
+        asyncio.run(_dead_letter(amqp_dsn, queue, ["expired before it ran (ttl 0:00:05)"]))
+        listed = ok(amqp_dsn, "dead", "list", queue).output.splitlines()
+        assert listed[0].split("  ", 2)[1:] == [
+            "work", "retries: 0 of 0  reason: expired before it ran (ttl 0:00:05)"]
+        assert listed[1] == f"1 dead messages in {queue}"
+        assert ok(amqp_dsn, "dead", "requeue", queue).output == \
+            f"requeued 1 dead messages to {queue}\n"
+        assert stats(amqp_dsn, queue)["dead"] == 0
+    finally:
+        ok(amqp_dsn, "queues", "delete", queue)
 
 
 def test_queue_commands_on_rabbitmq(amqp_dsn: str) -> None:

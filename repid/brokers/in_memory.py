@@ -151,7 +151,12 @@ class InMemoryMessageBroker(MessageBroker):
             queue.simple.put_nowait((-message.key.priority, next(_seq), message))
 
     async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
-        queue, _ = self._take_back(key)
+        queue, held = self._take_back(key)
+        if held is None:
+            # flushed (or settled) since it was taken: like ack and nack, no effect
+            logger.warning("requeue of message %r in queue %r had no effect: the queue no "
+                           "longer holds it (flushed?)", key.id_, key.queue)
+            return
         self._store(queue, self._new(key, payload, params))
 
     async def _queue_declare(self, queue_name: str) -> None:

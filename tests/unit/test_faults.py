@@ -17,6 +17,7 @@ from repid import (
     InMemoryMessageBroker,
     Job,
     MessageCategory,
+    MessageDependency,
     MessageTooLargeError,
     Queue,
     Router,
@@ -327,3 +328,43 @@ async def test_suspects_run_alone_and_past_the_limit_are_dead_lettered() -> None
     assert dead.key.topic == "worn"
     assert dead.parameters.headers[DEAD_REASON_HEADER].startswith(
         "delivered 6 times without being settled (limit 5)")
+
+
+async def test_a_rescheduled_dead_letter_starts_afresh() -> None:
+    conn = await _connect()
+    router = Router()
+    runs: list[int] = []
+
+    @router.actor
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ValueError("first time")
+
+    await Job("flaky", _connection=conn).enqueue()
+    await asyncio.wait_for(Worker(routers=[router], _connection=conn,
+                                  messages_limit=1).run(), TIMEOUT)
+    queue = Queue(_connection=conn)
+    [dead] = [m async for m in queue.get_messages(category=MessageCategory.DEAD)]
+    assert DEAD_REASON_HEADER in dead.parameters.headers
+    await dead.reschedule()
+    seen: list[dict[str, str]] = []
+
+    @router.actor(name="flaky")
+    async def again(msg: MessageDependency) -> None:
+        seen.append(dict(msg.parameters.headers))
+
+    await asyncio.wait_for(Worker(routers=[router], _connection=conn,
+                                  messages_limit=1).run(), TIMEOUT)
+    assert seen == [{}]
+
+
+async def test_a_requeue_after_a_flush_has_no_effect() -> None:
+    conn = await _connect()
+    await Job("x", _connection=conn).enqueue()
+    queue = Queue(_connection=conn)
+    async for message in queue.get_messages():
+        await queue.flush()
+        await message.force_retry(0)
+        break
+    assert await queue.stats() == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}

@@ -117,6 +117,9 @@ class Runner:
             while self._free <= 0 or self._reserved >= self.limit:
                 self._freed.clear()
                 await self._freed.wait()
+            if self._isolation.blocked:  # a suspect runs alone: take nothing meanwhile
+                await self._isolation.clear()
+                continue
             self._free -= 1
             # reserved once taken, not while waiting: a consumer waiting on an empty queue
             # must not hold the last reservation against the other queues' consumers
@@ -194,19 +197,23 @@ class Runner:
         self._freed.set()
 
     async def _handle(self, key: RoutingKey, payload: str, params: Parameters) -> None:
-        isolation = self._isolation
+        if self._isolation.blocked:
+            # a suspect runs alone (repid.isolation): hold nothing beside it; it starts
+            # once this task has ended (a return lost with the process would count)
+            try:
+                await self._return(key)
+            finally:
+                self._done(mine=False)
+            return
         alone = self._broker.delivery_count(key) > SUSPECT_AFTER
-        try:
-            if alone:
-                await isolation.enter_alone()
-            elif isolation.blocked:
-                await isolation.turn()
-        except asyncio.CancelledError:  # stopped while waiting for a suspect to end
-            await asyncio.shield(self._return(key))
-            self._done(mine=True)
-            raise
-        if not alone:
-            isolation.enter()
+        if alone:
+            try:
+                await self._enter_alone(key)
+            except asyncio.CancelledError:  # stopped while waiting for its turn
+                await asyncio.shield(self._return(key))
+                await asyncio.shield(self._leave_alone())
+                self._done(mine=True)
+                raise
         mine = False
         try:
             mine = await self.processor.process(key, payload, params)
@@ -223,10 +230,32 @@ class Runner:
                              key.id_)
         finally:
             if alone:
-                isolation.leave_alone()
-            else:
-                isolation.leave()
+                await asyncio.shield(self._leave_alone())
             self._done(mine)
+
+    async def _enter_alone(self, key: RoutingKey) -> None:
+        """Hold nothing beside the suspect `key`: the consumers give back what they
+        buffered, messages taken meanwhile go back, and it waits until every other task
+        of this worker (running jobs, returns) has ended."""
+        logger.warning("message %s was delivered %d times without being settled; it runs "
+                       "alone in this worker", key.id_, self._broker.delivery_count(key))
+        self._isolation.block()
+        for consumer in self._consumers:
+            try:
+                await consumer.pause()
+            except Exception:
+                logger.exception("could not pause the consumer of %r", consumer.queue_name)
+        me = asyncio.current_task()
+        while others := {task for task in self._tasks if task is not me}:
+            await asyncio.wait(others)
+
+    async def _leave_alone(self) -> None:
+        self._isolation.unblock()
+        for consumer in self._consumers:
+            try:
+                await consumer.resume()
+            except Exception:
+                logger.exception("could not resume the consumer of %r", consumer.queue_name)
 
     def _done(self, mine: bool) -> None:
         """A taken message is finished with: count it (or give its reservation back) and

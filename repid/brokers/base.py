@@ -322,6 +322,16 @@ class Consumer(ABC):
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
 
+    async def pause(self) -> None:
+        """Hold nothing that was not handed out: give back what was received but not yet
+        handed out (deliberately: not counted as a delivery) and receive nothing more until
+        `resume()`, except what `__anext__` asks for. The worker pauses its consumers while
+        a suspect runs alone (`repid.isolation`). Nothing to do for a consumer that holds
+        nothing of its own."""
+
+    async def resume(self) -> None:
+        """Receive as before `pause()`."""
+
     async def finish(self) -> None:
         """Stop receiving; messages received but not yet handed out go back to the queue."""
 

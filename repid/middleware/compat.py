@@ -2,14 +2,22 @@
 
 Each event maps to one around hook. A subscriber receives only the keyword arguments it
 names, under their v1 names; `after_*` subscribers may also take `result`.
+
+Where a subscriber runs (as in v1): a coroutine function runs on the event loop; any other
+callable runs in a thread of the loop's default executor, with the caller's context
+variables, so a blocking call in it (a report sent over the network) never stalls the
+loop. The broker call it subscribes to waits for it either way, so `before_*` still runs
+before the call and `after_*` after it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from repid.middleware.chain import Subscriber
@@ -52,6 +60,27 @@ def parse_name(name: str) -> tuple[str, str] | None:
     return None
 
 
+def is_async_callable(function: Callable[..., Any]) -> bool:
+    """True for coroutine functions, also behind `functools.partial` or as an object whose
+    `__call__` is one."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        type(function).__call__)
+
+
+def off_loop(function: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
+    """An async stand-in that runs the sync `function` in a thread (an awaitable it
+    returns is awaited back on the loop)."""
+
+    async def run_in_thread(**kwargs: Any) -> None:
+        out = await asyncio.to_thread(function, **kwargs)
+        if inspect.isawaitable(out):
+            await out
+
+    return run_in_thread
+
+
 def make_subscriber(function: Callable[..., Any], stage: str, event: str) -> Subscriber:
     params = inspect.signature(function).parameters
     offered = set(EVENTS[event][1]) | ({"result"} if stage == "after" else set())
@@ -61,11 +90,16 @@ def make_subscriber(function: Callable[..., Any], stage: str, event: str) -> Sub
                if n not in offered and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
                and p.default is p.empty]
     if unknown:
+        label = getattr(function, "__qualname__", repr(function))
         raise TypeError(
-            f"subscriber {function.__qualname__} asks for {unknown}, which {stage}_{event} "
+            f"subscriber {label} asks for {unknown}, which {stage}_{event} "
             f"does not offer; it may take any of {sorted(offered)}"
         )
-    return Subscriber(function, names, inspect.iscoroutinefunction(function))
+    if is_async_callable(function):
+        return Subscriber(function, names, True)
+    subscriber = Subscriber(off_loop(function), names, True)
+    subscriber.name = getattr(function, "__qualname__", repr(function))  # for log lines
+    return subscriber
 
 
 def collect(obj: Any) -> list[tuple[str, str, Callable[..., Any]]]:

@@ -1,141 +1,99 @@
-"""The pytest plugin (entry point `repid`): an in-memory app per test, with fixtures.
+"""The pytest plugin (entry point `repid`): the `repid` marker and the fixtures.
 
-Mark a test (or a module with `pytestmark`) with
-`@pytest.mark.repid.with_args(routers=[router], declare_all_known_queues=True,
-autoconnection=True)`. With routers, every job enqueued during the test that is ready at
-once runs right away, inside the `await job.enqueue()`, through mocks of the actors, so
-the test can assert on them. Jobs for a later time stay in the in-memory queue.
+A test marked `@pytest.mark.repid` (on the function, its class, or its module through
+`pytestmark`) runs with an in-memory app bound by magic, without asking for any fixture:
+`await Queue().declare()` and `await Job(...).enqueue()` just work. The app is made
+before any other function-scoped fixture of the test, so those fixtures find it bound
+too, and it is bound again right before the test body runs, whatever a fixture did to
+the binding. `@pytest.mark.repid.with_args(routers=[router], declare_all_known_queues=True,
+autoconnection=True)` tunes it (see `repid.testing.markers` for how markers on several
+levels combine, and `repid.testing.app` for how enqueued jobs run right away through
+mocks of the routers' actors). With `autoconnection=False` nothing is bound. A test with
+no marker gets nothing bound, unless it asks for one of the fixtures below (they make the
+app on demand, bound).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any
-from unittest.mock import AsyncMock, MagicMock
+from collections.abc import Generator, Iterator
+from unittest.mock import MagicMock
 
 import pytest
 
-from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker, InMemoryQueue
+from repid.brokers.in_memory import InMemoryQueue
 from repid.connection import Connection
 from repid.main import Repid
-from repid.processor import Processor
-from repid.router import Actor, Router
-from repid.testing.event_log import EventLogPlugin
+from repid.queue import Queue
+from repid.testing.app import InMemoryTestApp
+from repid.testing.markers import MARKER, MarkerSettings, settings_of
 from repid.testing.types import EventLog, GetEventLogT, GetInMemoryQueueT, GetMockedActorT
+
+#: the app of the running test, for the call hook
+_APP = pytest.StashKey[InMemoryTestApp]()
+_APP_FIXTURE = "_repid_test_app"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "repid: give the test an in-memory repid app; with_args(routers=[...], "
-        "declare_all_known_queues=True, autoconnection=True)",
+        "repid: give the test an in-memory repid app, bound by magic; "
+        "with_args(routers=[...], declare_all_known_queues=True, autoconnection=True)",
     )
 
 
-class _TestApp:
-    """The app of one test: its connection, mocked actors and event log."""
-
-    def __init__(self, routers: list[Router], declare: bool, autoconnect: bool) -> None:
-        self.events = EventLogPlugin()
-        self.broker = InMemoryMessageBroker()
-        self.connection = Connection(self.broker, InMemoryBucketBroker(),
-                                     InMemoryBucketBroker(use_result_bucket=True),
-                                     plugins=[self.events])
-        self.app = Repid(self.connection)
-        self.actors: dict[str, Actor] = {}
-        self.mocks: dict[str, MagicMock] = {}
-        for router in routers:
-            for actor in router.actors.values():
-                self._mock(actor)
-        self._pool: ThreadPoolExecutor | None = None
-        self.processor = Processor(self.connection, self.actors, self._executor)
-        if declare:
-            for actor in self.actors.values():
-                self.broker.queues.setdefault(actor.queue, InMemoryQueue(actor.queue))
-        if autoconnect:
-            self.connection.is_open = True  # in-memory brokers have nothing to connect
-            Repid._set(self.connection)
-        if self.actors:
-            self.connection.middleware.add_subscriber(self.after_enqueue)
-
-    def _mock(self, actor: Actor) -> None:
-        copy = Actor(actor.fn, actor.name, actor.queue, actor.retry_policy, False,
-                     actor.converter_class)
-        mock: MagicMock = AsyncMock(side_effect=actor.fn) if copy.is_async else MagicMock(
-            side_effect=actor.fn)
-        copy.call = mock
-        self.actors[actor.name] = copy
-        self.mocks[actor.name] = mock
-
-    def _executor(self) -> Executor:  # process pools cannot run mocks: use threads
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor()
-        return self._pool
-
-    async def after_enqueue(self, key: Any) -> None:
-        """Run every ready message of the queue now, nested enqueues included (in any
-        queue: a nested enqueue marks its queue, the outermost call drains them all)."""
-        if key.queue not in self.broker.queues:
-            return
-        pending: set[str] = self.__dict__.setdefault("_pending", set())
-        pending.add(key.queue)
-        if getattr(self, "_draining", False):
-            return
-        self._draining = True
-        try:
-            while pending:
-                name = pending.pop()
-                queue = self.broker.queues.get(name)
-                consumer = self.broker.consume(name)
-                while queue is not None and queue.simple.qsize():
-                    k, payload, params = await consumer.__anext__()
-                    await self.processor.process(k, payload, params)
-                    queue = self.broker.queues.get(name)
-        finally:
-            self._draining = False
-
-    def close(self) -> None:
-        if Repid.get_magic_connection() is self.connection:
-            Repid._set(None)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marked tests get the app first of their function-scoped fixtures. The list is
+    replaced, not changed in place: parametrized tests share one."""
+    for item in items:
+        if isinstance(item, pytest.Function) and item.get_closest_marker(MARKER) is not None:
+            # first even when a requested fixture already depends on it
+            item.fixturenames = [_APP_FIXTURE,
+                                 *(n for n in item.fixturenames if n != _APP_FIXTURE)]
 
 
-def _marker_args(request: pytest.FixtureRequest) -> dict[str, Any]:
-    marker = request.node.get_closest_marker("repid")
-    kwargs = dict(marker.kwargs) if marker is not None else {}
-    unknown = set(kwargs) - {"routers", "declare_all_known_queues", "autoconnection"}
-    if unknown:
-        raise TypeError(f"repid marker got unknown arguments {sorted(unknown)}; it takes "
-                        "routers, declare_all_known_queues, autoconnection")
-    return kwargs
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Bind the test's app again right before its body, in case a fixture unbound it."""
+    test_app = item.stash.get(_APP, None)
+    if test_app is not None and test_app.settings.autoconnection:
+        test_app.bind()
+    return (yield)
 
 
 @pytest.fixture
-def _repid_test_app(request: pytest.FixtureRequest) -> Iterator[_TestApp]:
-    kwargs = _marker_args(request)
-    test_app = _TestApp(list(kwargs.get("routers", [])),
-                        kwargs.get("declare_all_known_queues", True),
-                        kwargs.get("autoconnection", True))
-    yield test_app
-    test_app.close()
+def _repid_test_app(request: pytest.FixtureRequest) -> Iterator[InMemoryTestApp]:
+    settings = settings_of(request.node) or MarkerSettings()
+    test_app = InMemoryTestApp(settings)
+    request.node.stash[_APP] = test_app
+    try:
+        yield test_app
+    finally:
+        del request.node.stash[_APP]
+        test_app.close()
 
 
 @pytest.fixture
-def repid_app(_repid_test_app: _TestApp) -> Repid:
+def repid_app(_repid_test_app: InMemoryTestApp) -> Repid:
     """A Repid app on in-memory brokers (message, args and results), bound for the test."""
     return _repid_test_app.app
 
 
 @pytest.fixture
-def repid_connection(_repid_test_app: _TestApp) -> Connection:
+def repid_connection(_repid_test_app: InMemoryTestApp) -> Connection:
     """The Connection of `repid_app`."""
     return _repid_test_app.connection
 
 
 @pytest.fixture
-def repid_get_mocked_actor(_repid_test_app: _TestApp) -> GetMockedActorT:
+def repid_declare_all_known_queues(_repid_test_app: InMemoryTestApp) -> None:
+    """Declare the queues of the routers' actors, as `declare_all_known_queues=True` does
+    (for tests whose markers turned it off)."""
+    _repid_test_app.declare_known_queues()
+
+
+@pytest.fixture
+def repid_get_mocked_actor(_repid_test_app: InMemoryTestApp) -> GetMockedActorT:
     """`get(name)`: the mock standing in for that actor (it still runs the real function)."""
 
     def get(name: str) -> MagicMock:
@@ -149,7 +107,7 @@ def repid_get_mocked_actor(_repid_test_app: _TestApp) -> GetMockedActorT:
 
 
 @pytest.fixture
-def repid_get_event_log(_repid_test_app: _TestApp) -> GetEventLogT:
+def repid_get_event_log(_repid_test_app: InMemoryTestApp) -> GetEventLogT:
     """`get()`: every broker call and actor run so far, in call order."""
 
     def get() -> list[EventLog]:
@@ -159,11 +117,12 @@ def repid_get_event_log(_repid_test_app: _TestApp) -> GetEventLogT:
 
 
 @pytest.fixture
-def repid_get_in_memory_queue(_repid_test_app: _TestApp) -> GetInMemoryQueueT:
-    """`get(name)`: the in-memory queue (`simple.qsize()` counts waiting messages), or None
-    before it is declared."""
+def repid_get_in_memory_queue(_repid_test_app: InMemoryTestApp) -> GetInMemoryQueueT:
+    """`get(queue)`: the in-memory queue (`simple.qsize()` counts waiting messages), or
+    None before it is declared; `queue` is a name or a `Queue`."""
 
-    def get(name: str) -> InMemoryQueue | None:
-        return _repid_test_app.broker.queues.get(name)
+    def get(queue: Queue | str) -> InMemoryQueue | None:
+        return _repid_test_app.broker.queues.get(queue.name if isinstance(queue, Queue)
+                                                 else queue)
 
     return get

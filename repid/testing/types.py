@@ -9,6 +9,7 @@ from unittest.mock import MagicMock
 
 if TYPE_CHECKING:
     from repid.brokers.in_memory import InMemoryQueue
+    from repid.queue import Queue
 
 
 @dataclass(slots=True)
@@ -28,4 +29,4 @@ class EventLog:
 
 GetMockedActorT = Callable[[str], MagicMock]
 GetEventLogT = Callable[[], list[EventLog]]
-GetInMemoryQueueT = Callable[[str], "InMemoryQueue | None"]
+GetInMemoryQueueT = Callable[["Queue | str"], "InMemoryQueue | None"]

@@ -182,6 +182,7 @@ async def test_a_results_store_outage_never_stalls_the_worker(
     assert stats["ready"] == 0 and stats["dead"] == 0
 
 
+@pytest.mark.timeout(100)
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
 async def test_an_actor_that_kills_its_process_is_dead_lettered_and_the_rest_run(
         kind: str, request: pytest.FixtureRequest, redis_dsn: str, queue_name: str,
@@ -203,7 +204,7 @@ async def test_an_actor_that_kills_its_process_is_dead_lettered_and_the_rest_run
         for n in range(20):
             await Job("good", queue=queue_name, args={"n": n}, _connection=conn).enqueue()
         deaths = 0
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 60
         while True:
             proc = spawn(SELF_KILLING_WORKER, kind, dsn, queue_name, redis_dsn, runs_key)
             while proc.poll() is None and time.monotonic() < deadline:

@@ -77,7 +77,7 @@ async def test_add_middleware_sync_and_async_subscribers_get_named_arguments(
 
     await Queue(_connection=conn).declare()
     job = Job("add", args={"a": 1, "b": 2}, _connection=conn)
-    key = await job.enqueue()
+    key, _, _ = await job.enqueue()
     await run_worker(conn, router)
 
     assert [n for n, _ in mw.calls[:3]] == ["before_queue_declare", "before_enqueue",

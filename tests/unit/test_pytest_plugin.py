@@ -90,7 +90,7 @@ def test_unknown_actor_name_lists_known_ones(repid_get_mocked_actor: GetMockedAc
 
 async def test_event_log_in_call_order(repid_get_event_log: GetEventLogT) -> None:
     job = Job("add", args={"a": 2, "b": 3})
-    key = await job.enqueue()
+    key, _, _ = await job.enqueue()
     log = repid_get_event_log()
     assert all(isinstance(e, EventLog) for e in log)
     # args go to the args bucket first, then the message runs within the enqueue
@@ -168,18 +168,18 @@ async def test_autoconnection_false_binds_nothing(repid_connection: Connection) 
 
 
 @pytest.mark.repid.with_args()
-async def test_marker_without_routers_keeps_messages_in_queue(
-        repid_get_in_memory_queue: GetInMemoryQueueT, repid_connection: Connection) -> None:
-    await Queue().declare()
+async def test_a_function_marker_keeps_the_modules_routers(
+        repid_get_mocked_actor: GetMockedActorT) -> None:
+    # as in repid 1.x, routers gather from every level's marker
     await Job("add", args={"a": 1, "b": 1}).enqueue()
-    queue = repid_get_in_memory_queue("default")
-    assert queue is not None and queue.simple.qsize() == 1
+    repid_get_mocked_actor("add").assert_called_once_with(a=1, b=1)
 
 
-@pytest.mark.repid.with_args(routers=[router], no_such_option=True)
-def test_marker_with_unknown_argument_errors(request: pytest.FixtureRequest) -> None:
-    with pytest.raises(TypeError, match="unknown arguments \\['no_such_option'\\]"):
-        request.getfixturevalue("repid_app")
+async def test_in_memory_queue_by_queue_object(
+        repid_get_in_memory_queue: GetInMemoryQueueT) -> None:
+    queue = Queue("other")
+    assert repid_get_in_memory_queue(queue) is repid_get_in_memory_queue("other") is not None
+    assert repid_get_in_memory_queue(Queue("undeclared")) is None
 
 
 def test_types_are_exported_by_repid() -> None:

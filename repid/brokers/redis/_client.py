@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -13,6 +13,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from repid.brokers.dsn import mask_dsn
 from repid.errors import BrokerConnectionError
+
+#: most connections one client opens, unless the caller chooses (`max_connections=`)
+DEFAULT_MAX_CONNECTIONS = 256
+#: how long a command waits for a free connection of a full pool before it fails with
+#: ConnectionError, unless the caller chooses (`pool_timeout=`)
+DEFAULT_POOL_TIMEOUT = 30.0
 
 #: errors that mean "Redis could not be reached or did not answer in time"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -72,11 +78,12 @@ class HeldConnection:
         self._conn: Any = None
         self._busy = False
 
-    async def execute_command(self, *args: Any) -> Any:
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command and return its decoded reply (no response callback applies:
-        use it for commands whose raw reply is what the caller wants, such as EVALSHA)."""
-        if self._busy:
-            return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+        use it for commands whose raw reply is what the caller wants, such as EVALSHA).
+        With redis-py `options` the command goes through the pool as usual."""
+        if self._busy or options:
+            return await self._client.execute_command(*args, **options)  # type: ignore[no-untyped-call]
         self._busy = True
         try:
             conn = self._conn
@@ -123,6 +130,12 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
     A command that fails on a dropped connection is retried `retries` times on a fresh
     connection with jittered exponential backoff (50 ms doubling up to 2 s). Options in the
     DSN's query string take precedence over these keyword arguments.
+
+    Its pool is a `BlockingConnectionPool`: at most `max_connections` (default
+    `DEFAULT_MAX_CONNECTIONS`) connections, and a command issued while all are busy waits
+    for one (up to `pool_timeout` seconds) instead of failing, so a worker running a
+    thousand jobs at once never fails a call for want of a connection. A caller's own
+    `connection_pool` is used as given.
     """
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -133,9 +146,15 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
         "client_name": client_name,
     }
     options.update(extra)
-    client = Redis.from_url(dsn, **options)
+    given_pool = options.pop("connection_pool", None)
+    if given_pool is not None:
+        return Redis(connection_pool=given_pool)
+    options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+    options["timeout"] = options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
+    pool = BlockingConnectionPool.from_url(dsn, **options)
+    # the client owns the pool: closing the client closes its connections
+    client = Redis.from_pool(pool)
     if "connection_class" not in extra:
-        pool = client.connection_pool
         pool.connection_class = with_one_join_packing(pool.connection_class)
     return client
 

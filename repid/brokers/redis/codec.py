@@ -34,6 +34,24 @@ def ready_ms(params: Parameters) -> str:
     return "" if at is None else str(int(at.timestamp() * 1000))
 
 
+def short_reason(exc: BaseException, limit: int = 300) -> str:
+    """`exc` as one line of at most `limit` characters, for logs and the dead reason."""
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def decode_stored(raw: bytes, handle: Any) -> tuple[RoutingKey, str, Parameters]:
+    """Decode a stored body as Redis sent it (bytes). Any failure, of any type (not UTF-8,
+    not JSON, nested too deep, a number out of range, wrong types), raises
+    PayloadDecodeError, so one bad message never stops the others."""
+    try:
+        return decode_body(raw.decode(), handle)
+    except PayloadDecodeError:
+        raise
+    except Exception as exc:
+        raise PayloadDecodeError(short_reason(exc)) from exc
+
+
 def decode_body(body: str, handle: Any) -> tuple[RoutingKey, str, Parameters]:
     """Decode a stored body; raise PayloadDecodeError (a poison message) when it cannot be."""
     if not body:
@@ -57,4 +75,9 @@ def decode_body(body: str, handle: Any) -> tuple[RoutingKey, str, Parameters]:
         raise PayloadDecodeError("the stored payload must be a string")
     if not isinstance(raw_params, dict):
         raise PayloadDecodeError("the stored parameters must be a JSON object")
-    return key, payload, Parameters.from_dict(raw_params)
+    params = Parameters.from_dict(raw_params)
+    if params.ttl is not None:
+        # the worker adds the ttl to a date: one too large for that is poison here, not an
+        # error in the worker (OverflowError propagates to `decode_stored`)
+        _ = params.timestamp + params.ttl
+    return key, payload, params

@@ -18,6 +18,13 @@ first `ENQUEUE_KEYS`, so a producer sends fewer arguments):
 9. `leases`   hash, id -> token of its current lease
 10. `dead`    list of dead-lettered ids
 11. `state`   hash of counters: `skip0`, `skip1` (anti-starvation), `seq` (lease tokens)
+12. `reasons` hash, dead id -> why it was dead-lettered (kept beside the body, which may be
+    undecodable; removed when the message is acked, requeued, flushed or deleted)
+13. `deliveries` hash, id -> how many of its leases ran out (removed when it is acked,
+    nacked or requeued; reject and release leave it)
+
+A lease is short (the broker's `lease_time`) and the consumer holding the message extends
+it (EXTEND) while the job runs, so a dead worker's messages come back within a lease.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 from repid.brokers.redis._client import HeldConnection
@@ -34,7 +42,7 @@ from repid.brokers.redis._client import HeldConnection
 #: names of the keys of a queue, in the KEYS order of the scripts; `queues` is global
 QUEUE_KEY_NAMES = (
     "msgs", "ready:0", "ready:1", "ready:2", "delayed", "wake", "queues", "inflight",
-    "leases", "dead", "state",
+    "leases", "dead", "state", "reasons", "deliveries",
 )
 #: how many of those keys ENQUEUE takes
 ENQUEUE_KEYS = 7
@@ -45,6 +53,7 @@ WAKE_TOKENS_MAX = 64
 _BASE = """
 local msgs, delayed, wake_list, queues = KEYS[1], KEYS[5], KEYS[6], KEYS[7]
 local inflight, leases, dead, state = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local reasons, deliveries = KEYS[12], KEYS[13]
 local function ready(p) return KEYS[2 + p] end
 
 local function now_ms()
@@ -84,30 +93,38 @@ local function push_ready(id, body, front)
 end
 
 -- take ids out of the sorted set `from` and put each one still stored on its ready list
--- (`front`: ahead of the others); returns how many were put back
-local function to_ready(from, ids, front)
+-- (`front`: ahead of the others; `expired`: a lease ran out, counted in `deliveries`);
+-- returns how many were put back
+local function to_ready(from, ids, front, expired)
   local moved = 0
   for _, id in ipairs(ids) do
     redis.call('ZREM', from, id)
     local body = redis.call('HGET', msgs, id)
     if body then
       push_ready(id, body, front)
+      if expired then redis.call('HINCRBY', deliveries, id, 1) end
       moved = moved + 1
     end
   end
   return moved
 end
 
+-- a message leaves the queue's bookkeeping (acked, or its body replaced)
+local function forget(id)
+  redis.call('HDEL', reasons, id)
+  redis.call('HDEL', deliveries, id)
+end
+
 -- promote due delayed messages and return expired leases to their ready list; an expired
 -- lease is a redelivery, so the stored body (and its retry count) is not touched
 local function maintain(now)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1000)
-  local moved = to_ready(delayed, due, false)
+  local moved = to_ready(delayed, due, false, false)
   local expired = redis.call('ZRANGEBYSCORE', inflight, '-inf', now, 'LIMIT', 0, 1000)
   if #expired > 0 then
     redis.call('HDEL', leases, unpack(expired))
   end
-  moved = moved + to_ready(inflight, expired, true)
+  moved = moved + to_ready(inflight, expired, true, true)
   wake(moved)
   return moved
 end
@@ -158,11 +175,12 @@ wake(woke)
 return table.concat(res)
 """
 
-#: ARGV: queue name, how many to take, lease margin ms, lease ms for an unreadable body,
-#: the anti-starvation limit K. Returns {next delayed ready time or -1, server now ms, how
-#: many ids were dead-lettered as unusable, 1 if the queue is declared (else 0 and nothing
-#: more), then one `token LF id LF body` string per message taken} (one string each:
-#: fewer replies to parse than three).
+#: ARGV: queue name, how many to take, lease ms, the anti-starvation limit K. Returns {next
+#: delayed ready time or -1, server now ms, how many ids were dead-lettered as unusable, 1
+#: if the queue is declared (else 0 and nothing more), then one `token LF returns LF id LF
+#: body` string per message taken, `returns` being how many of its leases ran out before}
+#: (one string each: fewer replies to parse than four). The bodies are sent as stored: the
+#: client reads this reply undecoded and decodes each message on its own.
 #:
 #: Priority rule: a level below HIGH that has waiting messages counts the takes served
 #: from higher levels since it was last served; once that count reaches K it is served
@@ -175,9 +193,8 @@ if redis.call('SISMEMBER', queues, ARGV[1]) == 0 then
 end
 maintain(now)
 local n = tonumber(ARGV[2])
-local margin = tonumber(ARGV[3])
-local fallback = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])
+local lease = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
 local out = {next_due(), now, 0, 1}
 if n <= 0 then return out end
 local lens = {redis.call('LLEN', ready(0)), redis.call('LLEN', ready(1)),
@@ -217,17 +234,19 @@ while taken < n do
   if string.find(id, '\\n', 1, true) then
     -- an id no producer of repid writes, and that the reply format cannot carry
     redis.call('RPUSH', dead, id)
+    redis.call('HSET', reasons, id, 'the id has a line break, which repid never writes')
     out[3] = out[3] + 1
   else
     local body = redis.call('HGET', msgs, id)
-    local _, timeout = meta(body)
     seq = seq + 1
     local token = now .. '.' .. seq
-    -- the lease: a taken id stays in the in-flight set until settled or expired
-    redis.call('ZADD', inflight, now + (timeout or fallback) + margin, id)
+    -- the lease: a taken id stays in the in-flight set until settled or expired; its
+    -- holder extends it (EXTEND) while it works on the message
+    redis.call('ZADD', inflight, now + lease, id)
     redis.call('HSET', leases, id, token)
+    local returns = redis.call('HGET', deliveries, id) or '0'
     taken = taken + 1
-    out[#out + 1] = token .. '\\n' .. id .. '\\n' .. (body or '')
+    out[#out + 1] = token .. '\\n' .. returns .. '\\n' .. id .. '\\n' .. (body or '')
   end
 end
 redis.call('HSET', state, 'skip0', skip[1], 'skip1', skip[2], 'seq', seq)
@@ -241,10 +260,10 @@ return out
 """
 
 #: ARGV per operation: action (ack, nack, reject, release, requeue), where the message is
-#: held (inflight, dead, delayed), id, lease token ('' = any); a requeue adds the new
-#: body, priority and ready time ms ('' = now). Returns a string with one '1' (done) or
-#: '0' (not held any more, e.g. the lease expired) per operation. Removing the message
-#: from where it was held and placing it anew is one atomic step.
+#: held (inflight, dead, delayed), id, lease token ('' = any); a nack adds the reason ('' =
+#: none), a requeue the new body, priority and ready time ms ('' = now). Returns a string
+#: with one '1' (done) or '0' (not held any more, e.g. the lease expired) per operation.
+#: Removing the message from where it was held and placing it anew is one atomic step.
 SETTLE = _COMMON + """
 local now = now_ms()
 local res = {}
@@ -253,7 +272,7 @@ local i = 1
 while i <= #ARGV do
   local action, where, id, token = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local extra = i + 4
-  i = i + (action == 'requeue' and 7 or 4)
+  i = i + (action == 'requeue' and 7 or action == 'nack' and 5 or 4)
   local held = 0
   if (where == 'dead' or where == 'delayed') and (action == 'reject' or action == 'release'
       or (action == 'nack' and where == 'dead')) then
@@ -285,8 +304,15 @@ while i <= #ARGV do
   if held == 1 then
     if action == 'ack' then
       redis.call('HDEL', msgs, id)
+      forget(id)
     elseif action == 'nack' then
       redis.call('RPUSH', dead, id)
+      redis.call('HDEL', deliveries, id)
+      if ARGV[extra] ~= '' then
+        redis.call('HSET', reasons, id, ARGV[extra])
+      else
+        redis.call('HDEL', reasons, id)
+      end
     elseif action == 'reject' or action == 'release' then
       local body = redis.call('HGET', msgs, id)
       if body then
@@ -298,6 +324,7 @@ while i <= #ARGV do
     elseif action == 'requeue' then
       -- the same id replaces its own body: a requeue is never blocked by deduplication
       redis.call('HSET', msgs, id, ARGV[extra])
+      forget(id)
       local at = tonumber(ARGV[extra + 2])
       if at and at > now then
         redis.call('ZADD', delayed, at, id)
@@ -311,6 +338,22 @@ while i <= #ARGV do
 end
 wake(woke)
 return table.concat(res)
+"""
+
+#: ARGV: lease ms, then per message: id, lease token. Moves the deadline of each lease still
+#: held under that token to now + lease ms (a settled or expired one is left alone);
+#: returns how many it extended. Each consumer runs it every third of a lease for all the
+#: messages it holds.
+EXTEND = _BASE + """
+local deadline = now_ms() + tonumber(ARGV[1])
+local extended = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', leases, ARGV[i]) == ARGV[i + 1] then
+    redis.call('ZADD', inflight, 'XX', deadline, ARGV[i])
+    extended = extended + 1
+  end
+end
+return extended
 """
 
 #: No ARGV. Promotes due delayed messages and returns expired leases; returns how many
@@ -331,6 +374,10 @@ return {redis.call('LLEN', ready(0)) + redis.call('LLEN', ready(1))
 """
 
 
+#: the option of redis-py's `execute_command` that reads one reply without decoding it
+UNDECODED: dict[str, Any] = {NEVER_DECODE: True}
+
+
 class Script:
     """A Lua script run by its SHA1, loaded into Redis again whenever Redis lost it."""
 
@@ -342,10 +389,16 @@ class Script:
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
     async def __call__(self, client: Redis | HeldConnection, keys: Sequence[str | bytes],
-                       args: Sequence[str | bytes | int | float]) -> Any:
-        """Run the script; after a Redis restart (NOSCRIPT) load it and run it again."""
+                       args: Sequence[str | bytes | int | float], *, raw: bool = False) -> Any:
+        """Run the script; after a Redis restart (NOSCRIPT) load it and run it again.
+
+        `raw`: the reply's strings stay bytes (only with a `Redis` client), for replies that
+        may carry text that is not UTF-8."""
+        options = UNDECODED if raw else {}
         try:
-            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self.sha, len(keys), *keys, *args, **options)
         except NoScriptError:
-            await client.execute_command("SCRIPT", "LOAD", self.source)
-            return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            await client.execute_command("SCRIPT", "LOAD", self.source)  # type: ignore[no-untyped-call]
+            return await client.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self.sha, len(keys), *keys, *args, **options)

@@ -1,6 +1,6 @@
 """A worker process for test_redis_kill: runs `record` jobs from one Redis queue.
 
-Usage: python redis_kill_worker.py DSN QUEUE RUNS_KEY SECONDS_PER_JOB
+Usage: python redis_kill_worker.py DSN QUEUE RUNS_KEY SECONDS_PER_JOB LEASE_SECONDS
 Each run adds `start:<n>:<pid>` to the Redis set RUNS_KEY and, after sleeping,
 `done:<n>:<pid>`.
 """
@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 
 from repid import Connection, RedisMessageBroker, Repid, Router, Worker
 
-DSN, QUEUE, RUNS_KEY, SECONDS = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+DSN, QUEUE, RUNS_KEY = sys.argv[1], sys.argv[2], sys.argv[3]
+SECONDS, LEASE = float(sys.argv[4]), float(sys.argv[5])
 router = Router()
 recorder: Redis | None = None
 
@@ -33,7 +34,7 @@ async def record(n: int) -> None:
 async def main() -> None:
     global recorder
     recorder = Redis.from_url(DSN, decode_responses=True)
-    broker = RedisMessageBroker(dsn=DSN, lease_margin=timedelta(seconds=1))
+    broker = RedisMessageBroker(dsn=DSN, lease_time=timedelta(seconds=LEASE))
     app = Repid(Connection(broker))
     async with app.magic(auto_disconnect=True):
         await Worker(routers=[router], tasks_limit=4, graceful_shutdown_time=1.0).run()

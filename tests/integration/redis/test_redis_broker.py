@@ -45,7 +45,7 @@ async def raw(redis_dsn: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def broker(redis_dsn: str) -> AsyncIterator[RedisMessageBroker]:
-    b = RedisMessageBroker(redis_dsn, lease_margin=timedelta(milliseconds=300),
+    b = RedisMessageBroker(redis_dsn, lease_time=timedelta(milliseconds=300),
                            client_name=_name("repid-test"))
     await b.connect()
     yield b
@@ -371,21 +371,28 @@ async def test_poison_goes_to_dead_list_and_consuming_goes_on(
 async def test_expired_lease_comes_back(broker: RedisMessageBroker, queue: str,
                                         redis_dsn: str,
                                         caplog: pytest.LogCaptureFixture) -> None:
-    """A message taken and never settled is delivered again after timeout + margin."""
+    """A message taken and never settled is delivered again once its lease is no longer
+    extended, counted as a second delivery."""
     await broker.enqueue(*message(queue, timeout=1.0))
     dying = broker.consume(queue, max_unacked_messages=1)
     key, _, _ = await take(dying)
+    assert broker.delivery_count(key) == 1
+    # the taker goes silent (as if killed): its lease is no longer extended
+    heartbeat = dying._heartbeat  # type: ignore[attr-defined]
+    heartbeat.cancel()
+    await asyncio.wait({heartbeat})
     taken_at = time.monotonic()
-    # the taker goes silent (as if killed); another broker instance takes over
-    other = RedisMessageBroker(redis_dsn, lease_margin=timedelta(milliseconds=300))
+    # another broker instance takes over
+    other = RedisMessageBroker(redis_dsn, lease_time=timedelta(milliseconds=300))
     await other.connect()
     try:
         async with consuming(other, queue) as consumer:
             again, _, params = await take(consumer, 4.0)
             waited = time.monotonic() - taken_at
             assert again == key
-            assert 1.0 <= waited <= 3.5  # lease 1.3 s, checked at least once a second
+            assert waited <= 2.5  # lease 0.3 s, checked at least once a second
             assert params.retries.already_tried == 0  # a redelivery is not a retry
+            assert other.delivery_count(again) == 2
             with caplog.at_level(logging.WARNING, logger="repid.brokers.redis"):
                 await broker.ack(key)  # the old lease no longer counts
             assert "no longer held" in caplog.text

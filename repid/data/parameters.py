@@ -101,7 +101,10 @@ class Parameters:
         if self.ttl is None:
             return False
         start = self.delay.next_execution_time or self.timestamp
-        return utcnow() > start + self.ttl
+        try:
+            return utcnow() > start + self.ttl
+        except OverflowError:  # a ttl past the year 9999 never runs out
+            return False
 
     def with_retry(self, delay: timedelta) -> Parameters:
         """A copy for the next attempt: one more try counted, ready after `delay`."""

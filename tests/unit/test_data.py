@@ -226,3 +226,11 @@ def test_retry_does_not_shift_a_periodic_schedule() -> None:
     assert abs((next_run(retried) - (anchor + _td(seconds=10))).total_seconds()) < 0.01
     early = DelayProperties(delay_until=utcnow() + _td(milliseconds=5), defer_by=_td(seconds=10))
     assert next_run(early) - early.delay_until == _td(seconds=10)  # type: ignore[operator]
+
+
+def test_a_ttl_past_the_calendar_never_runs_out() -> None:
+    from datetime import timedelta
+
+    from repid import Parameters
+
+    assert Parameters(ttl=timedelta(days=999_999_999)).is_overdue is False

@@ -3,7 +3,8 @@
 Run it with: python docs/gen_hooks.py   (--check: exit 1 if docs/hooks.md is stale)
 
 The hookspecs module is the plugin contract; this page is generated from it so that the
-two never disagree. The module is read with `ast`, not imported.
+two never disagree. Signatures and docstrings are read with `ast`, in file order; which
+hooks are around hooks comes from the module's own `AROUND_HOOKS`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from repid.middleware import hookspecs
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "repid" / "middleware" / "hookspecs.py"
 TARGET = ROOT / "docs" / "hooks.md"
 SECTION = re.compile(r"^# --- (.+?) -+\s*$")
+PARAM = re.compile(r"^:param (\w+): (.*)$")
+#: how a literal block of Python starts (any other literal block is shown as text)
+PYTHON_STARTS = ("class ", "def ", "async ", "import ", "from ", "@")
 KINDS = {
     "around": "around (`@hookimpl(wrapper=True)` generator)",
     "decision": "decision (`firstresult`: the first non-None answer wins)",
@@ -56,8 +62,23 @@ def rst_to_markdown(text: str) -> str:
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith(" ")):
                 block.append(lines[i])
                 i += 1
-            out += [NOT_RUNNABLE_EXCERPT, "", "```python",
-                    textwrap.dedent("\n".join(block)).strip("\n"), "```", ""]
+            code = textwrap.dedent("\n".join(block)).strip("\n")
+            if code.startswith(PYTHON_STARTS):
+                out += [NOT_RUNNABLE_EXCERPT, "", "```python", code, "```", ""]
+            else:  # a sequence of hooks, not code
+                out += ["```text", code, "```", ""]
+            continue
+        param = PARAM.match(line)
+        if param:
+            # `:param name: text` and its indented continuation lines: one list item
+            text = param.group(2)
+            i += 1
+            while i < len(lines) and lines[i].startswith("    "):
+                text += " " + lines[i].strip()
+                i += 1
+            if out and out[-1] and not out[-1].startswith("- "):
+                out.append("")
+            out.append(f"- `{param.group(1)}`: {text}".replace("``", "`"))
             continue
         out.append(line.replace("``", "`"))
         i += 1
@@ -94,11 +115,7 @@ def read_hooks(source: str) -> tuple[str, list[Hook]]:
         if match:
             current = match.group(1)
         sections[number] = current
-    around: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "AROUND_HOOKS" for t in node.targets):
-            around = set(ast.literal_eval(node.value))
+    around = set(hookspecs.AROUND_HOOKS)
     hooks = []
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("repid_"):

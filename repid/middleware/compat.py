@@ -24,21 +24,21 @@ from repid.middleware.chain import Subscriber
 
 logger = logging.getLogger("repid.middleware")
 
-#: v1 event name -> (around hook, the v1 argument names it offers)
-EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "consume": ("repid_consume", ()),
-    "enqueue": ("repid_enqueue", ("key", "payload", "params")),
-    "requeue": ("repid_requeue", ("key", "payload", "params")),
-    "queue_declare": ("repid_queue_declare", ("queue_name",)),
-    "queue_flush": ("repid_queue_flush", ("queue_name",)),
-    "queue_delete": ("repid_queue_delete", ("queue_name",)),
-    "ack": ("repid_ack", ("key",)),
-    "nack": ("repid_nack", ("key",)),
-    "reject": ("repid_reject", ("key",)),
-    "get_bucket": ("repid_get_bucket", ("id_",)),
-    "store_bucket": ("repid_store_bucket", ("id_", "payload")),
-    "delete_bucket": ("repid_delete_bucket", ("id_",)),
-    "actor_run": ("repid_actor_run", ("actor", "key", "parameters", "payload")),
+#: v1 event name (a call of `hookspecs.AROUND_CALLS`) -> the v1 argument names it offers
+EVENTS: dict[str, tuple[str, ...]] = {
+    "consume": (),
+    "enqueue": ("key", "payload", "params"),
+    "requeue": ("key", "payload", "params"),
+    "queue_declare": ("queue_name",),
+    "queue_flush": ("queue_name",),
+    "queue_delete": ("queue_name",),
+    "ack": ("key",),
+    "nack": ("key",),
+    "reject": ("key",),
+    "get_bucket": ("id_",),
+    "store_bucket": ("id_", "payload"),
+    "delete_bucket": ("id_",),
+    "actor_run": ("actor", "key", "parameters", "payload"),
 }
 
 
@@ -83,7 +83,7 @@ def off_loop(function: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
 
 def make_subscriber(function: Callable[..., Any], stage: str, event: str) -> Subscriber:
     params = inspect.signature(function).parameters
-    offered = set(EVENTS[event][1]) | ({"result"} if stage == "after" else set())
+    offered = set(EVENTS[event]) | ({"result"} if stage == "after" else set())
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
     names = tuple(offered) if takes_all else tuple(n for n in params if n in offered)
     unknown = [n for n, p in params.items()

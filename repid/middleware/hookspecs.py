@@ -3,8 +3,8 @@
 Plugins are plain objects whose methods are marked with `repid.hookimpl`. Each hook is
 called with keyword arguments; a plugin names only the arguments it needs.
 
-**Around hooks** wrap one broker call (or one actor run). Implement them as pluggy
-wrappers, generators that yield exactly once::
+**Around hooks** wrap one call: a broker call, a consumer's take, or an actor run.
+Implement them as pluggy wrappers, generators that yield exactly once::
 
     class Timer:
         @hookimpl(wrapper=True)
@@ -17,24 +17,47 @@ wrappers, generators that yield exactly once::
 The core awaits the real call at the `yield`, so code before it runs before the call, the
 wrapper's locals survive across it, and an OpenTelemetry context attached before the
 `yield` is current during the call (nested calls, such as an actor enqueueing a child
-job, see it). If the call raises, the exception is thrown in at the `yield`; re-raise it
-(or return a value to replace it). If a wrapper raises anything else, the error is logged
-and the call goes on as if that wrapper were absent.
-
-Arguments common to the around hooks:
-
-- `connection`: the `repid.Connection` whose middleware runs the hook.
-- `broker`: the broker making the call (`broker.system` names it: `in_memory`, `redis`,
-  `rabbitmq`).
-- `queue`: the queue name the call is about.
-- `key`: the message's `RoutingKey` (`id_`, `topic`, `queue`, `priority`).
-- `payload`: the encoded arguments, a string.
-- `params`: the message's `Parameters`; `params.headers` (str to str) may be changed by
-  `repid_enqueue` and `repid_requeue` wrappers before they yield, and reaches the
-  consumer unchanged.
+job, see it). If the call raises, the exception is thrown in at the `yield`; re-raise it,
+or return a value to replace it. If a wrapper raises anything else, the error is logged
+and the call goes on as if that wrapper were absent. The same holds whatever the number
+of plugins.
 
 **Decision hooks** are `firstresult`: the first plugin that returns something other than
-None decides. **Lifecycle hooks** may return an awaitable, which the worker awaits.
+None decides (the plugin registered last is asked first). They are plain functions; a
+`wrapper=True` implementation is refused when the plugin is registered. If one raises,
+it is logged and the default decision applies.
+
+**Lifecycle hooks** are called on every plugin; an awaitable answer is awaited.
+
+The order in which hooks fire for one message a worker handles::
+
+    repid_consume                 the consumer takes the message
+    repid_actor_run               decode the arguments, run the actor, store its result
+    |   repid_get_bucket          the arguments, when they are in the args bucket
+    |   repid_enqueue ...         jobs the actor enqueues (child jobs)
+    |   repid_store_bucket        the result, when the job asked for one
+    repid_should_retry            only after a failed run with retries left
+    repid_retry_delay             only when that retry goes ahead
+    one settle:
+      repid_ack                   the run succeeded
+      repid_requeue               a retry, a recurring job's next run, a recovery
+      repid_nack                  dead-lettered: no retries left, expired, poison, ...
+      repid_reject                returned unchanged: shutdown, a suspect's neighbour
+
+A message that has expired, or was delivered too often, goes from `repid_consume`
+straight to `repid_nack`; one for a topic no actor here handles goes straight to
+`repid_requeue`. An eager response in the actor (`await msg.ack()`) fires its settle hook
+inside `repid_actor_run`, and the worker settles nothing after it.
+
+For one enqueue::
+
+    repid_store_bucket            the arguments, when they go to the args bucket
+    repid_enqueue                 the message is sent, until the broker confirmed it
+
+For one worker::
+
+    repid_queue_declare (each queue) -> repid_http_routes (when it serves HTTP)
+    -> repid_worker_start -> ... messages ... -> repid_worker_stop
 """
 
 from __future__ import annotations
@@ -54,22 +77,31 @@ if TYPE_CHECKING:
 
 hookspec = pluggy.HookspecMarker("repid")
 
-#: Names of the hooks that wrap a broker call or an actor run, as the core drives them.
-AROUND_HOOKS = (
-    "repid_consume",
-    "repid_enqueue",
-    "repid_requeue",
-    "repid_ack",
-    "repid_nack",
-    "repid_reject",
-    "repid_queue_declare",
-    "repid_queue_flush",
-    "repid_queue_delete",
-    "repid_get_bucket",
-    "repid_store_bucket",
-    "repid_delete_bucket",
-    "repid_actor_run",
+#: The calls plugins run around: each is the around hook `repid_<call>`, and the slot of
+#: that name in `repid.middleware.Chains`. This tuple is the one list of them.
+AROUND_CALLS = (
+    "consume",
+    "enqueue",
+    "requeue",
+    "ack",
+    "nack",
+    "reject",
+    "queue_declare",
+    "queue_flush",
+    "queue_delete",
+    "get_bucket",
+    "store_bucket",
+    "delete_bucket",
+    "actor_run",
 )
+#: The around hooks (wrappers, `@hookimpl(wrapper=True)`).
+AROUND_HOOKS = tuple(f"repid_{call}" for call in AROUND_CALLS)
+#: The decision hooks (`firstresult`: the first answer that is not None decides).
+DECISION_HOOKS = ("repid_should_retry", "repid_retry_delay")
+#: The lifecycle hooks (called on every plugin; an awaitable answer is awaited).
+LIFECYCLE_HOOKS = ("repid_worker_start", "repid_worker_stop", "repid_http_routes")
+#: The whole contract, every hook of this module.
+HOOKS = AROUND_HOOKS + DECISION_HOOKS + LIFECYCLE_HOOKS
 
 
 # --- message broker calls -------------------------------------------------------------
@@ -79,10 +111,16 @@ AROUND_HOOKS = (
 def repid_consume(  # type: ignore[empty-body]
     connection: Connection, broker: MessageBroker, queue: str, category: MessageCategory
 ) -> tuple[RoutingKey, str, Parameters]:
-    """Around taking one message from `queue` (a consumer's next message).
+    """Around taking one message from a queue (a consumer's next message).
 
-    The result is `(key, payload, params)` of the message taken. It fires once per message
-    handed to the worker, so the time it measures includes waiting for one to arrive.
+    It fires once per message handed to the worker, so the time it measures includes
+    waiting for one to arrive. The result is the message taken, `(key, payload, params)`.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker (`broker.system`: `in_memory`, `redis`, `rabbitmq`).
+    :param queue: the queue's name.
+    :param category: `MessageCategory.NORMAL` for a worker; `DELAYED` or `DEAD` when a
+        queue's delayed or dead messages are read (`Queue.get_messages`).
     """
 
 
@@ -95,10 +133,19 @@ def repid_enqueue(
     payload: str,
     params: Parameters,
 ) -> None:
-    """Around sending a new message. Add headers to `params.headers` before yielding.
+    """Around sending a new message, until the broker confirmed it.
 
     Fires for every enqueue, including jobs enqueued from inside an actor. The result is
     None; an exception means the broker did not accept the message.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the queue the message goes to.
+    :param key: the message's `RoutingKey` (`id_`, `topic` — the actor's name —, `queue`,
+        `priority`).
+    :param payload: the encoded arguments (JSON), or a reference to their args bucket.
+    :param params: the message's `Parameters`. Add to `params.headers` (str to str)
+        before yielding: the headers reach the consumer unchanged (trace context, tenant).
     """
 
 
@@ -111,11 +158,19 @@ def repid_requeue(
     payload: str,
     params: Parameters,
 ) -> None:
-    """Around putting a taken message back with new parameters.
+    """Around putting a taken message back with new parameters (a settle).
 
     Used for a retry (`params.retries.already_tried` already counts the failed run), a
-    recurring job's next run, a reschedule, and a message returned on shutdown. The message
-    becomes ready at `params.delay.next_execution_time` (None: at once).
+    recurring job's next run, a reschedule, a recovery after its result could not be
+    stored, and a message no actor here handles. It becomes ready at
+    `params.delay.next_execution_time` (None: at once).
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the message's queue.
+    :param key: the message's `RoutingKey`.
+    :param payload: the encoded arguments, unchanged.
+    :param params: the new `Parameters`; `params.headers` may be changed before yielding.
     """
 
 
@@ -123,7 +178,13 @@ def repid_requeue(
 def repid_ack(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
 ) -> None:
-    """Around acknowledging a message: it is done and removed from the broker."""
+    """Around acknowledging a message (a settle): it is done and removed from the broker.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the message's queue.
+    :param key: the message's `RoutingKey`.
+    """
 
 
 @hookspec
@@ -131,36 +192,67 @@ def repid_nack(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
     reason: str | None,
 ) -> None:
-    """Around moving a message to its queue's dead-letter queue (no retries left, expired,
-    undecodable, delivered too often); `reason` says why, when the caller gave one."""
+    """Around moving a message to its queue's dead-letter part (a settle).
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the message's queue.
+    :param key: the message's `RoutingKey`.
+    :param reason: why (no retries left, expired, undecodable, delivered too often, ...),
+        also kept in the dead message's `x-repid-dead-reason` header; None when the
+        caller gave none (an eager `msg.nack()`).
+    """
 
 
 @hookspec
 def repid_reject(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
 ) -> None:
-    """Around returning a message to its queue unchanged, with no retry counted."""
+    """Around returning a message to its queue unchanged, no retry counted (a settle):
+    a worker stopping past its grace time, a message taken while a suspect runs alone,
+    an eager `msg.reject()`.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the message's queue.
+    :param key: the message's `RoutingKey`.
+    """
 
 
 @hookspec
 def repid_queue_declare(
     connection: Connection, broker: MessageBroker, queue: str
 ) -> None:
-    """Around creating a queue (and its delayed and dead-letter parts). Idempotent."""
+    """Around creating a queue with its delayed and dead-letter parts. Idempotent.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the queue's name.
+    """
 
 
 @hookspec
 def repid_queue_flush(
     connection: Connection, broker: MessageBroker, queue: str
 ) -> None:
-    """Around removing every message from a queue, its delayed and dead-letter parts."""
+    """Around removing every message of a queue: ready, delayed, dead and in flight.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the queue's name.
+    """
 
 
 @hookspec
 def repid_queue_delete(
     connection: Connection, broker: MessageBroker, queue: str
 ) -> None:
-    """Around deleting a queue and everything in it."""
+    """Around deleting a queue and everything in it.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the message broker.
+    :param queue: the queue's name.
+    """
 
 
 # --- bucket broker calls ---------------------------------------------------------------
@@ -170,22 +262,38 @@ def repid_queue_delete(
 def repid_get_bucket(
     connection: Connection, broker: BucketBroker, id_: str
 ) -> BucketT | None:
-    """Around reading a bucket (a job's arguments or a result). The result is the bucket,
-    or None when there is none (never stored, or expired)."""
+    """Around reading a bucket: a job's arguments, or a result. The result is the bucket,
+    or None when there is none (never stored, deleted, or expired).
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the bucket broker (args or results).
+    :param id_: the bucket's id (`job.args_id`, `job.result_id`).
+    """
 
 
 @hookspec
 def repid_store_bucket(
     connection: Connection, broker: BucketBroker, id_: str, payload: BucketT
 ) -> None:
-    """Around storing a bucket; it expires after `payload.ttl` when that is set."""
+    """Around storing a bucket; it expires after `payload.ttl` when that is set.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the bucket broker (args or results).
+    :param id_: the bucket's id.
+    :param payload: the `ArgsBucket` or `ResultBucket` stored.
+    """
 
 
 @hookspec
 def repid_delete_bucket(
     connection: Connection, broker: BucketBroker, id_: str
 ) -> None:
-    """Around deleting a bucket."""
+    """Around deleting a bucket.
+
+    :param connection: the `Connection` whose middleware runs the hook.
+    :param broker: the bucket broker.
+    :param id_: the bucket's id.
+    """
 
 
 # --- actor runs ------------------------------------------------------------------------
@@ -204,8 +312,15 @@ def repid_actor_run(  # type: ignore[empty-body]
 
     The result is an `ActorResult` (`success`, `data`, `exception`, `started_when`,
     `finished_when`); a failing actor does not raise through this hook, its exception is
-    in `result.exception`. `actor` has `name` and `queue`; `params.retries.already_tried`
-    counts earlier runs, so this is attempt `already_tried + 1`.
+    in `result.exception`. An error that does come through (the result could not be
+    stored) sends the message back to run again.
+
+    :param connection: the worker's `Connection`.
+    :param actor: the `Actor` run (`name`, `queue`).
+    :param key: the message's `RoutingKey`.
+    :param payload: the encoded arguments as taken.
+    :param params: the message's `Parameters`; this is attempt
+        `params.retries.already_tried + 1`.
     """
 
 
@@ -220,10 +335,16 @@ def repid_should_retry(
     params: Parameters,
     exception: BaseException,
 ) -> bool | None:
-    """Whether a failed run may be retried (when it has retries left).
+    """Whether a failed run may be retried; asked only when the job has retries left.
 
     Return False to send the message straight to the dead-letter queue, True to allow the
     retry, None for no opinion (the default is to retry).
+
+    :param connection: the worker's `Connection`.
+    :param actor: the `Actor` whose run failed.
+    :param key: the message's `RoutingKey`.
+    :param params: the message's `Parameters` (of the failed run).
+    :param exception: what the run raised (`repid.ActorTimeoutError` for a timeout).
     """
 
 
@@ -235,12 +356,18 @@ def repid_retry_delay(
     params: Parameters,
     exception: BaseException | None,
 ) -> timedelta | float | None:
-    """How long to wait before the next attempt of a failed run, as a timedelta or seconds.
+    """How long to wait before the next attempt, as a timedelta or seconds.
 
     Only asked when the actor has no `retry_policy=` of its own (that one wins). The
-    default policy is a plugin registered last, so any plugin returning a value overrides
-    it. `params` are those of the failed run; this is retry number
-    `params.retries.already_tried + 1`. `exception` is None for an eager `msg.retry()`.
+    default policy is a plugin marked `trylast`, so it is asked last and any plugin
+    returning a value overrides it.
+
+    :param connection: the worker's `Connection`.
+    :param actor: the `Actor` whose run failed.
+    :param key: the message's `RoutingKey`.
+    :param params: the `Parameters` of the failed run; this is retry number
+        `params.retries.already_tried + 1`.
+    :param exception: what the run raised; None for an eager `msg.retry()`.
     """
 
 
@@ -250,13 +377,19 @@ def repid_retry_delay(
 @hookspec
 def repid_worker_start(worker: Worker) -> Awaitable[None] | None:
     """After a worker connected and declared its queues, before it takes a message.
-    May return an awaitable, which is awaited."""
+    May return an awaitable, which is awaited.
+
+    :param worker: the `Worker` starting.
+    """
 
 
 @hookspec
 def repid_worker_stop(worker: Worker) -> Awaitable[None] | None:
     """After a worker stopped taking messages and settled the ones it held, before it
-    returns. May return an awaitable, which is awaited."""
+    returns. May return an awaitable, which is awaited.
+
+    :param worker: the `Worker` stopping.
+    """
 
 
 @hookspec
@@ -268,11 +401,11 @@ def repid_http_routes(
     Return a mapping of path to a callable giving `(content_type, body)` (answered with
     200) or `(status, content_type, body)`; for example the metrics plugin serves
     `/metrics` this way.
+
+    :param worker: the `Worker` whose server it is.
     """
 
 
 def hook_names() -> list[str]:
-    """Every hook name defined here."""
-    return [name for name in globals() if name.startswith("repid_")]
-
-
+    """Every hook name of the contract (`HOOKS`)."""
+    return list(HOOKS)

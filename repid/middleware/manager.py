@@ -17,7 +17,7 @@ import pluggy
 
 from repid.middleware import hookspecs
 from repid.middleware.chain import HookChain, Subscriber, Wrapper, make_starter
-from repid.middleware.compat import EVENTS, collect, make_subscriber, parse_name, v1_values
+from repid.middleware.compat import collect, make_subscriber, parse_name, v1_values
 
 if TYPE_CHECKING:
     from repid.connection import Connection
@@ -28,12 +28,13 @@ hookimpl = pluggy.HookimplMarker("repid")
 
 
 class Chains:
-    """One slot per around call; None where nothing runs around it."""
+    """One slot per around call (`hookspecs.AROUND_CALLS`); None where nothing runs
+    around it."""
 
-    __slots__ = tuple(EVENTS)
+    __slots__ = hookspecs.AROUND_CALLS
 
     def __init__(self) -> None:
-        for name in EVENTS:
+        for name in hookspecs.AROUND_CALLS:
             setattr(self, name, None)
 
     consume: HookChain | None
@@ -73,9 +74,18 @@ class _Manager(pluggy.PluginManager):
 
 
 def _check_wrappers(pm: pluggy.PluginManager, plugin: object) -> None:
-    for hook_name in hookspecs.AROUND_HOOKS:
+    """Refuse a plugin whose around hook is not a wrapper, or whose decision hook is."""
+    for hook_name in hookspecs.AROUND_HOOKS + hookspecs.DECISION_HOOKS:
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            if impl.plugin is plugin and not impl.wrapper:
+            if impl.plugin is not plugin:
+                continue
+            if hook_name in hookspecs.DECISION_HOOKS and (impl.wrapper or impl.hookwrapper):
+                pm.unregister(plugin)
+                raise TypeError(
+                    f"{hook_name} on {impl.plugin_name} is a decision hook: mark it "
+                    "@repid.hookimpl (not wrapper=True) and return the answer, or None for "
+                    "no opinion")
+            if hook_name in hookspecs.AROUND_HOOKS and not impl.wrapper:
                 pm.unregister(plugin)
                 raise TypeError(
                     f"{hook_name} on {impl.plugin_name} is an around hook: mark it "
@@ -143,9 +153,14 @@ class Middleware:
             yield impl.plugin_name, value
 
     def call_first(self, name: str, **kwargs: Any) -> Any:
-        """The first non-None answer of a firstresult decision hook."""
+        """The answer of a decision hook (`firstresult`), called through pluggy; None (the
+        default decision) when no plugin answers, or when one raises (logged)."""
         kwargs.setdefault("connection", self.connection)
-        return next((v for _, v in self._answers(name, kwargs) if v is not None), None)
+        try:
+            return getattr(self.pm.hook, name)(**kwargs)
+        except Exception:
+            logger.exception("a plugin raised in %s; the default decision applies", name)
+            return None
 
     async def call_lifecycle(self, name: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin, awaiting what they return."""
@@ -161,7 +176,8 @@ class Middleware:
         return [v for _, v in self._answers(name, kwargs) if v is not None]
 
     def _rebuild(self) -> None:
-        for event, (hook_name, _) in EVENTS.items():
+        for event, hook_name in zip(hookspecs.AROUND_CALLS, hookspecs.AROUND_HOOKS,
+                                    strict=True):
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
             wrappers: tuple[Wrapper, ...] = tuple(
                 (make_starter(impl.function, tuple(impl.argnames)), impl.plugin_name)

@@ -18,7 +18,7 @@ class EventLogPlugin:
         self.events: list[EventLog] = []
 
     def _record(self, event: str, values: dict[str, Any]) -> Generator[None, Any, Any]:
-        names = EVENTS[event][1]
+        names = EVENTS[event]
         args = tuple(values[n] for n in names)
         entry = EventLog(event, args, dict(zip(names, args, strict=True)), None, time.time(),
                          time.perf_counter())

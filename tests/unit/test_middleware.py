@@ -337,6 +337,41 @@ def test_hookspecs_cover_every_around_call() -> None:
             "repid_worker_stop", "repid_http_routes"} <= names
 
 
+def test_the_hook_list_is_declared_once_and_matches_the_module() -> None:
+    from repid.middleware import hookspecs
+    from repid.middleware.compat import EVENTS
+    from repid.middleware.manager import Chains
+
+    defined = {name for name in vars(hookspecs) if name.startswith("repid_")}
+    assert set(hookspecs.HOOKS) == defined  # nothing declared without being listed
+    assert set(EVENTS) == set(hookspecs.AROUND_CALLS)  # v1 names map onto exactly these
+    assert Chains.__slots__ == hookspecs.AROUND_CALLS
+
+
+def test_a_decision_hook_written_as_a_wrapper_is_refused() -> None:
+    class WrappedDecision:
+        @hookimpl(wrapper=True)
+        def repid_should_retry(self):  # type: ignore[no-untyped-def]
+            return (yield)
+
+    conn = Connection(InMemoryMessageBroker())
+    plugin = WrappedDecision()
+    with pytest.raises(TypeError, match=r"repid_should_retry .* decision hook.*not wrapper"):
+        conn.middleware.register(plugin)
+    assert not conn.middleware.pm.is_registered(plugin)
+
+
+def test_a_decision_plugin_that_raises_leaves_the_default() -> None:
+    class Raises:
+        @hookimpl
+        def repid_should_retry(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("bug")
+
+    conn = Connection(InMemoryMessageBroker(), plugins=[Raises()])
+    assert conn.middleware.call_first("repid_should_retry", actor=None, key=None,
+                                      params=None, exception=None) is None
+
+
 class FixedDelay:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds

@@ -19,6 +19,8 @@ from repid.data import (
     PrioritiesT,
     ResultBucket,
     RoutingKey,
+    Stash,
+    StashKey,
 )
 from repid.dependencies import Depends
 from repid.errors import (
@@ -114,6 +116,8 @@ __all__ = [
     "RoutingKey",
     "Runner",
     "SettleError",
+    "Stash",
+    "StashKey",
     "Worker",
     "default_retry_policy_factory",
     "enqueue_many",

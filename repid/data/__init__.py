@@ -11,6 +11,7 @@ from repid.data.parameters import (
     utcnow,
 )
 from repid.data.priorities import PrioritiesT
+from repid.data.stash import Stash, StashKey
 
 __all__ = [
     "ArgsBucket",
@@ -23,6 +24,8 @@ __all__ = [
     "ResultProperties",
     "RetriesProperties",
     "RoutingKey",
+    "Stash",
+    "StashKey",
     "decode_bucket",
     "utcnow",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from repid.data.priorities import PrioritiesT
+from repid.data.stash import Stash
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +15,7 @@ class RoutingKey:
 
     `handle` is the broker's own reference to a message it delivered (a delivery tag,
     an in-flight entry); it is set only on consumed keys and never compared or printed.
+    `stash` is the plugins' state for this delivery (see `repid.data.stash`).
     """
 
     id_: str
@@ -21,6 +23,16 @@ class RoutingKey:
     queue: str = "default"
     priority: int = PrioritiesT.MEDIUM.value
     handle: Any = field(default=None, compare=False, repr=False)
+    _stash: Stash | None = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def stash(self) -> Stash:
+        """The plugins' state for this delivery, made on first use."""
+        stash = self._stash
+        if stash is None:
+            stash = Stash()
+            object.__setattr__(self, "_stash", stash)  # frozen: set once, as a cache
+        return stash
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id_, "topic": self.topic, "queue": self.queue, "priority": self.priority}

@@ -234,3 +234,17 @@ def test_a_ttl_past_the_calendar_never_runs_out() -> None:
     from repid import Parameters
 
     assert Parameters(ttl=timedelta(days=999_999_999)).is_overdue is False
+
+
+def test_each_delivery_has_its_own_stash() -> None:
+    from repid import RoutingKey, StashKey
+
+    runs = StashKey[int]()
+    other = StashKey[int]()
+    key = RoutingKey("id", "topic")
+    key.stash[runs] = 3
+    assert key.stash[runs] == 3 and key.stash.get(other, None) is None
+    assert runs in key.stash and other not in key.stash
+    assert key.stash.setdefault(other, 5) == 5 and key.stash.pop(other, 0) == 5
+    assert RoutingKey("id", "topic").stash is not key.stash  # another delivery
+    assert RoutingKey("id", "topic") == key  # the stash is not part of the key

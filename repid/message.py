@@ -92,7 +92,8 @@ class Message:
                                         self.parameters, None)
         elif not isinstance(delay, timedelta):
             delay = timedelta(seconds=delay)
-        await self._broker.requeue(self.key, self.raw_payload, self.parameters.with_retry(delay))
+        await self._broker.requeue(self.key, self.raw_payload,
+                                   self.parameters.with_retry(delay), "retry")
 
     async def reschedule(self) -> None:
         """Send the message back with its tries reset: a recurring job to its next time,
@@ -104,7 +105,7 @@ class Message:
         if any(name in again.headers for name in FATE_HEADERS):
             # a fresh start: why it died, and how often it could not be settled, are past
             again.headers = {k: v for k, v in again.headers.items() if k not in FATE_HEADERS}
-        await self._broker.requeue(self.key, self.raw_payload, again)
+        await self._broker.requeue(self.key, self.raw_payload, again, "reschedule")
 
     async def set_result(self, value: Any) -> None:
         """Store `value` as the successful result now; the actor's return value is then

@@ -49,8 +49,10 @@ RECOVER_DELAY = timedelta(seconds=2)
 
 def _actor_run_args(processor: Processor, actor: Actor,
                     message: MessageDependency) -> dict[str, Any]:
-    return {"connection": processor.connection, "actor": actor, "key": message.key,
-            "payload": message.raw_payload, "params": message.parameters}
+    key = message.key
+    return {"connection": processor.connection, "actor": actor, "key": key,
+            "payload": message.raw_payload, "params": message.parameters,
+            "stash": key.stash}
 
 
 def _own_chains(processor: Processor) -> Chains:
@@ -144,7 +146,7 @@ class Processor:
                          limit, exc_info=exc)
             headers = {**params.headers, RECOVERIES_HEADER: str(failures)}
             again = replace(params.with_delay(utcnow() + RECOVER_DELAY), headers=headers)
-            await self.broker.requeue(key, message.raw_payload, again)
+            await self.broker.requeue(key, message.raw_payload, again, "recovery")
         raise SettleError(f"message {key.id_}: {what}") from exc
 
     async def _not_mine(self, key: RoutingKey, payload: str, params: Parameters) -> None:
@@ -152,7 +154,8 @@ class Processor:
         self._warned_topics.add(key.topic)
         log("no actor here handles %r (queue %r); message %s returned to the queue for a "
             "worker that does", key.topic, key.queue, key.id_)
-        await self.broker.requeue(key, payload, params.with_delay(utcnow() + UNKNOWN_TOPIC_DELAY))
+        await self.broker.requeue(key, payload, params.with_delay(utcnow() + UNKNOWN_TOPIC_DELAY),
+                                  "unknown_topic")
 
     async def _run(self, actor: Actor, message: MessageDependency) -> ActorResult:
         """Run the actor and store its result: both inside `repid_actor_run`, so a trace
@@ -243,7 +246,7 @@ class Processor:
             if recurring:
                 again = params.with_next_run(next_run(params.delay))
                 message.is_settled = True
-                await broker.requeue(key, message.raw_payload, again)
+                await broker.requeue(key, message.raw_payload, again, "schedule")
             else:
                 message.is_settled = True
                 await broker.ack(key)
@@ -264,13 +267,13 @@ class Processor:
                            params.retries.max_amount + 1, describe(exc), delay)
             again = params.with_retry(delay)
             message.is_settled = True
-            await broker.requeue(key, message.raw_payload, again)
+            await broker.requeue(key, message.raw_payload, again, "retry")
         elif recurring:
             logger.error("actor %r failed on recurring message %s: %s; it runs again at its "
                          "next time", actor.name, key.id_, describe(exc), exc_info=exc)
             again = params.with_next_run(next_run(params.delay))
             message.is_settled = True
-            await broker.requeue(key, message.raw_payload, again)
+            await broker.requeue(key, message.raw_payload, again, "schedule")
         else:
             why = "no retries left" if params.retries.left <= 0 else "a plugin refused a retry"
             logger.error("actor %r failed on message %s (%s): %s; dead-lettered",

@@ -58,6 +58,10 @@ Message = tuple[RoutingKey, str, Parameters]
 
 #: default of `MessageBroker.max_deliveries`
 DEFAULT_MAX_DELIVERIES = 5
+#: why a message is requeued, the `reason` of `MessageBroker.requeue` and `repid_requeue`:
+#: a retry after a failed run, a recurring job's next run, an eager `msg.reschedule()`, a
+#: failure between its run and its settle, a topic no actor of that worker handles
+REQUEUE_REASONS = ("retry", "schedule", "reschedule", "recovery", "unknown_topic")
 #: default of `MessageBroker.max_message_size`: 16 MiB
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
@@ -71,14 +75,21 @@ def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
             "payload": payload, "params": params}
 
 
+def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str, params: Parameters,
+                  reason: str | None = None) -> dict[str, Any]:
+    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+            "payload": payload, "params": params, "reason": reason, "stash": key.stash}
+
+
 def _key_args(broker: MessageBroker, key: RoutingKey) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key}
+    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+            "stash": key.stash}
 
 
 def _nack_args(broker: MessageBroker, key: RoutingKey,
                reason: str | None = None) -> dict[str, Any]:
     return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
-            "reason": reason}
+            "reason": reason, "stash": key.stash}
 
 
 def _queue_args(broker: MessageBroker, queue_name: str) -> dict[str, Any]:
@@ -171,10 +182,12 @@ class MessageBroker(_HasMiddleware, ABC):
         for key, payload, params in messages:
             await self.enqueue(key, payload, params)
 
-    @around("requeue", "_requeue", _message_args)
-    async def requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
-        """Replace a consumed message by one with new parameters, ready at its delay."""
-        return await self._requeue(key, payload, params)
+    @around("requeue", "_requeue", _requeue_args)
+    async def requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                      reason: str | None = None) -> None:
+        """Replace a consumed message by one with new parameters, ready at its delay;
+        `reason` says why, for plugins (one of `REQUEUE_REASONS`)."""
+        return await self._requeue(key, payload, params, reason)
 
     @around("ack", "_ack", _key_args)
     async def ack(self, key: RoutingKey) -> None:
@@ -232,7 +245,8 @@ class MessageBroker(_HasMiddleware, ABC):
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None: ...
 
     @abstractmethod
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None: ...
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                       reason: str | None = None) -> None: ...
 
     @abstractmethod
     async def _ack(self, key: RoutingKey) -> None: ...

@@ -150,7 +150,8 @@ class InMemoryMessageBroker(MessageBroker):
         if message is not None:
             queue.simple.put_nowait((-message.key.priority, next(_seq), message))
 
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                       reason: str | None = None) -> None:
         queue, held = self._take_back(key)
         if held is None:
             # flushed (or settled) since it was taken: like ack and nack, no effect

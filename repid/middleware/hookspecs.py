@@ -29,6 +29,11 @@ it is logged and the default decision applies.
 
 **Lifecycle hooks** are called on every plugin; an awaitable answer is awaited.
 
+**Per-delivery state.** Every hook about one delivery of a message (`repid_actor_run` and
+the settles) gets its `stash` (also `key.stash`, and `message[0].stash` after the yield of
+`repid_consume`): a plugin keeps there what it learned about that delivery, under its own
+`repid.StashKey`, instead of in a map keyed by message id.
+
 The order in which hooks fire for one message a worker handles::
 
     repid_consume                 the consumer takes the message
@@ -71,7 +76,7 @@ import pluggy
 if TYPE_CHECKING:
     from repid.brokers.base import BucketBroker, MessageBroker
     from repid.connection import Connection
-    from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
+    from repid.data import BucketT, MessageCategory, Parameters, RoutingKey, Stash
     from repid.router import Actor, ActorResult
     from repid.worker import Worker
 
@@ -157,13 +162,11 @@ def repid_requeue(
     key: RoutingKey,
     payload: str,
     params: Parameters,
+    reason: str | None,
+    stash: Stash,
 ) -> None:
-    """Around putting a taken message back with new parameters (a settle).
-
-    Used for a retry (`params.retries.already_tried` already counts the failed run), a
-    recurring job's next run, a reschedule, a recovery after its result could not be
-    stored, and a message no actor here handles. It becomes ready at
-    `params.delay.next_execution_time` (None: at once).
+    """Around putting a taken message back with new parameters (a settle). It becomes
+    ready at `params.delay.next_execution_time` (None: at once).
 
     :param connection: the `Connection` whose middleware runs the hook.
     :param broker: the message broker.
@@ -171,12 +174,21 @@ def repid_requeue(
     :param key: the message's `RoutingKey`.
     :param payload: the encoded arguments, unchanged.
     :param params: the new `Parameters`; `params.headers` may be changed before yielding.
+        For a retry, `params.retries.already_tried` already counts the failed run.
+    :param reason: why (`repid.brokers.base.REQUEUE_REASONS`): `retry` (a failed run with
+        retries left, or an eager `msg.retry()`), `schedule` (a recurring job's next run),
+        `reschedule` (an eager `msg.reschedule()`, e.g. a dead letter sent back),
+        `recovery` (its result could not be stored, or a plugin or retry policy raised),
+        `unknown_topic` (no actor of this worker handles it); None when the caller gave
+        none.
+    :param stash: the plugins' state for this delivery (`key.stash`).
     """
 
 
 @hookspec
 def repid_ack(
-    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
+    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
+    stash: Stash,
 ) -> None:
     """Around acknowledging a message (a settle): it is done and removed from the broker.
 
@@ -184,13 +196,14 @@ def repid_ack(
     :param broker: the message broker.
     :param queue: the message's queue.
     :param key: the message's `RoutingKey`.
+    :param stash: the plugins' state for this delivery (`key.stash`).
     """
 
 
 @hookspec
 def repid_nack(
     connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
-    reason: str | None,
+    reason: str | None, stash: Stash,
 ) -> None:
     """Around moving a message to its queue's dead-letter part (a settle).
 
@@ -201,12 +214,14 @@ def repid_nack(
     :param reason: why (no retries left, expired, undecodable, delivered too often, ...),
         also kept in the dead message's `x-repid-dead-reason` header; None when the
         caller gave none (an eager `msg.nack()`).
+    :param stash: the plugins' state for this delivery (`key.stash`).
     """
 
 
 @hookspec
 def repid_reject(
-    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey
+    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
+    stash: Stash,
 ) -> None:
     """Around returning a message to its queue unchanged, no retry counted (a settle):
     a worker stopping past its grace time, a message taken while a suspect runs alone,
@@ -216,6 +231,7 @@ def repid_reject(
     :param broker: the message broker.
     :param queue: the message's queue.
     :param key: the message's `RoutingKey`.
+    :param stash: the plugins' state for this delivery (`key.stash`).
     """
 
 
@@ -306,6 +322,7 @@ def repid_actor_run(  # type: ignore[empty-body]
     key: RoutingKey,
     payload: str,
     params: Parameters,
+    stash: Stash,
 ) -> ActorResult:
     """Around one run of an actor on one message: argument decoding, the run, and storing
     its result (so a span around the run covers the result's write).
@@ -321,6 +338,8 @@ def repid_actor_run(  # type: ignore[empty-body]
     :param payload: the encoded arguments as taken.
     :param params: the message's `Parameters`; this is attempt
         `params.retries.already_tried + 1`.
+    :param stash: the plugins' state for this delivery (`key.stash`): what a wrapper
+        here keeps for the settle hooks that follow.
     """
 
 

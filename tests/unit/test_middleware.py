@@ -590,3 +590,38 @@ async def test_wrapper_context_is_current_during_the_call(make_conn, run_worker)
     assert seen == {"async": "span-of-async_actor", "sync": "span-of-sync_actor",
                     "parent": "span-of-async_actor"}
     assert _CURRENT.get() == "none"
+
+
+class RequeueReasons:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None, bool]] = []
+
+    @hookimpl(wrapper=True)
+    def repid_requeue(self, key, reason, stash):  # type: ignore[no-untyped-def]
+        self.seen.append((key.topic, reason, stash is key.stash))
+        return (yield)
+
+
+async def test_a_requeue_says_why(make_conn, run_worker, messages_of) -> None:  # type: ignore[no-untyped-def]
+    plugin = RequeueReasons()
+    conn = await make_conn(plugins=(plugin,))
+    router = Router()
+
+    @router.actor(retry_policy=lambda n: 0)
+    async def flaky() -> None:
+        raise ValueError("again")
+
+    @router.actor
+    async def tick() -> None:
+        pass
+
+    await Job("nobody", _connection=conn).enqueue()  # no actor here: sent back
+    await Job("flaky", retries=1, _connection=conn).enqueue()
+    await run_worker(conn, router, messages_limit=2)  # flaky's run and its retry
+    [dead] = await messages_of(conn)
+    await dead.reschedule()
+    await Job("tick", deferred_by=1, _connection=conn).enqueue()
+    await run_worker(conn, router, messages_limit=3)  # flaky twice again, then tick
+    assert plugin.seen[:2] == [("nobody", "unknown_topic", True), ("flaky", "retry", True)]
+    assert ("flaky", "reschedule", True) in plugin.seen
+    assert ("tick", "schedule", True) in plugin.seen

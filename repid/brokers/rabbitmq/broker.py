@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
@@ -30,7 +30,7 @@ from aiormq.exceptions import (
 )
 from pamqp.commands import Basic
 
-from repid.brokers.base import Consumer, Message, MessageBroker
+from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, Message, MessageBroker
 from repid.brokers.dsn import mask_dsn
 from repid.brokers.rabbitmq import codec, management, topology
 from repid.brokers.rabbitmq.consumer import (
@@ -39,6 +39,7 @@ from repid.brokers.rabbitmq.consumer import (
     RabbitConsumer,
     RabbitConsumerBase,
     RabbitScanConsumer,
+    return_to_queue,
     settle,
 )
 from repid.brokers.rabbitmq.management import vhost_of
@@ -71,6 +72,8 @@ class RabbitMessageBroker(MessageBroker):
     created without `max_unacked_messages`. `connection_name` shows in RabbitMQ's
     connection list. `management_url` (e.g. `http://guest:guest@127.0.0.1:15672`) lets
     `queue_stats` report in-flight messages through the management plugin's HTTP API.
+    `max_deliveries` is how many deliveries ending unsettled a message may have before the
+    worker dead-letters it (counted in a header, see `consumer.py`).
     """
 
     system: ClassVar[str] = "rabbitmq"
@@ -86,7 +89,11 @@ class RabbitMessageBroker(MessageBroker):
         default_prefetch: int = 100,
         connection_name: str = "repid",
         management_url: str | None = None,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
     ) -> None:
+        if max_deliveries < 1:
+            raise ValueError(f"max_deliveries is {max_deliveries}; give 1 or more")
+        self.max_deliveries = max_deliveries
         self.dsn = dsn
         self.management_url = management_url
         self.publish_timeout = publish_timeout
@@ -102,6 +109,8 @@ class RabbitMessageBroker(MessageBroker):
         self._topology_ready = False
         self._known_queues: set[str] = set()
         self._consumers: weakref.WeakSet[RabbitConsumerBase] = weakref.WeakSet()
+        #: ended DELAYED/DEAD scans whose handed-out messages are not all settled
+        self.ended_scans: set[RabbitConsumerBase] = set()
 
     def __repr__(self) -> str:
         # Secrets never reach a repr: the password is masked.
@@ -160,6 +169,7 @@ class RabbitMessageBroker(MessageBroker):
             self._channel = None
             self._topology_ready = False
             self._known_queues.clear()
+            self.ended_scans.clear()  # their channels close with the connection
             if connection is not None:
                 await connection.close()
 
@@ -175,11 +185,14 @@ class RabbitMessageBroker(MessageBroker):
         """A short-lived plain channel for declarations and passive checks: a 404 or 406
         closes only this channel, never the publishing or consuming ones."""
         connection = await self.robust_connection()
-        try:
-            await asyncio.wait_for(connection.ready(), self.operation_timeout)
-        except asyncio.TimeoutError:
-            raise BrokerConnectionError(
-                f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable (reconnecting)") from None
+        if not connection.connected.is_set():
+            # Only when reconnecting: asyncio.wait_for of Python < 3.12 can swallow a
+            # cancellation that arrives as its inner wait completes.
+            try:
+                await asyncio.wait_for(connection.ready(), self.operation_timeout)
+            except asyncio.TimeoutError:
+                raise BrokerConnectionError(
+                    f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable (reconnecting)") from None
         transport = connection.transport
         if transport is None:
             raise BrokerConnectionError(f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable")
@@ -294,6 +307,13 @@ class RabbitMessageBroker(MessageBroker):
                 "with other arguments (not declared by repid 2), delete it first.") from None
         self._known_queues.add(queue_name)
 
+    async def release_ended_scans(self, queue_name: str, category: MessageCategory) -> None:
+        """Before a DELAYED or DEAD scan: return what earlier, ended scans of the same part
+        handed out and never settled (see `RabbitScanConsumer`)."""
+        for scan in list(self.ended_scans):
+            if scan.queue_name == queue_name and scan.category is category:
+                await scan._close_channel()
+
     async def _drop_delayed(self, queue_name: str) -> None:
         """Delete the queue's messages waiting in the shared delay levels."""
         scan = RabbitScanConsumer(self, queue_name, MessageCategory.DELAYED)
@@ -356,6 +376,13 @@ class RabbitMessageBroker(MessageBroker):
             await underlay.basic_publish(
                 body, exchange=exchange, routing_key=routing_key, properties=properties,
                 mandatory=True, timeout=self.publish_timeout, wait=False)
+        except ChannelNotFoundEntity as exc:
+            # An exchange of the shared topology is gone (a fresh server, or deleted by
+            # hand): declare it again before the next delayed publish.
+            self._topology_ready = False
+            raise EnqueueNotConfirmedError(
+                f"RabbitMQ refused the message for queue {queue_name!r}: {exc}; repid's "
+                "exchanges are declared again on the next try; retry.") from None
         except PublishError as exc:
             if getattr(exc.frame, "reply_code", None) == _NO_ROUTE:
                 raise QueueNotDeclaredError(queue_name) from None
@@ -383,7 +410,13 @@ class RabbitMessageBroker(MessageBroker):
             await self.check_queue(queue_name)
 
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
-        message = codec.encode(key, payload, params)
+        await self._enqueue_counted(key, payload, params, 0)
+
+    async def _enqueue_counted(self, key: RoutingKey, payload: str, params: Parameters,
+                               deliveries: int) -> None:
+        """`_enqueue` of a message that carries over `deliveries` earlier unsettled
+        deliveries of the one it replaces (0 for a new message)."""
+        message = codec.encode(key, payload, params, deliveries)
         # Delays to the second: whole seconds rounded up, so never early.
         seconds = topology.delay_seconds(params.ready_at)
         if seconds:
@@ -402,7 +435,7 @@ class RabbitMessageBroker(MessageBroker):
         pending = list(messages)
         failures: list[BaseException] = []
         # Without plugins, `enqueue` is exactly `_enqueue`: skip one coroutine per message.
-        enqueue = self._enqueue if self._chains.enqueue is None else self.enqueue
+        enqueue = self.enqueue if self.is_hooked("enqueue") else self._enqueue
         for start in range(0, len(pending), _MANY_WINDOW):
             results = await asyncio.gather(
                 *(enqueue(k, p, pa) for k, p, pa in pending[start:start + _MANY_WINDOW]),
@@ -424,6 +457,13 @@ class RabbitMessageBroker(MessageBroker):
             raise RuntimeError(f"message {key.id_!r} was already settled")
         return handle
 
+    def delivery_count(self, key: RoutingKey) -> int:
+        """1 + the message's `x-repid-deliveries` header (see `consumer.py`)."""
+        handle = key.handle
+        if not isinstance(handle, Delivery):
+            return 1
+        return 1 + handle.earlier_deliveries()
+
     async def _settle(self, delivery: Delivery, what: str, requeue: bool | None) -> None:
         """basic.ack (requeue None) or basic.reject; a closed channel means RabbitMQ has
         already put the message back (at-least-once), which is reported, not hidden."""
@@ -438,72 +478,148 @@ class RabbitMessageBroker(MessageBroker):
                 "consumer_timeout exceeded). RabbitMQ delivers it again.") from None
         await delivery.consumer.settled(delivery)
 
+    async def _or_give_back(self, delivery: Delivery, what: str, step: Awaitable[None]) -> None:
+        """Run `step` (a settle that publishes first). If it raises, the message is not
+        left held on a live channel, where RabbitMQ would never deliver it again: it goes
+        back to its queue (basic.reject requeue=True, so its next delivery counts once),
+        the consumer's room for it is freed, and a BrokerConnectionError says so."""
+        try:
+            await step
+        except Exception as exc:
+            if not delivery.settled:
+                if delivery.category is MessageCategory.NORMAL:
+                    await return_to_queue(delivery.message)
+                elif isinstance(delivery.consumer, RabbitScanConsumer):
+                    await delivery.consumer.hold(delivery)
+                await delivery.consumer.settled(delivery)
+            if isinstance(exc, BrokerConnectionError):
+                raise
+            raise BrokerConnectionError(
+                f"could not {what} message {codec.describe(delivery.message)!r} "
+                f"({type(exc).__name__}: {exc}); it was left in its queue, where RabbitMQ "
+                "delivers it again") from exc
+
+    async def move(self, message: DeliveredMessage, exchange: str, routing_key: str,
+                   queue_name: str, set_headers: dict[str, Any] | None = None) -> bool:
+        """Replace `message` by a copy published to `exchange`/`routing_key` (with the
+        AMQP headers in `set_headers` set): the copy is confirmed before the original is
+        acked, so a failure in between leaves a duplicate, never a loss. False (and the
+        original untouched, still held) when the copy could not be stored; True once it
+        is, even if the ack then fails (RabbitMQ then delivers the original again too)."""
+        try:
+            await self._publish(exchange, routing_key, codec.copy(message, set_headers),
+                                queue_name)
+        except (EnqueueNotConfirmedError, QueueNotDeclaredError, BrokerConnectionError) as exc:
+            logger.warning("could not store a copy of message %r for %r (%s)",
+                           codec.describe(message), routing_key, exc)
+            return False
+        try:
+            await settle(message, None)
+        except CHANNEL_ERRORS:
+            logger.info("message %r was copied to %r but its channel closed before the ack; "
+                        "RabbitMQ delivers the original again (a duplicate)",
+                        codec.describe(message), routing_key)
+        return True
+
+    async def give_back(self, message: DeliveredMessage, queue_name: str) -> None:
+        """Return a NORMAL message to its queue on purpose, uncounted: a copy with the same
+        `x-repid-deliveries` replaces it (see `consumer.py`); basic.reject requeue=True
+        (which counts once) only if that copy cannot be stored."""
+        if not await self.move(message, "", queue_name, queue_name):
+            await return_to_queue(message)
+
     async def _ack(self, key: RoutingKey) -> None:
         await self._settle(self._delivery(key), "ack", None)
 
     async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
         delivery = self._delivery(key)
-        if delivery.category is MessageCategory.NORMAL:
+        if delivery.category is MessageCategory.DEAD:
+            assert isinstance(delivery.consumer, RabbitScanConsumer)
+            await delivery.consumer.hold(delivery)  # already dead: it stays there
+            return
+        if delivery.category is MessageCategory.NORMAL and reason is None:
             # Dead letters kept (promise 6): reject without requeue dead-letters it through
             # the queue's DLX to `<queue>:dead`, body and headers unchanged (promise 5).
             await self._settle(delivery, "nack", requeue=False)
-        elif delivery.category is MessageCategory.DELAYED:
-            # Delay queues dead-letter onward, not to the DLQ: copy it there, then ack.
-            await self._publish("", topology.dead_queue(key.queue),
-                                codec.copy(delivery.message), key.queue)
-            await self._settle(delivery, "nack", None)
-        else:
-            assert isinstance(delivery.consumer, RabbitScanConsumer)
-            await delivery.consumer.hold(delivery)  # already dead: it stays there
+            return
+        # With a reason, or from a delay level (which dead-letters onward, not to the DLQ):
+        # a confirmed copy carrying the reason goes to `<queue>:dead`, then the original is
+        # acked (a failure in between leaves a duplicate, never a loss).
+        headers = None if reason is None else {
+            codec.HEADER_DEAD_REASON: codec.dead_reason(reason)}
+        await self._or_give_back(delivery, "nack", self._copy_then_ack(
+            delivery, topology.dead_queue(key.queue), key.queue, headers))
+
+    async def _copy_then_ack(self, delivery: Delivery, routing_key: str, queue_name: str,
+                             headers: dict[str, Any] | None) -> None:
+        await self._publish("", routing_key, codec.copy(delivery.message, headers), queue_name)
+        await self._settle(delivery, "ack", None)
 
     async def _reject(self, key: RoutingKey) -> None:
         delivery = self._delivery(key)
         if delivery.category is MessageCategory.NORMAL:
-            # Back to the queue as it was: basic.reject requeue=True, no retry counted.
-            await self._settle(delivery, "reject", requeue=True)
+            # Back to the queue as it was, no retry and no delivery counted: a confirmed
+            # copy with the same headers replaces it (see `consumer.py`), or basic.reject
+            # requeue=True when that copy cannot be stored.
+            await self._or_give_back(delivery, "reject", self._move_or_reject(delivery))
         else:
             # A scanned DELAYED or DEAD message stays where it is (returned when the scan
             # ends, so the scan does not read it again).
             assert isinstance(delivery.consumer, RabbitScanConsumer)
             await delivery.consumer.hold(delivery)
 
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+    async def _move_or_reject(self, delivery: Delivery) -> None:
+        queue_name = delivery.consumer.queue_name
+        if await self.move(delivery.message, "", queue_name, queue_name):
+            await delivery.consumer.settled(delivery)
+        else:
+            await self._settle(delivery, "reject", requeue=True)
+
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                       reason: str | None = None) -> None:
         delivery = self._delivery(key)
+        # A requeued message keeps its count of unsettled deliveries, except one sent back
+        # from the dead-letter queue, which starts over.
+        earlier = 0 if delivery.category is MessageCategory.DEAD \
+            else delivery.earlier_deliveries()
         # The new message is confirmed before the old one is acked, so a crash in between
         # duplicates it rather than losing it (at-least-once).
-        await self._enqueue(replace(key, handle=None), payload, params)
+        await self._or_give_back(delivery, "requeue", self._enqueue_then_ack(
+            delivery, replace(key, handle=None), payload, params, earlier))
+
+    async def _enqueue_then_ack(self, delivery: Delivery, key: RoutingKey, payload: str,
+                                params: Parameters, earlier: int) -> None:
+        await self._enqueue_counted(key, payload, params, earlier)
         await self._settle(delivery, "requeue", None)
 
     async def delay_again(self, delivery: Delivery, key: RoutingKey, payload: str,
                           params: Parameters) -> None:
-        """Send a message that arrived before its time back to the delay levels."""
+        """Send a message that arrived before its time back to the delay levels. If that
+        fails it is returned to its queue after `reconnect_interval` (not at once, which
+        would spin while RabbitMQ refuses publishes)."""
         try:
-            await self._enqueue(replace(key, handle=None), payload, params)
-            await settle(delivery.message, None)
+            await self._enqueue_counted(replace(key, handle=None), payload, params,
+                                        delivery.earlier_deliveries())
         except (EnqueueNotConfirmedError, QueueNotDeclaredError, *CHANNEL_ERRORS) as exc:
-            logger.warning("could not delay message %r again (%s); returned to %r",
-                           key.id_, exc, key.queue)
-            with suppress(*CHANNEL_ERRORS):
-                await settle(delivery.message, requeue=True)
+            logger.warning("could not delay message %r again (%s); returning it to %r in "
+                           "%.1f s", key.id_, exc, key.queue, self.reconnect_interval)
+            await asyncio.sleep(self.reconnect_interval)
+            await return_to_queue(delivery.message)
+            return
+        with suppress(*CHANNEL_ERRORS):  # closed: RabbitMQ delivers it again (a duplicate)
+            await settle(delivery.message, None)
 
     async def dead_letter_poison(self, message: DeliveredMessage, queue_name: str,
-                                 reason: PayloadDecodeError, *, via_dlx: bool) -> None:
-        """Poison isolated (promise 7): move an undecodable message to the queue's DLQ and
-        log why; the consumer carries on."""
+                                 reason: PayloadDecodeError) -> bool:
+        """Poison isolated (promise 7): log why, and move the undecodable message alone to
+        the queue's DLQ, as a confirmed copy carrying the reason in `x-repid-dead-reason`,
+        then ack it; the consumer carries on. False when the copy could not be stored (the
+        message is then still held; the caller decides where it goes)."""
+        dead = topology.dead_queue(queue_name)
         logger.error("message %r on queue %r cannot be decoded (%s); moved to %r",
-                     codec.describe(message), queue_name, reason,
-                     topology.dead_queue(queue_name))
-        try:
-            if via_dlx:
-                await settle(message, requeue=False)
-            else:
-                await self._publish("", topology.dead_queue(queue_name),
-                                    codec.copy(message), queue_name)
-                await settle(message, None)
-        except (EnqueueNotConfirmedError, QueueNotDeclaredError, *CHANNEL_ERRORS):
-            logger.exception("could not move the undecodable message %r to %r; RabbitMQ "
-                             "keeps it unacked and delivers it again",
-                             codec.describe(message), topology.dead_queue(queue_name))
+                     codec.describe(message), queue_name, reason, dead)
+        return await self.move(message, "", dead, queue_name, {
+            codec.HEADER_DEAD_REASON: codec.dead_reason(f"cannot be decoded: {reason}")})
 
     # --- consuming ---
 

@@ -8,15 +8,22 @@ priority is the AMQP `priority` property, so the queue orders by it.
 The broker talks to aiormq (aio-pika's protocol layer) for publishing and consuming, so
 these work on pamqp `Basic.Properties` and aiormq `DeliveredMessage` directly: no per-message
 aio-pika wrapper objects on the hot path.
+
+Two more AMQP headers, outside the parameters, are written by the broker itself:
+`x-repid-deliveries` counts the earlier deliveries of the message that ended unsettled
+(see `consumer.py`), and `x-repid-dead-reason` says why a dead message was dead-lettered;
+`decode` puts the latter into `params.headers[DEAD_REASON_HEADER]`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from repid.brokers.base import DEAD_REASON_HEADER
 from repid.data import Parameters, RoutingKey
 from repid.errors import PayloadDecodeError
 
@@ -24,19 +31,29 @@ from repid.errors import PayloadDecodeError
 HEADER_PARAMS = "repid-params"
 #: the key's priority, written only when it does not fit the AMQP priority octet
 HEADER_PRIORITY = "repid-priority"
+#: earlier deliveries of the message that ended unsettled (absent: none)
+HEADER_DELIVERIES = "x-repid-deliveries"
+#: why a dead message was dead-lettered (the AMQP header and the params header agree)
+HEADER_DEAD_REASON = DEAD_REASON_HEADER
+#: a dead reason longer than this is cut: AMQP headers must fit one frame (128 KiB)
+MAX_REASON_CHARS = 2000
 #: AMQP delivery mode 2: the message is written to disk in a durable queue
 PERSISTENT = 2
 
 
-def encode(key: RoutingKey, payload: str, params: Parameters) -> tuple[bytes, Basic.Properties]:
+def encode(key: RoutingKey, payload: str, params: Parameters,
+           deliveries: int = 0) -> tuple[bytes, Basic.Properties]:
     """Body and properties of a persistent AMQP message carrying the whole repid message
     (durability: it survives a broker restart in a durable queue).
 
     The key's id travels as `correlation_id` (not `message_id`, which aiormq uses to match
     returned messages to their publish and which must therefore be unique per publish),
-    the topic as `type`, the priority as `priority`; one header holds the parameters.
+    the topic as `type`, the priority as `priority`; one header holds the parameters, and
+    `deliveries` (when not 0) is carried over from the message this one replaces.
     """
     headers: dict[str, Any] = {HEADER_PARAMS: params.encode()}
+    if deliveries:
+        headers[HEADER_DELIVERIES] = deliveries
     priority = key.priority
     if not 0 <= priority <= 255:
         headers[HEADER_PRIORITY] = priority
@@ -50,20 +67,44 @@ def encode(key: RoutingKey, payload: str, params: Parameters) -> tuple[bytes, Ba
     )
 
 
-def copy(message: DeliveredMessage) -> tuple[bytes, Basic.Properties]:
+def copy(message: DeliveredMessage,
+         set_headers: Mapping[str, Any] | None = None) -> tuple[bytes, Basic.Properties]:
     """A persistent copy of a received message, byte for byte (used to move a message
-    between queues without decoding it, e.g. a poison message to the dead-letter queue).
-    `message_id` is left out so aiormq gives the new publish its own."""
+    between queues without decoding it, e.g. a poison message to the dead-letter queue),
+    with the AMQP headers in `set_headers` set (None removes one). `message_id` is left out
+    so aiormq gives the new publish its own."""
     p = message.header.properties
+    headers = dict(p.headers or {})
+    for name, value in (set_headers or {}).items():
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
     return message.body, Basic.Properties(
         content_type=p.content_type,
         content_encoding=p.content_encoding,
-        headers=dict(p.headers or {}),
+        headers=headers,
         delivery_mode=PERSISTENT,
         priority=p.priority,
         correlation_id=p.correlation_id,
         message_type=p.message_type,
     )
+
+
+def deliveries(message: DeliveredMessage) -> int:
+    """The message's `x-repid-deliveries` header: earlier deliveries that ended unsettled
+    (0 when absent or not a non-negative integer, so a bad header never makes it poison)."""
+    value = (message.header.properties.headers or {}).get(HEADER_DELIVERIES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
+def dead_reason(text: str) -> str:
+    """`text` fit for the `x-repid-dead-reason` header (cut to MAX_REASON_CHARS)."""
+    if len(text) > MAX_REASON_CHARS:
+        return text[:MAX_REASON_CHARS] + "..."
+    return text
 
 
 def describe(message: DeliveredMessage) -> str:
@@ -92,6 +133,10 @@ def decode(
     except UnicodeDecodeError as exc:
         raise PayloadDecodeError(f"body is not UTF-8: {exc}") from exc
     params = Parameters.decode(_text(headers.get(HEADER_PARAMS), f"header {HEADER_PARAMS!r}"))
+    reason = headers.get(HEADER_DEAD_REASON)
+    if reason is not None:  # a dead message: its reason joins params.headers (promise 6)
+        params.headers[DEAD_REASON_HEADER] = (
+            reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason))
     priority = headers.get(HEADER_PRIORITY, properties.priority)
     if priority is None:
         priority = 0

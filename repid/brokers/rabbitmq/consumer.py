@@ -1,13 +1,35 @@
 """Consumers of the RabbitMQ broker: a push subscription for NORMAL messages, and a
-`basic.get` scan for the DELAYED and DEAD parts of a queue."""
+`basic.get` scan for the DELAYED and DEAD parts of a queue.
+
+Deliveries counted (promise 8). RabbitMQ 3.10 classic queues keep no delivery count, only
+the `redelivered` flag, so the count travels in the message's `x-repid-deliveries` header:
+the earlier deliveries that ended unsettled. A NORMAL message arriving with `redelivered`
+set (its previous holder died, lost its connection or passed RabbitMQ's consumer_timeout)
+is not handed out: `RabbitMessageBroker.move` publishes a copy with the header one higher
+to the same queue, waits for the confirm, and only then acks the original, so the worst
+case is a duplicate, never a loss. Only redelivered messages pay for this.
+
+Returns on purpose must not count, yet `basic.reject(requeue=True)` sets `redelivered`
+too. So every deliberate return of a NORMAL message (`reject`, `finish()` giving back its
+prefetched messages) is the same move with the header unchanged; only when that copy
+cannot be stored does it fall back to `basic.reject`, which then counts once (a broker
+fault, not a worker's choice). A returned message goes to the tail of its priority.
+
+Pausing (`pause()`, while the worker runs a suspect alone, see `repid.isolation`): the
+subscription is cancelled, and what was buffered or arrives before the cancel-ok is given
+back (uncounted), so a suspect that kills the process takes nothing else down with it.
+`resume()` subscribes again. (basic.qos would not do: RabbitMQ applies a new prefetch to
+new consumers only.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -40,10 +62,18 @@ class Delivery:
     category: MessageCategory
     consumer: RabbitConsumerBase
     settled: bool = False
+    #: earlier deliveries that ended unsettled; -1 until read from the header (lazily:
+    #: the worker asks for it once per message, decoding does not)
+    earlier: int = -1
 
     def alive(self) -> bool:
         """False once the delivery's channel closed: RabbitMQ has already requeued it."""
         return not self.message.channel.is_closed
+
+    def earlier_deliveries(self) -> int:
+        if self.earlier < 0:
+            self.earlier = codec.deliveries(self.message)
+        return self.earlier
 
 
 async def settle(message: DeliveredMessage, requeue: bool | None) -> None:
@@ -59,13 +89,24 @@ async def settle(message: DeliveredMessage, requeue: bool | None) -> None:
         await message.channel.basic_reject(tag, requeue=requeue)
 
 
-async def _return_to_queue(message: DeliveredMessage) -> None:
+async def return_to_queue(message: DeliveredMessage) -> None:
     """basic.reject requeue=True, ignoring a closed channel (which returns it anyway)."""
     try:
         await settle(message, requeue=True)
     except CHANNEL_ERRORS:
         logger.debug("channel closed before a message could be returned; RabbitMQ "
                      "returns it by itself")
+
+
+def _raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task is being cancelled. The checks of a lost
+    queue await channel operations that use asyncio.wait_for, which on Python < 3.12 can
+    swallow a cancellation arriving as it completes; a take must not then wait for ever
+    in a task that was told to stop (a worker shutting down)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
 
 
 class RabbitConsumerBase(Consumer):
@@ -85,13 +126,18 @@ class RabbitConsumerBase(Consumer):
         self._finished = False
 
     async def settled(self, delivery: Delivery) -> None:
-        """The broker settled a message this consumer handed out."""
+        """The broker settled a message this consumer handed out, or gave up settling it
+        (it then frees the room all the same; RabbitMQ has the message back or gets it
+        back when the channel closes). Counted once per delivery."""
+        if delivery.settled:
+            return
         delivery.settled = True
         self._outstanding -= 1
         if self._finished and self._outstanding <= 0:
             await self._close_channel()
 
     async def _close_channel(self) -> None:
+        self._rabbit.ended_scans.discard(self)
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
             try:
@@ -104,24 +150,42 @@ class RabbitConsumerBase(Consumer):
         return message
 
 
+class _Wake:
+    """Put in a consumer's buffer to wake a waiting take so it looks at the queue's state."""
+
+
+_WAKE: Final = _Wake()
+
+
 class RabbitConsumer(RabbitConsumerBase):
     """NORMAL messages of one queue, pushed by RabbitMQ with prefetch = max_unacked.
 
     Delivered messages wait in a local buffer until `__anext__` takes them. At-least-once:
     every buffered message is unacked on the server, so if this process dies RabbitMQ
-    redelivers it; `finish()` returns the buffered ones at once (basic.reject requeue=True).
+    redelivers it; `finish()` returns the buffered ones at once (uncounted, see above).
+
+    Lost state: when the queue is gone (deleted, or a fresh server after a reconnect),
+    `__anext__` raises QueueNotDeclaredError, after checking that it is still gone, so a
+    worker can declare it again; the consumer subscribes again as soon as it exists. While
+    the channel is down or the queue missing, `problem` says so; it clears once the
+    subscription is back.
     """
 
     def __init__(self, broker: RabbitMessageBroker, queue_name: str,
                  max_unacked_messages: int | None) -> None:
         super().__init__(broker, queue_name, MessageCategory.NORMAL)
         self.prefetch = max_unacked_messages or broker.default_prefetch
-        self._buffer: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._buffer: asyncio.Queue[Message | _Wake | None] = asyncio.Queue()
         self._underlay: AbstractChannel | None = None
         self._tag: str | None = None
         self._timeout_limit: timedelta | None = None
         self._warned_timeout = False
         self._recovery: asyncio.Future[None] | None = None
+        self._retry_now = asyncio.Event()  # set: the recovery loop tries again at once
+        self._missing = False  # the last check found the queue gone
+        self._paused = False  # subscription cancelled by `pause()`
+        self._receiving = 0  # pushed messages still being handled by `_on_message`
+        self._quiet = asyncio.Event()  # set when `_receiving` drops to 0
 
     async def start(self) -> None:
         """Subscribe on a robust channel of its own: aio-pika reopens it (with its prefetch)
@@ -143,6 +207,7 @@ class RabbitConsumer(RabbitConsumerBase):
             await channel.close()
             raise
         channel.reopen_callbacks.add(self._resubscribe)
+        channel.close_callbacks.add(self._on_channel_close)
         self._channel = channel
 
     async def _subscribe(self, channel: AbstractRobustChannel) -> None:
@@ -154,6 +219,14 @@ class RabbitConsumer(RabbitConsumerBase):
             arguments=self._rabbit.consumer_arguments(),
             timeout=self._rabbit.operation_timeout)
         self._underlay, self._tag = underlay, ok.consumer_tag
+
+    def _on_channel_close(self, channel: Any, exc: BaseException | None = None) -> None:
+        """The channel closed under us (connection lost, server stopping): say so until
+        the subscription is back (the robust connection reopens the channel)."""
+        if channel is self._channel and not self._finished:
+            self.report_problem(f"RabbitMQ channel of {self.queue_name!r} closed "
+                                f"({type(exc).__name__ if exc else 'no error'}: {exc}); "
+                                "reconnecting")
 
     async def _resubscribe(self, channel: Any) -> None:
         """The channel was reopened after a drop: subscribe again (unless finished)."""
@@ -172,11 +245,17 @@ class RabbitConsumer(RabbitConsumerBase):
         self._recovery = asyncio.ensure_future(self._recover(why))
 
     async def _recover(self, why: str) -> None:
-        """Subscribe again until it works or the consumer is finished. The queue is checked
-        on a separate channel first, so a missing queue never closes the consumer's own."""
+        """Subscribe again until it works or the consumer is finished, one try per
+        `reconnect_interval` (or at once when a take found the queue back). The queue is
+        checked on a separate channel first, so a missing queue never closes the consumer's
+        own. A missing queue wakes a waiting take, which raises QueueNotDeclaredError."""
         delay = 0.0
+        failures = 0
         while not self._finished and self._channel is not None:
-            await asyncio.sleep(delay)
+            if delay:
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._retry_now.wait(), delay)
+            self._retry_now.clear()
             delay = max(self._rabbit.reconnect_interval, 0.1)
             channel = self._channel
             if self._finished or channel is None:
@@ -185,31 +264,82 @@ class RabbitConsumer(RabbitConsumerBase):
                 await self._rabbit.check_queue(self.queue_name)
                 if self._finished:
                     return
-                await self._subscribe(channel)
+                if not self._paused:  # else `resume()` subscribes
+                    await self._subscribe(channel)
             except QueueNotDeclaredError:
-                logger.warning("queue %r does not exist (%s); waiting for it to be "
-                               "declared again", self.queue_name, why)
-            except CHANNEL_ERRORS as exc:
-                logger.info("resuming the consumer of %r failed (%s); retrying",
-                            self.queue_name, exc)
+                if not self._missing:
+                    logger.warning("queue %r does not exist (%s); waiting for it to be "
+                                   "declared again", self.queue_name, why)
+                    self._missing = True
+                    self._buffer.put_nowait(_WAKE)
+                self.report_problem(f"RabbitMQ queue {self.queue_name!r} does not exist "
+                                    "(deleted, or the server lost its state); declare it")
+            except Exception as exc:  # unreachable, reconnecting, or anything else: retry
+                failures += 1
+                log = logger.warning if failures % 30 == 1 else logger.debug
+                log("resuming the consumer of %r failed (%s: %s); retrying every %.1f s",
+                    self.queue_name, type(exc).__name__, exc, delay)
+                self.report_problem(f"RabbitMQ unreachable for {self.queue_name!r}: "
+                                    f"{type(exc).__name__}: {exc}")
             else:
+                self._missing = False
+                self.report_problem(None)
                 logger.info("resumed consuming %r (%s)", self.queue_name, why)
                 return
 
+    async def _check_missing(self) -> None:
+        """The queue was found gone: raise QueueNotDeclaredError while it still is, else
+        have the recovery loop subscribe again now."""
+        try:
+            await self._rabbit.check_queue(self.queue_name)
+        except QueueNotDeclaredError:
+            self.report_problem(f"RabbitMQ queue {self.queue_name!r} does not exist "
+                                "(deleted, or the server lost its state); declare it")
+            raise
+        self._retry_now.set()
+        self._start_recovery("the queue exists again")
+
     async def _on_message(self, message: DeliveredMessage) -> None:
-        """Decode a pushed message into the buffer; poison goes to the dead-letter queue."""
-        if self._finished:
-            # Arrived between basic.cancel and cancel-ok: give it back, never drop it.
-            await _return_to_queue(message)
+        """Decode a pushed message into the buffer; poison goes to the dead-letter queue.
+        Whatever fails here, the message is never left held for ever: it goes back to the
+        queue after `reconnect_interval` (not at once, which could spin)."""
+        self._receiving += 1
+        try:
+            await self._receive(message)
+        except Exception:
+            logger.exception("could not handle message %r from %r; returning it to the "
+                             "queue", codec.describe(message), self.queue_name)
+            await asyncio.sleep(self._rabbit.reconnect_interval)
+            await return_to_queue(message)
+        finally:
+            self._receiving -= 1
+            if not self._receiving:
+                self._quiet.set()
+
+    async def _receive(self, message: DeliveredMessage) -> None:
+        if self._finished or (self._paused and not message.redelivered):
+            # Arrived between basic.cancel and cancel-ok (finishing or pausing): give it
+            # back, never drop it.
+            await self._rabbit.give_back(message, self.queue_name)
             return
         delivery = Delivery(message, MessageCategory.NORMAL, self)
+        if message.redelivered:
+            # Deliveries counted: its last delivery ended unsettled (see the module).
+            earlier = codec.deliveries(message) + 1
+            if await self._rabbit.move(message, "", self.queue_name, self.queue_name,
+                                       {codec.HEADER_DELIVERIES: earlier}):
+                return
+            delivery.earlier = earlier  # no counted copy stored: hand out, counted here
         try:
             key, payload, params = codec.decode(message, self.queue_name, delivery)
         except Exception as exc:  # any failure to read it makes it poison, never stuck here
             reason = exc if isinstance(exc, PayloadDecodeError) else PayloadDecodeError(
                 f"{type(exc).__name__}: {exc}")
-            await self._rabbit.dead_letter_poison(message, self.queue_name, reason,
-                                                  via_dlx=True)
+            if not await self._rabbit.dead_letter_poison(message, self.queue_name, reason):
+                # Not stored in the DLQ with its reason: dead-letter it through the
+                # queue's DLX instead (reason only in the log), never keep holding it.
+                with suppress(*CHANNEL_ERRORS):
+                    await settle(message, requeue=False)
             return
         if params.ready_at is not None and params.ready_at - utcnow() > _EARLY_TOLERANCE:
             # Delays to the second: a message that arrives before its time (a delay longer
@@ -221,16 +351,23 @@ class RabbitConsumer(RabbitConsumerBase):
 
     async def _next(self) -> Message:
         if self._channel is None and not self._finished:
-            await self.start()
+            await self.start()  # QueueNotDeclaredError while the queue does not exist
+            _raise_if_cancelling()
         while True:
             if self._finished and self._buffer.empty():
                 raise StopAsyncIteration
+            if self._missing:
+                _raise_if_cancelling()
+                await self._check_missing()
+                _raise_if_cancelling()
             # asyncio.Queue.get is cancel-safe: a cancelled take leaves the message in the
             # buffer for the next one, so cancelling __anext__ never loses a message.
             item = await self._buffer.get()
             if item is None:
                 self._buffer.put_nowait(None)  # wake any other waiter too
                 raise StopAsyncIteration
+            if isinstance(item, _Wake):
+                continue  # look at `_missing` again
             delivery = item[0].handle
             assert isinstance(delivery, Delivery)
             if not delivery.alive():
@@ -239,6 +376,56 @@ class RabbitConsumer(RabbitConsumerBase):
                 continue
             self._check_consumer_timeout(item)
             return self._hand_out(item)
+
+    async def pause(self) -> None:
+        """Cancel the subscription and give back (uncounted) what is buffered or arrived
+        before the cancel-ok; returns once all of that is settled, so this consumer holds
+        only what it handed out. A take waiting meanwhile gets nothing until `resume()`."""
+        if self._paused or self._finished:
+            return
+        self._paused = True
+        underlay, tag = self._underlay, self._tag
+        if underlay is not None and tag is not None:
+            self._tag = None
+            try:
+                await underlay.basic_cancel(tag, timeout=self._rabbit.operation_timeout)
+            except CHANNEL_ERRORS as exc:  # the channel is gone: nothing more arrives on it
+                logger.debug("could not pause the consumer of %r (%s)", self.queue_name, exc)
+        # Deliveries sent before cancel-ok precede it on the channel: their `_on_message`
+        # tasks exist now; one loop turn lets them start and count themselves.
+        await asyncio.sleep(0)
+        returns, keep = [], []
+        while not self._buffer.empty():
+            item = self._buffer.get_nowait()
+            if isinstance(item, tuple):
+                delivery = item[0].handle
+                assert isinstance(delivery, Delivery)
+                if delivery.alive():
+                    returns.append(self._rabbit.give_back(delivery.message, self.queue_name))
+            else:
+                keep.append(item)
+        for sentinel in keep:
+            self._buffer.put_nowait(sentinel)
+        if returns:
+            await asyncio.gather(*returns)
+        while self._receiving:  # arrivals being given back (or moved, if redelivered)
+            self._quiet.clear()
+            await self._quiet.wait()
+
+    async def resume(self) -> None:
+        """Subscribe again after `pause()` (unless a recovery already did); if that fails,
+        the recovery loop keeps trying."""
+        if not self._paused:
+            return
+        self._paused = False
+        channel = self._channel
+        if channel is None or self._tag is not None or self._finished:
+            return
+        try:
+            await self._subscribe(channel)
+        except Exception as exc:
+            logger.info("could not resume consuming %r (%s); retrying", self.queue_name, exc)
+            self._start_recovery("resuming after a pause failed")
 
     def _check_consumer_timeout(self, item: Message) -> None:
         """Warn once when a job may outlive RabbitMQ's delivery-ack timeout, after which
@@ -256,7 +443,7 @@ class RabbitConsumer(RabbitConsumerBase):
 
     async def finish(self) -> None:
         """Cancel the subscription and return prefetched, not handed-out messages to the
-        queue (basic.reject requeue=True), so none is lost or held by a stopping worker."""
+        queue (uncounted, see the module), so none is lost or held by a stopping worker."""
         if self._finished:
             return
         self._finished = True
@@ -271,12 +458,16 @@ class RabbitConsumer(RabbitConsumerBase):
             except CHANNEL_ERRORS:
                 logger.debug("cancelling the consumer of %s failed; channel is gone",
                              self.queue_name)
+        returns = []
         while not self._buffer.empty():
             item = self._buffer.get_nowait()
-            if item is not None:
+            if isinstance(item, tuple):
                 delivery = item[0].handle
                 assert isinstance(delivery, Delivery)
-                await _return_to_queue(delivery.message)
+                if delivery.alive():
+                    returns.append(self._rabbit.give_back(delivery.message, self.queue_name))
+        if returns:  # all copies confirmed in one round
+            await asyncio.gather(*returns)
         self._buffer.put_nowait(None)
         if self._outstanding <= 0:
             await self._close_channel()
@@ -289,6 +480,13 @@ class RabbitScanConsumer(RabbitConsumerBase):
     only the messages bound for this queue. Every other message read (another queue's, a
     poison one in the DLQ, one held with `reject`/`nack`) stays unacked until the scan
     ends and then goes back to where it was, so the scan sees each message once.
+
+    A handed-out message stays owned by the scan until it is settled, even after the scan
+    ended, so it can be settled after the loop that read it. A later scan of the same part
+    of the same queue takes over: it first returns the messages earlier, ended scans
+    handed out and never settled (their channel closes), so a message only read, never
+    settled, is where it was for the next reader. Settling one of those afterwards raises
+    BrokerConnectionError and leaves it where it is.
     """
 
     def __init__(self, broker: RabbitMessageBroker, queue_name: str,
@@ -304,6 +502,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
         if self._started:
             return
         await self._rabbit.check_queue(self.queue_name)
+        await self._rabbit.release_ended_scans(self.queue_name, self.category)
         if self.category is MessageCategory.DELAYED:
             await self._rabbit.ensure_topology()
             self._sources = [topology.level_queue(k) for k in reversed(range(topology.LEVELS))]
@@ -343,9 +542,8 @@ class RabbitScanConsumer(RabbitConsumerBase):
                     logger.warning("dead-letter queue of %r holds an undecodable message "
                                    "(%s); left there", self.queue_name, exc)
                     self._held.append(message)
-                else:
-                    await self._rabbit.dead_letter_poison(message, self.queue_name, exc,
-                                                          via_dlx=False)
+                elif not await self._rabbit.dead_letter_poison(message, self.queue_name, exc):
+                    self._held.append(message)  # returned where it was when the scan ends
                 continue
             return self._hand_out(item)
         raise StopAsyncIteration
@@ -353,7 +551,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
     async def hold(self, delivery: Delivery) -> None:
         """Leave the message where it was: returned now if the scan is over, else at its end."""
         if self._finished:
-            await _return_to_queue(delivery.message)
+            await return_to_queue(delivery.message)
         else:
             self._held.append(delivery.message)
         await self.settled(delivery)
@@ -363,9 +561,11 @@ class RabbitScanConsumer(RabbitConsumerBase):
         self._finished = True
         held, self._held = self._held, []
         for message in held:
-            await _return_to_queue(message)
+            await return_to_queue(message)
         if self._outstanding <= 0:
             await self._close_channel()
+        else:  # kept (strongly) until settled or taken over by a later scan
+            self._rabbit.ended_scans.add(self)
 
     async def finish(self) -> None:
         """Stop the scan early; held messages go back to their queues."""

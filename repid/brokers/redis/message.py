@@ -498,7 +498,8 @@ class RedisMessageBroker(MessageBroker):
     async def _reject(self, key: RoutingKey) -> None:
         await self._settle("reject", key)
 
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                       reason: str | None = None) -> None:
         await self._settle("requeue", key, lambda: (
             encode_body(key, payload, params), str(list_priority(key.priority)),
             ready_ms(params)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from random import getrandbits
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,8 +37,13 @@ if TYPE_CHECKING:
 
 
 def new_id() -> str:
-    """A random 32-hex-digit id."""
-    return os.urandom(16).hex()
+    """A random 32-hex-digit id (128 bits from `random`, which re-seeds itself from the
+    OS in a forked child, so processes never share a sequence)."""
+    return f"{getrandbits(128):032x}"
+
+
+#: the delay of a job that runs at once
+_NOW = DelayProperties()
 
 
 class Enqueued(NamedTuple):
@@ -134,6 +139,9 @@ class Job:
         self._connection = _connection
         self._payload = "" if args is None else encode_args(args)
         self._resolved: Connection | None = None
+        self._retries_props = RetriesProperties(retries, 0)
+        self._result_props: ResultProperties | None = None
+        self._result_missing = False
         known = _connection if _connection is not None else Repid.get_magic_connection()
         if known is not None:
             self._resolve(known)
@@ -163,32 +171,34 @@ class Job:
 
     def _resolve(self, connection: Connection) -> None:
         """Resolve `use_args_bucketer` and `store_result` against `connection`'s bucket
-        brokers (explicit values are kept; asking for a missing broker fails at enqueue)."""
+        brokers (explicit values are kept), and build the parts of the message that are
+        the same for every enqueue on it. Asking for a missing broker fails at enqueue."""
         self._resolved = connection
         if self.use_args_bucketer is None:
             self.use_args_bucketer = connection.args_bucket_broker is not None
         if self.store_result is None:
             self.store_result = connection.results_bucket_broker is not None
+        #: refused at enqueue (`_params`), not here: the job may be built early
+        self._result_missing = bool(self.store_result) and \
+            connection.results_bucket_broker is None
+        self._result_props = (ResultProperties(self.result_id, self.result_ttl)
+                              if self.store_result else None)
 
     def _params(self, connection: Connection) -> Parameters:
-        if self.store_result and connection.results_bucket_broker is None:
+        """The parameters of one enqueue; what does not change between enqueues is built
+        once per connection (`_resolve`)."""
+        if self._result_missing:
             raise ValueError("store_result=True needs a results bucket broker: pass "
                              "Connection(..., results_bucket_broker=...)")
-        delay = DelayProperties(self._first_at, self.deferred_by, self.cron)
+        delay = _NOW
         if self.is_deferred:
+            delay = DelayProperties(self._first_at, self.deferred_by, self.cron)
             first = first_run(delay)
             # a periodic job's schedule is anchored at its first run
             anchor = first if self.deferred_by is not None else self._first_at
             delay = DelayProperties(anchor, delay.defer_by, delay.cron, first)
-        return Parameters(
-            execution_timeout=self.timeout,
-            retries=RetriesProperties(self.retries, 0),
-            result=ResultProperties(self.result_id, self.result_ttl)
-            if self.store_result else None,
-            delay=delay,
-            ttl=self.ttl,
-            headers=dict(self.headers),
-        )
+        return Parameters(self.timeout, self._retries_props, self._result_props, delay,
+                          utcnow(), self.ttl, dict(self.headers))
 
     async def enqueue(self) -> Enqueued:
         """Send the job; returns `(key, args, params)` (see `Enqueued`). Raises if the

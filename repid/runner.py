@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -25,6 +24,7 @@ from repid.data import Parameters, RoutingKey
 from repid.errors import QueueNotDeclaredError, SettleError
 from repid.isolation import SUSPECT_AFTER, Isolation
 from repid.processor import Processor
+from repid.signals import STOP_SIGNALS, StopSignals, install
 
 if TYPE_CHECKING:
     from repid.connection import Connection
@@ -165,6 +165,7 @@ class Runner:
                 logger.warning("declaring queue %r again failed: %s; trying again in 1 s",
                                queue, declare_exc)
             else:
+                _raise_if_cancelling()  # a client may swallow a cancel (wait_for < 3.12)
                 return
         else:
             logger.error("consuming from %r failed; trying again in 1 s", queue,
@@ -294,34 +295,18 @@ class Runner:
 
     def _install_signals(self) -> Callable[[], None]:
         signals = self.worker.handle_signals
-        if signals is None:
-            signals = [signal.SIGINT, signal.SIGTERM]
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in signals:
-            try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (RuntimeError, ValueError, NotImplementedError):
-                logger.warning("cannot handle %s here (not the main thread?); stop the worker "
-                               "with worker.stop()", sig)
+        on_signal = StopSignals(self._on_first_signal, self._on_second_signal)
+        return install(STOP_SIGNALS if signals is None else signals, on_signal,
+                       asyncio.get_running_loop())
 
-        def restore() -> None:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-        return restore
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        if self._stop.is_set():
-            logger.warning("received %s again: returning running jobs to their queues now",
-                           sig.name)
-            self.hurry()
-            return
+    def _on_first_signal(self, name: str) -> None:
         logger.info("received %s: stopping; running jobs get %.1f s to finish (send it "
-                    "again to return them at once)", sig.name,
-                    self.worker.graceful_shutdown_time)
+                    "again to return them at once)", name, self.worker.graceful_shutdown_time)
         self.stop()
+
+    def _on_second_signal(self, name: str) -> None:
+        logger.warning("received %s again: returning running jobs to their queues now", name)
+        self.hurry()
 
     def hurry(self) -> None:
         """Stop at once: running jobs go back to their queues without waiting for the
@@ -330,3 +315,12 @@ class Runner:
         self._hurry.set()
 
 
+
+
+def _raise_if_cancelling() -> None:
+    """Raise CancelledError when the current task was asked to stop: some clients' calls
+    (asyncio.wait_for on Python < 3.12) swallow a cancellation that lands inside them."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError

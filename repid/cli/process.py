@@ -36,6 +36,7 @@ from repid.health import HttpServer
 from repid.health import Route as HealthRoute
 from repid.main import Repid
 from repid.middleware import hookimpl
+from repid.signals import STOP_SIGNALS, StopSignals, install
 from repid.worker import Worker
 
 logger = logging.getLogger("repid.cli")
@@ -176,44 +177,45 @@ class Stopper:
         self.supervised = supervised
         self.loop: asyncio.AbstractEventLoop | None = None
         self.requested = False
-        self.hurried = False
+        self.signals = StopSignals(self._stop, self._hurry)
 
     def install(self) -> None:
-        """Handle SIGTERM and SIGINT from now on."""
+        """Handle SIGTERM (and SIGINT, unless supervised) from now on."""
         self.worker.handle_signals = []
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_interrupt if self.supervised else self._on_signal)
+        if self.supervised:
+            signal.signal(signal.SIGINT, self._on_interrupt)
+        install([signal.SIGTERM] if self.supervised else STOP_SIGNALS, self._on_signal)
 
     def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
         """SIGINT in a supervised process: left to the supervisor."""
         logger.debug("SIGINT ignored: the supervisor forwards it as SIGTERM")
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """The signal handler: hand the stop over to the event loop, if it runs."""
+    def _on_signal(self, signum: int) -> None:
+        """In the signal handler: hand the signal over to the event loop, if it runs."""
         loop = self.loop
         if loop is None or loop.is_closed():
-            self.requested = True
+            self.requested = True  # the worker stops as soon as it starts
             return
-        loop.call_soon_threadsafe(self.stop, signum)
+        loop.call_soon_threadsafe(self.signals, signum)
 
-    def stop(self, signum: int) -> None:
-        """Ask the worker to stop (it stops at start if it was not running yet); when it
-        is already stopping, return its running jobs at once."""
-        name = signal.Signals(signum).name
-        runner = self.worker.runner
-        if self.requested and runner is not None:
-            if not self.hurried:
-                logger.warning("received %s again: returning running jobs to their "
-                               "queues now", name)
-            self.hurried = True
-            runner.hurry()
-            return
+    def _stop(self, name: str) -> None:
+        """First signal: ask the worker to stop (at start, if it was not running yet)."""
         if not self.requested:
             logger.info("received %s: stopping; running jobs get %.1f s to finish (send it "
                         "again to return them at once)", name,
                         self.worker.graceful_shutdown_time)
         self.requested = True
         self.worker.stop()
+
+    def _hurry(self, name: str) -> None:
+        """Second signal: return the running jobs to their queues at once."""
+        runner = self.worker.runner
+        if runner is None:
+            return  # still starting: it stops at start
+        if self.signals.received == 2:
+            logger.warning("received %s again: returning running jobs to their queues now",
+                           name)
+        runner.hurry()
 
     @hookimpl
     def repid_worker_start(self, worker: Worker) -> None:

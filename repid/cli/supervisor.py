@@ -37,10 +37,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import FrameType
 
 from repid.cli.reload import changed_file, snapshot
 from repid.health import HttpServer, Route, ServerThread
+from repid.signals import STOP_SIGNALS, StopSignals, install
 
 logger = logging.getLogger("repid.cli.supervisor")
 
@@ -153,8 +153,9 @@ class Supervisor:
         self._waiting_for_change = False
         self._failed_starts = 0
         self._kill_at: float | None = None
-        self._hurried = False  # a second signal was forwarded
-        self._signals: list[int] = []
+        self._signals: list[int] = []  # received by the handler, handled by the loop
+        self._stop_signals = StopSignals(self._on_first_signal, self._on_second_signal,
+                                         self._on_third_signal)
         self._ready_r, self._ready_w = os.pipe()
         self._buffer = b""
         self._servers: list[ServerThread] = []
@@ -337,10 +338,6 @@ class Supervisor:
 
     # --- stopping and reloading -------------------------------------------------------------
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """The signal handler: note the signal for the loop."""
-        self._signals.append(signum)
-
     def _handle_signals(self) -> None:
         """First signal: stop gracefully; second: forward it at once, so the processes
         return their running jobs to the queues and exit; third: kill.
@@ -348,24 +345,23 @@ class Supervisor:
         Worker processes only act on the SIGTERM the supervisor sends (they ignore SIGINT,
         which a terminal's Ctrl-C also delivers to them), so one Ctrl-C is one stop."""
         while self._signals:
-            signum = self._signals.pop(0)
-            name = signal.Signals(signum).name
-            if not self.stopping:
-                logger.info("received %s: stopping %d worker processes (%.1f s to finish "
-                            "their jobs; send it again to return them at once)", name,
-                            len(self.children), self.settings.grace)
-                self._begin_stop()
-            elif not self._hurried:
-                logger.warning("received %s again: the worker processes return their "
-                               "running jobs to the queues now (a third signal kills them)",
-                               name)
-                self._hurried = True
-                self._send(signal.SIGTERM)
-                self._kill_at = time.monotonic() + KILL_MARGIN_SECONDS
-            else:
-                logger.warning("received %s a third time: killing the worker processes",
-                               name)
-                self._kill_all()
+            self._stop_signals(self._signals.pop(0))
+
+    def _on_first_signal(self, name: str) -> None:
+        logger.info("received %s: stopping %d worker processes (%.1f s to finish their "
+                    "jobs; send it again to return them at once)", name, len(self.children),
+                    self.settings.grace)
+        self._begin_stop()
+
+    def _on_second_signal(self, name: str) -> None:
+        logger.warning("received %s again: the worker processes return their running jobs "
+                       "to the queues now (a third signal kills them)", name)
+        self._send(signal.SIGTERM)
+        self._kill_at = time.monotonic() + KILL_MARGIN_SECONDS
+
+    def _on_third_signal(self, name: str) -> None:
+        logger.warning("received %s a third time: killing the worker processes", name)
+        self._kill_all()
 
     def _begin_stop(self) -> None:
         """Ask every worker process to stop (SIGTERM) and start the kill deadline."""
@@ -395,14 +391,7 @@ class Supervisor:
 
     def _install_signals(self) -> Callable[[], None]:
         """Handle SIGINT and SIGTERM; returns a function restoring the old handlers."""
-        previous = {sig: signal.signal(sig, self._on_signal)
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        return install(STOP_SIGNALS, self._signals.append)
 
     def run(self) -> int:
         """Start the processes and watch them until they are stopped; the exit code."""

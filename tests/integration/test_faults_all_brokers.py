@@ -199,12 +199,14 @@ async def test_an_actor_that_kills_its_process_is_dead_lettered_and_the_rest_run
 
     raw = Redis.from_url(redis_dsn, decode_responses=True)
     runs_key = f"repid-test:selfkill:{queue_name}"
+    proc = None
     try:
         await Job("die", queue=queue_name, _connection=conn).enqueue()
         for n in range(20):
             await Job("good", queue=queue_name, args={"n": n}, _connection=conn).enqueue()
         deaths = 0
         deadline = time.monotonic() + 60
+        proc = None
         while True:
             proc = spawn(SELF_KILLING_WORKER, kind, dsn, queue_name, redis_dsn, runs_key)
             while proc.poll() is None and time.monotonic() < deadline:
@@ -230,6 +232,9 @@ async def test_an_actor_that_kills_its_process_is_dead_lettered_and_the_rest_run
         assert "delivered 4 times without being settled (limit 3)" in \
             message.parameters.headers[DEAD_REASON_HEADER]
     finally:
+        if proc is not None and proc.poll() is None:  # stop it first: it would declare the
+            proc.terminate()                          # queue again after the delete below
+            await asyncio.to_thread(proc.wait, 15)
         await raw.delete(runs_key)
         await raw.aclose()
         await queue.delete()

@@ -43,8 +43,10 @@ def available() -> str | None:
 
 
 def port_free(port: int) -> bool:
-    """Whether nothing listens on `port` of loopback right now."""
+    """Whether nothing listens on `port` of loopback right now (connections of a stopped
+    node lingering in TIME_WAIT do not count: the node's listeners reuse the address)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -58,6 +58,7 @@ async def test_sigkilled_worker_jobs_run_elsewhere(
     queue = Queue(queue_name, _connection=connection)
     await queue.declare()
     log = tmp_path / "runs.log"
+    workers = []
     try:
         for n in range(JOBS):
             await Job("record", queue=queue_name, args={"n": n},
@@ -74,6 +75,7 @@ async def test_sigkilled_worker_jobs_run_elsewhere(
         assert unfinished, "the worker was killed with no job in flight"
 
         second = spawn(WORKER_SCRIPT, amqp_dsn, queue_name, str(log), "1.0")
+        workers.append(second)
         lines = await wait_for(
             lambda ls: {n for e, n, _ in ls if e == "done"} == set(range(JOBS)), log, 40)
         assert not any(p == killed_pid for e, n, p in lines if e == "done" and n in unfinished)
@@ -83,4 +85,7 @@ async def test_sigkilled_worker_jobs_run_elsewhere(
         stats = await connection.message_broker.queue_stats(queue_name)
         assert (stats["ready"], stats["dead"]) == (0, 0)
     finally:
+        for worker in workers:  # stopped first, or it would declare the queue again
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.wait, 15)
         await queue.delete()

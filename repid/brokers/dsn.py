@@ -70,3 +70,16 @@ def dsn_secrets(dsn: str) -> set[str]:
         found.update(value for name, value in parse_qsl(text, separator="&")
                      if is_secret_name(name) and value)
     return found - {""}
+
+
+def require_dsn(dsn: object, owner: str, example: str) -> str:
+    """`dsn` when it is a non-empty string; else a `ValueError` saying which DSN is
+    missing (a DSN read with `os.environ.get` from an unset variable is None: without this
+    check a client would connect somewhere else, or fail with an unrelated message)."""
+    if isinstance(dsn, str) and dsn.strip():
+        return dsn
+    got = "None" if dsn is None else f"an empty {type(dsn).__name__}"
+    raise ValueError(
+        f"{owner} needs a DSN such as {example!r}, but its dsn is {got}. If it comes from "
+        "the environment, the variable is not set: set it, or give a default, e.g. "
+        f"os.environ.get('...', {example!r})")

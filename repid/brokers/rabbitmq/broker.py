@@ -31,7 +31,7 @@ from aiormq.exceptions import (
 from pamqp.commands import Basic
 
 from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, Message, MessageBroker
-from repid.brokers.dsn import mask_dsn
+from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.rabbitmq import codec, management, topology
 from repid.brokers.rabbitmq.consumer import (
     CHANNEL_ERRORS,
@@ -94,7 +94,7 @@ class RabbitMessageBroker(MessageBroker):
         if max_deliveries < 1:
             raise ValueError(f"max_deliveries is {max_deliveries}; give 1 or more")
         self.max_deliveries = max_deliveries
-        self.dsn = dsn
+        self.dsn = require_dsn(dsn, "RabbitMessageBroker", "amqp://guest:guest@localhost:5672/")
         self.management_url = management_url
         self.publish_timeout = publish_timeout
         self.operation_timeout = operation_timeout

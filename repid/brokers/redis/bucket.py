@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from repid.brokers.base import BucketBroker
-from repid.brokers.dsn import mask_dsn
+from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings
 from repid.data import BucketT, decode_bucket
 from repid.errors import BrokerConnectionError
@@ -36,7 +36,7 @@ class RedisBucketBroker(BucketBroker):
         **redis_options: Any,
     ) -> None:
         super().__init__(use_result_bucket=use_result_bucket)
-        self._dsn = dsn
+        self._dsn = dsn = require_dsn(dsn, "RedisBucketBroker", "redis://localhost:6379/0")
         self.prefix = prefix
         self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
                                         client_name, redis_options)

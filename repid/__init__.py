@@ -43,7 +43,6 @@ from repid.middleware import Middleware, hookimpl
 from repid.queue import Queue
 from repid.retry_policy import default_retry_policy_factory
 from repid.router import Actor, ActorResult, Router
-from repid.runner import Runner
 from repid.testing.types import EventLog, GetEventLogT, GetInMemoryQueueT, GetMockedActorT
 from repid.worker import Worker
 
@@ -114,7 +113,6 @@ __all__ = [
     "ResultBucket",
     "Router",
     "RoutingKey",
-    "Runner",
     "SettleError",
     "Stash",
     "StashKey",

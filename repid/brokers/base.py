@@ -54,7 +54,9 @@ if TYPE_CHECKING:
     from repid.connection import Connection
     from repid.middleware import Middleware
 
-Message = tuple[RoutingKey, str, Parameters]
+#: a message as brokers move it: the key, the encoded arguments, the parameters (the
+#: public `repid.Message` is what a consumer of `Queue.get_messages` sees)
+RawMessage = tuple[RoutingKey, str, Parameters]
 
 #: default of `MessageBroker.max_deliveries`
 DEFAULT_MAX_DELIVERIES = 5
@@ -177,7 +179,7 @@ class MessageBroker(_HasMiddleware, ABC):
         if size > self.max_message_size:
             raise MessageTooLargeError(key, size, self.max_message_size)
 
-    async def enqueue_many(self, messages: Iterable[Message]) -> None:
+    async def enqueue_many(self, messages: Iterable[RawMessage]) -> None:
         """Store many messages; brokers may confirm them in one round."""
         for key, payload, params in messages:
             await self.enqueue(key, payload, params)
@@ -325,11 +327,11 @@ class Consumer(ABC):
                                "queue": self.queue_name, "category": self.category}
         return self._hook_args
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def __aiter__(self) -> AsyncIterator[RawMessage]:
         return self
 
     @around("consume", "_next", _consume_args, chains=_broker_chains)
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> RawMessage:
         """The next message (see `_next`), through the `repid_consume` wrappers."""
         return await self._next()
 
@@ -350,7 +352,7 @@ class Consumer(ABC):
         """Stop receiving; messages received but not yet handed out go back to the queue."""
 
     @abstractmethod
-    async def _next(self) -> Message:
+    async def _next(self) -> RawMessage:
         """The next message; raise StopAsyncIteration once finished (or, for DELAYED and
         DEAD, once nothing is left)."""
 

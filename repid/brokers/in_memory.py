@@ -22,8 +22,8 @@ from repid.brokers.base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     BucketBroker,
     Consumer,
-    Message,
     MessageBroker,
+    RawMessage,
 )
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey, utcnow
 from repid.errors import QueueNotDeclaredError
@@ -210,7 +210,7 @@ class _ReadyConsumer(Consumer):
     async def finish(self) -> None:
         self._finished = True
 
-    async def _next(self) -> Message:
+    async def _next(self) -> RawMessage:
         if self._finished:
             raise StopAsyncIteration
         queue = self.broker._queue(self.queue_name)
@@ -233,7 +233,7 @@ class _SnapshotConsumer(Consumer):
         super().__init__(broker, queue_name, category)
         self._items: list[StoredMessage] | None = None
 
-    async def _next(self) -> Message:
+    async def _next(self) -> RawMessage:
         if self._items is None:
             queue = self.broker._queue(self.queue_name)
             source = queue.dead if self.category is MessageCategory.DEAD else queue.delayed.values()

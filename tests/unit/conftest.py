@@ -20,9 +20,9 @@ from repid import (
     MessageCategory,
     Queue,
     Repid,
-    Runner,
     Worker,
 )
+from repid.runner import Runner
 
 #: every await on the system under test is bounded by this many seconds
 TIMEOUT = 5

@@ -190,3 +190,16 @@ def test_default_retry_policy_takes_v1_arguments_and_defaults_to_the_first_retry
     assert policy(3) == policy(4) == timedelta(seconds=18)  # exponent capped at 2
     assert default_retry_policy_factory(max_backoff=timedelta(seconds=4))(9) == \
         timedelta(seconds=4)
+
+
+# --- 10. a DSN read from an unset variable -----------------------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("repid").RabbitMessageBroker(dsn=None),
+    lambda: __import__("repid").RedisMessageBroker(dsn=None),
+    lambda: __import__("repid").RedisBucketBroker(dsn=""),
+])
+def test_a_missing_dsn_is_refused_naming_it(make: object) -> None:
+    with pytest.raises(ValueError, match=r"needs a DSN such as .*variable is not set"):
+        make()  # type: ignore[operator]

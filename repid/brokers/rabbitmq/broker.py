@@ -30,7 +30,7 @@ from aiormq.exceptions import (
 )
 from pamqp.commands import Basic
 
-from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, Message, MessageBroker
+from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, MessageBroker, RawMessage
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.rabbitmq import codec, management, topology
 from repid.brokers.rabbitmq.consumer import (
@@ -428,7 +428,7 @@ class RabbitMessageBroker(MessageBroker):
             # Unknown queue: mandatory publish is returned -> QueueNotDeclaredError.
             await self._publish("", key.queue, message, key.queue)
 
-    async def enqueue_many(self, messages: Iterable[Message]) -> None:
+    async def enqueue_many(self, messages: Iterable[RawMessage]) -> None:
         """Publish all, then await all confirms (one round instead of one per message);
         each message still passes through the middleware like `enqueue`. After every
         message has been answered, raises the first failure (the others may be stored)."""

@@ -36,7 +36,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pamqp.commands import Basic
 
-from repid.brokers.base import Consumer, Message
+from repid.brokers.base import Consumer, RawMessage
 from repid.brokers.rabbitmq import codec, topology
 from repid.data import MessageCategory, utcnow
 from repid.errors import PayloadDecodeError, QueueNotDeclaredError
@@ -145,7 +145,7 @@ class RabbitConsumerBase(Consumer):
             except CHANNEL_ERRORS:
                 logger.debug("consumer channel of %s was already gone", self.queue_name)
 
-    def _hand_out(self, message: Message) -> Message:
+    def _hand_out(self, message: RawMessage) -> RawMessage:
         self._outstanding += 1
         return message
 
@@ -175,7 +175,7 @@ class RabbitConsumer(RabbitConsumerBase):
                  max_unacked_messages: int | None) -> None:
         super().__init__(broker, queue_name, MessageCategory.NORMAL)
         self.prefetch = max_unacked_messages or broker.default_prefetch
-        self._buffer: asyncio.Queue[Message | _Wake | None] = asyncio.Queue()
+        self._buffer: asyncio.Queue[RawMessage | _Wake | None] = asyncio.Queue()
         self._underlay: AbstractChannel | None = None
         self._tag: str | None = None
         self._timeout_limit: timedelta | None = None
@@ -349,7 +349,7 @@ class RabbitConsumer(RabbitConsumerBase):
             return
         self._buffer.put_nowait((key, payload, params))
 
-    async def _next(self) -> Message:
+    async def _next(self) -> RawMessage:
         if self._channel is None and not self._finished:
             await self.start()  # QueueNotDeclaredError while the queue does not exist
             _raise_if_cancelling()
@@ -427,7 +427,7 @@ class RabbitConsumer(RabbitConsumerBase):
             logger.info("could not resume consuming %r (%s); retrying", self.queue_name, exc)
             self._start_recovery("resuming after a pause failed")
 
-    def _check_consumer_timeout(self, item: Message) -> None:
+    def _check_consumer_timeout(self, item: RawMessage) -> None:
         """Warn once when a job may outlive RabbitMQ's delivery-ack timeout, after which
         the server closes the channel and redelivers the message (it would run twice)."""
         limit = self._timeout_limit
@@ -514,7 +514,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
         self._channel = channel
         self._started = True
 
-    async def _next(self) -> Message:
+    async def _next(self) -> RawMessage:
         if not self._started:
             await self.start()
         while not self._finished:

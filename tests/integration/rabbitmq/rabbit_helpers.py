@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from repid.brokers.base import Consumer, Message
+from repid.brokers.base import Consumer, RawMessage
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.data import DelayProperties, Parameters, RoutingKey, utcnow
 
@@ -32,7 +32,7 @@ def params(delay: float | None = None, headers: dict[str, str] | None = None) ->
     return Parameters(delay=DelayProperties(next_execution_time=when), headers=headers or {})
 
 
-async def take(consumer: Consumer, timeout: float = TAKE_TIMEOUT) -> Message:
+async def take(consumer: Consumer, timeout: float = TAKE_TIMEOUT) -> RawMessage:
     """The consumer's next message, failing the test if none comes within `timeout`."""
     return await asyncio.wait_for(consumer.__anext__(), timeout)
 
@@ -47,9 +47,9 @@ async def nothing_within(consumer: Consumer, seconds: float) -> bool:
     return False
 
 
-async def drain(consumer: Consumer, timeout: float = TAKE_TIMEOUT) -> list[Message]:
+async def drain(consumer: Consumer, timeout: float = TAKE_TIMEOUT) -> list[RawMessage]:
     """Everything a DELAYED or DEAD consumer reads before it ends."""
-    out: list[Message] = []
+    out: list[RawMessage] = []
     while True:
         try:
             out.append(await asyncio.wait_for(consumer.__anext__(), timeout))

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from repid.brokers.base import Consumer, Message
+from repid.brokers.base import Consumer, RawMessage
 from repid.brokers.redis import RedisMessageBroker
 from repid.data import (
     DelayProperties,
@@ -63,7 +63,7 @@ async def queue(broker: RedisMessageBroker) -> AsyncIterator[str]:
 def message(queue: str, *, id_: str | None = None, priority: int = PrioritiesT.MEDIUM,
             ready_at_in: float | None = None, timeout: float = 30.0,
             headers: dict[str, str] | None = None, payload: str = '{"x": 1}',
-            retries: int = 3) -> Message:
+            retries: int = 3) -> RawMessage:
     delay = DelayProperties() if ready_at_in is None else DelayProperties(
         next_execution_time=utcnow() + timedelta(seconds=ready_at_in))
     params = Parameters(execution_timeout=timedelta(seconds=timeout),
@@ -73,7 +73,7 @@ def message(queue: str, *, id_: str | None = None, priority: int = PrioritiesT.M
                       priority=int(priority)), payload, params
 
 
-async def take(consumer: Consumer, within: float = 3.0) -> Message:
+async def take(consumer: Consumer, within: float = 3.0) -> RawMessage:
     return await asyncio.wait_for(consumer.__anext__(), within)
 
 
@@ -82,7 +82,7 @@ async def assert_nothing(consumer: Consumer, within: float = 0.3) -> None:
         await asyncio.wait_for(consumer.__anext__(), within)
 
 
-async def drain(consumer: Consumer) -> list[Message]:
+async def drain(consumer: Consumer) -> list[RawMessage]:
     return [m async for m in consumer]
 
 

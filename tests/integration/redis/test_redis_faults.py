@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from repid.brokers.base import DEAD_REASON_HEADER, Consumer, Message
+from repid.brokers.base import DEAD_REASON_HEADER, Consumer, RawMessage
 from repid.brokers.redis import RedisBucketBroker, RedisMessageBroker
 from repid.brokers.redis._client import DEFAULT_MAX_CONNECTIONS
 from repid.brokers.redis.codec import encode_body
@@ -28,7 +28,7 @@ MakeRedis = Callable[..., PrivateRedis]
 
 pytestmark = pytest.mark.integration
 
-# indexes into RedisMessageBroker._keys(queue) (see scripts.QUEUE_KEY_NAMES)
+# indexes into RedisMessageBroker._keys(queue) (see keys.QueueKey)
 MSGS, READY1, DELAYED, DEAD, REASONS, DELIVERIES = 0, 2, 4, 9, 11, 12
 
 
@@ -37,13 +37,13 @@ def _name(what: str) -> str:
 
 
 def message(queue: str, *, id_: str | None = None, payload: str = '{"x": 1}',
-            timeout: float = 30.0) -> Message:
+            timeout: float = 30.0) -> RawMessage:
     params = Parameters(execution_timeout=timedelta(seconds=timeout))
     return RoutingKey(id_=id_ or uuid.uuid4().hex, topic="t", queue=queue, priority=1), \
         payload, params
 
 
-async def take(consumer: Consumer, within: float = 3.0) -> Message:
+async def take(consumer: Consumer, within: float = 3.0) -> RawMessage:
     return await asyncio.wait_for(consumer.__anext__(), within)
 
 

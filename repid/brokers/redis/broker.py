@@ -1,0 +1,389 @@
+"""RedisMessageBroker: durable queues in Redis, each state change of a message one Lua script.
+
+How each promise of `repid.brokers.base` is kept (the design is in docs/brokers/redis.md;
+the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
+
+1. Confirmed enqueue: `_enqueue` returns only after the ENQUEUE script replied; a lost
+   connection raises `EnqueueNotConfirmedError`, an undeclared queue (checked inside the
+   script) `QueueNotDeclaredError`.
+2. At-least-once: TAKE puts each message under a short lease (`lease_time`) in the queue's
+   in-flight set; the consumer extends the leases of all it holds every third of a lease
+   until each is settled (`consumer.py`). A settle removes it only if the lease is still
+   the consumer's, and frees the consumer's capacity whatever its outcome (`_settle`).
+   Every live broker returns expired leases to the queue once a second
+   (`_maintain_loop`), so a killed worker's messages run again within about a lease.
+3. Delays: a delayed message waits in a sorted set scored by its ready time; TAKE and the
+   maintenance loop promote it when due, and idle consumers block no longer than until the
+   next ready time (at most a second; `consumer.py`).
+4. Priorities: one ready list per priority; TAKE serves the highest, with the
+   anti-starvation rule written at the top of `lua/take.lua`.
+5. Headers: the parameters are stored whole in the message body, and replaced whole by
+   `requeue`; nothing else rewrites them.
+6. Dead letters: `nack` moves the id to the queue's dead list and its reason to the
+   `reasons` hash; a DEAD consumer reads both (the reason in `DEAD_REASON_HEADER`), and
+   `requeue` / `ack` of what it read moves it back / deletes it.
+7. Poison: each message of a TAKE is decoded on its own, and one that fails is
+   dead-lettered alone with its reason (`consumer.py`).
+8. Deliveries counted: the scripts count per message the leases that ran out
+   (`deliveries` hash); TAKE returns that count, and `delivery_count` is one more.
+
+Consumers reach the broker only through the `QueueOps` of their queue (`queue_ops.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from repid.brokers.base import (
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Consumer,
+    MessageBroker,
+    RawMessage,
+)
+from repid.brokers.dsn import mask_dsn, require_dsn
+from repid.brokers.redis import scripts
+from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings, HeldConnection
+from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop_closed
+from repid.brokers.redis.batcher import Batcher, Op
+from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
+from repid.brokers.redis.consumer import RedisConsumer, RedisSnapshotConsumer
+from repid.brokers.redis.handle import RedisHandle
+from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys, queues_key
+from repid.brokers.redis.queue_ops import MAX_OPS, QueueOps
+from repid.data import MessageCategory, Parameters, RoutingKey
+from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
+
+logger = logging.getLogger("repid.brokers.redis")
+
+#: most messages, and characters of their bodies, one ENQUEUE call carries, so that one
+#: script run never holds Redis for more than a few milliseconds (a single submission is
+#: never split; `enqueue_many` submits in chunks of this size)
+_MAX_ENQUEUE_OPS = 500
+_MAX_ENQUEUE_CHARS = 1 << 20
+
+
+class RedisMessageBroker(MessageBroker):
+    """Queues in Redis (redis-py asyncio): leases, delays, priorities, dead letters.
+
+    `lease_time` is how long a taken message stays leased without news from its consumer,
+    which extends the lease every third of it while the message is held: a worker that dies
+    mid-job has its messages delivered again within about `lease_time` (plus up to a
+    second), and a live one keeps them however long its jobs run (the extender runs on the
+    event loop: an async actor that blocks the loop for longer than a lease loses its
+    message to another worker; sync actors run in threads and do not).
+
+    `max_deliveries` is read by the worker (see `MessageBroker.max_deliveries`);
+    `max_message_size` bounds a payload (see `MessageBroker.max_message_size`).
+    `starvation_limit` is K of the anti-starvation rule (see `lua/take.lua`). `retries`,
+    `socket_timeout` and `socket_connect_timeout` tune redis-py's reconnects;
+    `max_connections` (default 256) and `pool_timeout` (default 30 s) size the connection
+    pool commands wait on (see `_client.make_client`); any other keyword goes to redis-py's
+    connection pool.
+    """
+
+    system = "redis"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        prefix: str = "repid",
+        lease_time: timedelta = timedelta(seconds=20),
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        starvation_limit: int = 10,
+        maintenance_interval: float = 1.0,
+        retries: int = 5,
+        socket_timeout: float | None = 5.0,
+        socket_connect_timeout: float | None = 5.0,
+        client_name: str | None = "repid",
+        **redis_options: Any,
+    ) -> None:
+        self._dsn = dsn = require_dsn(dsn, "RedisMessageBroker", "redis://localhost:6379/0")
+        self.prefix = prefix
+        if lease_time.total_seconds() < 0.03:
+            raise ValueError(f"lease_time is {lease_time}; give at least 30 ms (the default, "
+                             "20 s, suits most workers)")
+        self.lease_time = lease_time
+        self._lease_ms = int(lease_time.total_seconds() * 1000)
+        if max_deliveries < 1:
+            raise ValueError(f"max_deliveries is {max_deliveries}; give 1 or more")
+        self.max_deliveries = max_deliveries
+        self.max_message_size = max_message_size
+        self.starvation_limit = max(1, starvation_limit)
+        self.maintenance_interval = maintenance_interval
+        self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
+                                        client_name, redis_options)
+        self._client: Redis | None = None
+        #: the connection enqueues go through (see HeldConnection)
+        self._producer: HeldConnection | None = None
+        self._maintainer: asyncio.Task[None] | None = None
+        self._enqueuer = Batcher(self._run_enqueue, max_ops=_MAX_ENQUEUE_OPS,
+                                 max_chars=_MAX_ENQUEUE_CHARS)
+        self._settler = Batcher(self._run_settle, max_ops=MAX_OPS)
+        self._queue_keys: dict[str, list[str]] = {}
+        self._queues_key = queues_key(prefix)
+        #: live consumers and their background tasks, for `disconnect`
+        self._tasks = ConsumerTasks()
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dsn={mask_dsn(self._dsn)!r})"
+
+    # --- connection ---
+
+    async def connect(self) -> None:
+        """Open the client, check Redis answers, start returning expired leases."""
+        if self._client is not None:
+            return
+        self._client = await self._settings.open()
+        self._producer = HeldConnection(self._client)
+        self._stopping = False
+        self._maintainer = asyncio.create_task(self._maintain_loop(),
+                                               name="repid-redis-maintenance")
+
+    async def disconnect(self) -> None:
+        """Finish live consumers (their unhanded messages go back), then close the client."""
+        if self._client is None:
+            return
+        await self._tasks.finish_consumers()
+        self._stopping = True
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            await asyncio.wait({self._maintainer})
+            self._maintainer = None
+        await self._tasks.close()
+        await self._enqueuer.idle()
+        await self._settler.idle()
+        client, self._client = self._client, None
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.release()
+        await client.aclose()
+
+    def _redis(self) -> Redis:
+        if self._client is None:
+            raise self._not_connected()
+        return self._client
+
+    def _not_connected(self) -> BrokerConnectionError:
+        return BrokerConnectionError(
+            f"{self!r} is not connected; call `await connection.connect()` first")
+
+    def _keys(self, queue: str) -> list[str]:
+        """The keys of a queue in the order the scripts expect (the declared set included)."""
+        keys = self._queue_keys.get(queue)
+        if keys is None:
+            keys = self._queue_keys[queue] = queue_keys(self.prefix, queue)
+        return keys
+
+    def queue_ops(self, queue: str) -> QueueOps:
+        """What a consumer of `queue` may ask of this broker (its only way to reach it)."""
+        return QueueOps(queue, self._keys(queue), client=self._redis, settler=self._settler,
+                        tasks=self._tasks, settings=self, lease_ms=self._lease_ms,
+                        socket_timeout=self._settings.socket_timeout)
+
+    # --- the scripts ---
+
+    async def _run_enqueue(self, queue: str, ops: list[Op]) -> list[bool]:
+        args: list[str | bytes] = [queue]
+        for op in ops:
+            args.extend(op)
+        producer = self._producer
+        if producer is None:
+            raise self._not_connected()
+        result = await scripts.ENQUEUE(producer, self._keys(queue)[:ENQUEUE_KEYS], args)
+        if result == -1:
+            raise QueueNotDeclaredError(queue)
+        return [c == "1" for c in result]
+
+    async def _run_settle(self, queue: str, ops: list[Op]) -> list[bool]:
+        args: list[str | bytes] = []
+        for op in ops:
+            args.extend(op)
+        result = await scripts.SETTLE(self._redis(), self._keys(queue), args)
+        return [c == "1" for c in result]
+
+    # --- the broker calls ---
+
+    async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+        op = (key.id_, encode_body(key, payload, params), ready_ms(params))
+        try:
+            stored = await self._enqueuer.submit(key.queue, [op])
+        except CONNECTION_ERRORS as exc:
+            raise EnqueueNotConfirmedError(
+                f"Redis did not confirm the message {key.id_!r} for queue {key.queue!r}: "
+                f"{exc}") from exc
+        if not stored[0]:
+            logger.debug("message %r is already in queue %r; not enqueued again",
+                         key.id_, key.queue)
+
+    async def enqueue_many(self, messages: Iterable[RawMessage]) -> None:
+        """Store many messages; with no plugin around enqueue, in script runs of at most
+        `_MAX_ENQUEUE_OPS` messages and `_MAX_ENQUEUE_CHARS` characters of bodies each
+        (so none holds Redis for long), all sent at once."""
+        if self.is_hooked("enqueue"):
+            await super().enqueue_many(messages)
+            return
+        chunks: list[tuple[str, list[Op]]] = []
+        open_chunks: dict[str, tuple[list[Op], list[int]]] = {}
+        limit = self.max_message_size
+        for key, payload, params in messages:
+            if len(payload) > limit >> 2:  # a character is 1 to 4 bytes
+                self.check_size(key, payload)
+            body = encode_body(key, payload, params)
+            ops, chars = open_chunks.get(key.queue) or ([], [0])
+            if ops and (len(ops) >= _MAX_ENQUEUE_OPS
+                        or chars[0] + len(body) > _MAX_ENQUEUE_CHARS):
+                ops, chars = [], [0]
+            if not ops:
+                open_chunks[key.queue] = (ops, chars)
+                chunks.append((key.queue, ops))
+            ops.append((key.id_, body, ready_ms(params)))
+            chars[0] += len(body)
+        try:
+            await asyncio.gather(*(self._enqueuer.submit(q, ops) for q, ops in chunks))
+        except CONNECTION_ERRORS as exc:
+            raise EnqueueNotConfirmedError(
+                f"Redis did not confirm a batch of messages: {exc}") from exc
+
+    async def _settle(self, action: str, key: RoutingKey,
+                      extra: Callable[[], Op] | None = None) -> None:
+        """Run one settle action on a consumed message (`extra()` gives the arguments that
+        follow the lease token) and free its consumer's capacity whatever happens: the
+        release is in a `finally`, so a settle that fails in any way, even while its
+        arguments are built, never leaves the consumer short of room."""
+        handle = key.handle if isinstance(key.handle, RedisHandle) else None
+        try:
+            op: Op
+            if handle is None:
+                # a key that was not consumed here: act on the message by id, whatever lease
+                queue, op = key.queue, (action, "inflight", key.id_, "")
+            else:
+                queue = handle.queue
+                op = (action, handle.where, handle.id_, handle.token)
+            if extra is not None:
+                op += extra()
+            try:
+                done = await self._settler.submit(queue, [op])
+            except CONNECTION_ERRORS as exc:
+                raise BrokerConnectionError(
+                    f"Redis did not confirm {action} of message {key.id_!r} in queue "
+                    f"{queue!r} (an unsettled message is delivered again once its lease "
+                    f"ends): {exc}",
+                ) from exc
+        finally:
+            if handle is not None:
+                handle.release()
+        if not done[0]:
+            logger.warning(
+                "%s of message %r in queue %r had no effect: it is no longer held by this "
+                "consumer (its lease ran out and it went back to the queue, or the queue was "
+                "flushed)", action, key.id_, queue)
+
+    async def _ack(self, key: RoutingKey) -> None:
+        await self._settle("ack", key)
+
+    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
+        await self._settle("nack", key, lambda: (reason or "",))
+
+    async def _reject(self, key: RoutingKey) -> None:
+        await self._settle("reject", key)
+
+    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                       reason: str | None = None) -> None:
+        await self._settle("requeue", key, lambda: (
+            encode_body(key, payload, params), str(list_priority(key.priority)),
+            ready_ms(params)))
+
+    def delivery_count(self, key: RoutingKey) -> int:
+        """How many times the message was delivered, this time included: one more than the
+        number of its leases that ran out (returned by TAKE with the message)."""
+        handle = key.handle
+        return handle.returns + 1 if isinstance(handle, RedisHandle) else 1
+
+    async def _queue_declare(self, queue_name: str) -> None:
+        try:
+            await self._redis().sadd(self._queues_key, queue_name)
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(f"cannot declare queue {queue_name!r}: {exc}") from exc
+
+    async def _queue_flush(self, queue_name: str) -> None:
+        try:
+            # UNLINK frees the memory in the background: a big queue never blocks Redis
+            await self._redis().unlink(*own_keys(self._keys(queue_name)))
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(f"cannot flush queue {queue_name!r}: {exc}") from exc
+
+    async def _queue_delete(self, queue_name: str) -> None:
+        try:
+            async with self._redis().pipeline(transaction=True) as pipe:
+                pipe.unlink(*own_keys(self._keys(queue_name)))
+                pipe.srem(self._queues_key, queue_name)
+                await pipe.execute()
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(f"cannot delete queue {queue_name!r}: {exc}") from exc
+        self._queue_keys.pop(queue_name, None)
+
+    def _consumer(
+        self,
+        queue_name: str,
+        topics: frozenset[str] | None,
+        max_unacked_messages: int | None,
+        category: MessageCategory,
+    ) -> Consumer:
+        if category is MessageCategory.NORMAL:
+            return RedisConsumer(self, self.queue_ops(queue_name), max_unacked_messages)
+        return RedisSnapshotConsumer(self, self.queue_ops(queue_name), category)
+
+    async def queue_stats(self, queue_name: str) -> dict[str, int]:
+        """Counts of the queue's messages: ready, delayed, in_flight (leased), dead; a due
+        delayed message or an expired lease is counted as ready."""
+        try:
+            ready, delayed, in_flight, dead = await scripts.STATS(
+                self._redis(), self._keys(queue_name), [])
+        except CONNECTION_ERRORS as exc:
+            raise BrokerConnectionError(
+                f"cannot read the counts of queue {queue_name!r}: {exc}") from exc
+        return {"ready": ready, "delayed": delayed, "in_flight": in_flight, "dead": dead}
+
+    # --- background work ---
+
+    async def _maintain_loop(self) -> None:
+        """Every second, promote due delayed messages and return expired leases of every
+        declared queue (promise 2 holds even when no consumer of the queue is idle)."""
+        failing = False
+        while not self._stopping and not cancel_requested():
+            await asyncio.sleep(self.maintenance_interval * random.uniform(0.8, 1.0))
+            try:
+                client = self._redis()
+                for queue in await client.smembers(self._queues_key):
+                    moved = await scripts.MAINTAIN(client, self._keys(_text(queue)), [])
+                    if moved:
+                        logger.debug("queue %r: %d delayed or expired messages made ready",
+                                     queue, moved)
+                if failing:
+                    logger.info("Redis maintenance of %r resumed", self)
+                failing = False
+            except Exception as exc:
+                if loop_closed():
+                    return
+                if not isinstance(exc, CONNECTION_ERRORS):
+                    logger.exception("Redis maintenance of %r failed; trying again", self)
+                elif not failing:
+                    logger.warning("Redis maintenance of %r paused, Redis unreachable: %s",
+                                   self, exc)
+                    failing = True
+
+
+def _text(value: Any) -> str:
+    """A reply as text (the client decodes replies; this only narrows the type)."""
+    return value if isinstance(value, str) else bytes(value).decode()

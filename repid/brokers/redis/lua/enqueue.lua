@@ -1,0 +1,35 @@
+-- ENQUEUE (after base.lua; only the keys up to QUEUES). ARGV: queue name, then per
+-- message: id, body (its first character is the priority, 0-2), ready time ms ('' = now).
+-- Returns -1 when the queue is not declared, else a string with one '1' (stored) or '0'
+-- (id already present: a no-op) per message. Storing the body and placing the id happen
+-- together, so a message is never stored without being queued or the other way round.
+--
+-- Wake-ups: a message that makes a ready list non-empty, and every delayed one (so idle
+-- consumers recompute how long to block), pushes a wake token. One put behind others
+-- needs none: consumers are busy, or were woken by the first, and a TAKE that leaves
+-- messages behind passes a token on (see take.lua).
+if redis.call('SISMEMBER', QUEUES, ARGV[1]) == 0 then
+  return -1
+end
+local now = nil
+local res = {}
+local woke = 0
+for i = 2, #ARGV, 3 do
+  local id, body = ARGV[i], ARGV[i + 1]
+  -- the id is deduplicated while its body exists (ready, delayed, in flight or dead)
+  if redis.call('HSETNX', MSGS, id, body) == 1 then
+    local at = tonumber(ARGV[i + 2])
+    if at and not now then now = now_ms() end
+    if at and at > now then
+      redis.call('ZADD', DELAYED, at, id)
+      woke = woke + 1
+    elseif redis.call('RPUSH', ready(tonumber(string.sub(body, 1, 1))), id) == 1 then
+      woke = woke + 1
+    end
+    res[#res + 1] = '1'
+  else
+    res[#res + 1] = '0'
+  end
+end
+wake(woke)
+return table.concat(res)

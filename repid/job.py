@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from random import getrandbits
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from random import getrandbits
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from repid.data import (

@@ -47,12 +47,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
-from repid.middleware import NO_CHAINS, Chains
-from repid.middleware.through import around
+from repid.middleware.hooked import Hooked
+from repid.middleware.through import around, chains_of_broker
 
 if TYPE_CHECKING:
-    from repid.connection import Connection
-    from repid.middleware import Middleware
+    pass
 
 #: a message as brokers move it: the key, the encoded arguments, the parameters (the
 #: public `repid.Message` is what a consumer of `Queue.get_messages` sees)
@@ -73,45 +72,41 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
                   params: Parameters) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
             "payload": payload, "params": params}
 
 
 def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str, params: Parameters,
                   reason: str | None = None) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
             "payload": payload, "params": params, "reason": reason, "stash": key.stash}
 
 
 def _key_args(broker: MessageBroker, key: RoutingKey) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
             "stash": key.stash}
 
 
 def _nack_args(broker: MessageBroker, key: RoutingKey,
                reason: str | None = None) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "queue": key.queue, "key": key,
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
             "reason": reason, "stash": key.stash}
 
 
 def _queue_args(broker: MessageBroker, queue_name: str) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "queue": queue_name}
+    return {"connection": broker.hook_connection, "broker": broker, "queue": queue_name}
 
 
 def _bucket_args(broker: BucketBroker, id_: str) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "id_": id_}
+    return {"connection": broker.hook_connection, "broker": broker, "id_": id_}
 
 
 def _store_args(broker: BucketBroker, id_: str, payload: BucketT) -> dict[str, Any]:
-    return {"connection": broker._owner, "broker": broker, "id_": id_, "payload": payload}
+    return {"connection": broker.hook_connection, "broker": broker, "id_": id_, "payload": payload}
 
 
 def _consume_args(consumer: Consumer) -> dict[str, Any]:
     return consumer.hook_args()
-
-
-def _broker_chains(consumer: Consumer) -> Chains:
-    return consumer.broker._chains
 
 
 def _check_size(broker: MessageBroker, key: RoutingKey, payload: str,
@@ -120,30 +115,11 @@ def _check_size(broker: MessageBroker, key: RoutingKey, payload: str,
         broker.check_size(key, payload)
 
 
-class _HasMiddleware:
-    """The middleware slot shared by both kinds of broker."""
+class _HasMiddleware(Hooked):
+    """The middleware slot shared by both kinds of broker (`repid.middleware.hooked`)."""
 
     #: `messaging.system` of OpenTelemetry: in_memory, redis, rabbitmq
     system: ClassVar[str] = "unknown"
-
-    _middleware: Middleware | None = None
-    _chains: Chains = NO_CHAINS
-    _owner: Connection | None = None  # passed to hooks as `connection`
-
-    @property
-    def middleware(self) -> Middleware | None:
-        return self._middleware
-
-    @middleware.setter
-    def middleware(self, value: Middleware | None) -> None:
-        self._middleware = value
-        self._chains = NO_CHAINS if value is None else value.chains
-        self._owner = None if value is None else value.connection
-
-    def is_hooked(self, event: str) -> bool:
-        """Whether plugins or v1 subscribers run around the call `event` (`"enqueue"`,
-        ...): a broker's batched fast path is only for calls nothing runs around."""
-        return getattr(self._chains, event) is not None
 
 
 class MessageBroker(_HasMiddleware, ABC):
@@ -323,14 +299,14 @@ class Consumer(ABC):
     def hook_args(self) -> dict[str, Any]:
         """The `repid_consume` hook's arguments: the same for every message, built once."""
         if self._hook_args is None:
-            self._hook_args = {"connection": self.broker._owner, "broker": self.broker,
+            self._hook_args = {"connection": self.broker.hook_connection, "broker": self.broker,
                                "queue": self.queue_name, "category": self.category}
         return self._hook_args
 
     def __aiter__(self) -> AsyncIterator[RawMessage]:
         return self
 
-    @around("consume", "_next", _consume_args, chains=_broker_chains)
+    @around("consume", "_next", _consume_args, chains=chains_of_broker)
     async def __anext__(self) -> RawMessage:
         """The next message (see `_next`), through the `repid_consume` wrappers."""
         return await self._next()

@@ -22,8 +22,10 @@ S = TypeVar("S")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: where a broker keeps its chains (set with its middleware)
+#: where a broker keeps its chains (`repid.middleware.hooked.Hooked`)
 own_chains: Callable[[Any], Chains] = attrgetter("_chains")
+#: where a consumer finds its broker's chains
+chains_of_broker: Callable[[Any], Chains] = attrgetter("broker._chains")
 
 
 def around(

@@ -89,12 +89,7 @@ class Runner:
                 for loop in loops:
                     loop.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
-                for consumer in consumers:
-                    try:
-                        await consumer.finish()
-                    except Exception:
-                        logger.exception("could not finish consumer of %r",
-                                         consumer.queue_name)
+                await self._each_consumer("finish")
                 await self._drain()  # a second signal during it hurries it
             finally:
                 restore()
@@ -241,22 +236,22 @@ class Runner:
         logger.warning("message %s was delivered %d times without being settled; it runs "
                        "alone in this worker", key.id_, self._broker.delivery_count(key))
         self._isolation.block()
-        for consumer in self._consumers:
-            try:
-                await consumer.pause()
-            except Exception:
-                logger.exception("could not pause the consumer of %r", consumer.queue_name)
+        await self._each_consumer("pause")
         me = asyncio.current_task()
         while others := {task for task in self._tasks if task is not me}:
             await asyncio.wait(others)
 
     async def _leave_alone(self) -> None:
         self._isolation.unblock()
+        await self._each_consumer("resume")
+
+    async def _each_consumer(self, call: str) -> None:
+        """`await consumer.<call>()` on every consumer; a failure is logged, not raised."""
         for consumer in self._consumers:
             try:
-                await consumer.resume()
+                await getattr(consumer, call)()
             except Exception:
-                logger.exception("could not resume the consumer of %r", consumer.queue_name)
+                logger.exception("could not %s the consumer of %r", call, consumer.queue_name)
 
     def _done(self, mine: bool) -> None:
         """A taken message is finished with: count it (or give its reservation back) and

@@ -59,6 +59,18 @@ def bind(queues: list[Queue], connection: Connection) -> list[Queue]:
     return [Queue(queue.name, _connection=connection) for queue in queues]
 
 
+def on_each_queue(names: tuple[str, ...], app: str | None, verb: str, past: str) -> None:
+    """Call `Queue.<verb>()` on each named queue, saying `<past> <name>` after each."""
+    queues = make_queues(names)
+
+    async def action(connection: Connection) -> None:
+        for queue in bind(queues, connection):
+            await getattr(queue, verb)()
+            click.echo(f"{past} {queue.name}")
+
+    run_with(app, action)
+
+
 @click.group("queues")
 def queues_group() -> None:
     """Declare, flush or delete queues, and show their message counts."""
@@ -69,14 +81,7 @@ def queues_group() -> None:
 @app_option
 def declare_command(names: tuple[str, ...], app: str | None) -> None:
     """Create queues (with their delayed and dead-letter parts); idempotent."""
-    queues = make_queues(names)
-
-    async def action(connection: Connection) -> None:
-        for queue in bind(queues, connection):
-            await queue.declare()
-            click.echo(f"declared {queue.name}")
-
-    run_with(app, action)
+    on_each_queue(names, app, "declare", "declared")
 
 
 @queues_group.command("flush")
@@ -85,14 +90,7 @@ def declare_command(names: tuple[str, ...], app: str | None) -> None:
 def flush_command(names: tuple[str, ...], app: str | None) -> None:
     """Remove every message of queues: ready, delayed and dead; on Redis and in memory
     also those being processed (their settles then have no effect)."""
-    queues = make_queues(names)
-
-    async def action(connection: Connection) -> None:
-        for queue in bind(queues, connection):
-            await queue.flush()
-            click.echo(f"flushed {queue.name}")
-
-    run_with(app, action)
+    on_each_queue(names, app, "flush", "flushed")
 
 
 @queues_group.command("delete")
@@ -100,14 +98,7 @@ def flush_command(names: tuple[str, ...], app: str | None) -> None:
 @app_option
 def delete_command(names: tuple[str, ...], app: str | None) -> None:
     """Delete queues and every message in them."""
-    queues = make_queues(names)
-
-    async def action(connection: Connection) -> None:
-        for queue in bind(queues, connection):
-            await queue.delete()
-            click.echo(f"deleted {queue.name}")
-
-    run_with(app, action)
+    on_each_queue(names, app, "delete", "deleted")
 
 
 def stats_table(stats: dict[str, dict[str, int] | None]) -> str:

@@ -61,7 +61,12 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
+def _sleep_in_a_process(seconds: float) -> None:
+    """A process-pool actor's body (module level, so the pool can pickle it)."""
+    time.sleep(seconds)
+
+
+@pytest.mark.parametrize("kind", ["async", "sync", "process"])
 async def test_a_job_running_three_leases_runs_once(redis_dsn: str, kind: str) -> None:
     lease = 0.5
     queue = _name("long")
@@ -72,19 +77,29 @@ async def test_a_job_running_three_leases_runs_once(redis_dsn: str, kind: str) -
         async def long_job() -> None:
             runs.append(time.monotonic())
             await asyncio.sleep(3 * lease + 0.2)
-    else:
+    elif kind == "sync":
         @router.actor(queue=queue)
         def long_job() -> None:
             runs.append(time.monotonic())
             time.sleep(3 * lease + 0.2)
+    else:
+        router.actor(name="long_job", queue=queue, run_in_process=True)(_sleep_in_a_process)
 
     async with connection_to(redis_dsn, lease) as conn, connection_to(redis_dsn, lease) as rival:
         await Queue(queue, _connection=conn).declare()
         try:
-            await Job("long_job", queue=queue, timeout=60, _connection=conn).enqueue()
+            args = {"seconds": 3 * lease + 0.2} if kind == "process" else None
+            await Job("long_job", queue=queue, timeout=60, args=args, _connection=conn).enqueue()
             worker = Worker(routers=[router], tasks_limit=2, messages_limit=1,
                             graceful_shutdown_time=5, _connection=conn)
             async with running(worker) as task:
+                if kind == "process":  # the run is in another process: watch its lease
+                    stats = conn.message_broker.queue_stats
+                    for _ in range(100):
+                        if (await stats(queue))["in_flight"] == 1:
+                            break
+                        await asyncio.sleep(0.05)
+                    runs.append(time.monotonic())
                 await until(lambda: bool(runs), 5, "the job to start")
                 # a second worker's consumer waits on the same queue the whole time
                 other = rival.message_broker.consume(queue, max_unacked_messages=5)

@@ -23,6 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from repid import Connection, Job
 from repid.brokers.rabbitmq import RabbitMessageBroker, topology
 from repid.data import Parameters, RoutingKey
 
@@ -88,14 +89,14 @@ class Bench:
     # --- parts ---
 
     @staticmethod
-    async def sequential(fn: Callable[[], Awaitable[None]], count: int) -> float:
+    async def sequential(fn: Callable[[], Awaitable[object]], count: int) -> float:
         started = time.perf_counter()
         for _ in range(count):
             await fn()
         return count / (time.perf_counter() - started)
 
     @staticmethod
-    async def concurrent(fn: Callable[[], Awaitable[None]], count: int,
+    async def concurrent(fn: Callable[[], Awaitable[object]], count: int,
                          producers: int) -> float:
         per = count // producers
 
@@ -120,6 +121,17 @@ class Bench:
         r, w = await self.alternate(lambda: self.concurrent(self.repid_enqueue, n, 100),
                                     lambda: self.concurrent(self.raw_publish, n, 100))
         report("enqueue, 100 concurrent producers", r, w)
+        await self.purge()
+        # the same through the public API, as users write it: `await Job(...).enqueue()`
+        job = Job("noop", queue=self.queue, args={"x": 1}, _connection=Connection(self.broker))
+        n = self.n(400)
+        r, w = await self.alternate(lambda: self.sequential(job.enqueue, n),
+                                    lambda: self.sequential(self.raw_publish, n))
+        report("Job(...).enqueue(), sequential", r, w)
+        n = self.n(3000)
+        r, w = await self.alternate(lambda: self.concurrent(job.enqueue, n, 100),
+                                    lambda: self.concurrent(self.raw_publish, n, 100))
+        report("Job(...).enqueue(), 100 producers", r, w)
         await self.purge()
 
     @staticmethod
@@ -234,11 +246,7 @@ class Bench:
 
     async def part_worker(self) -> None:
         """The same two workloads through repid's Worker (core overhead included)."""
-        try:
-            from repid import Connection, Job, Router, Worker
-        except ImportError:
-            print("(Worker not available; skipped)")
-            return
+        from repid import Router, Worker
         connection = Connection(self.broker)
         await connection.connect()  # so the Worker leaves it open when it stops
         router = Router()

@@ -5,7 +5,8 @@
 Parts, each printing messages/s for repid and for raw redis-py and the ratio repid/raw:
 
 - enqueue: sequential `broker.enqueue` (atomic script: dedup, declared-queue check,
-  priority list, wake-up) vs sequential LPUSH; and the same with 100 concurrent producers.
+  priority list, wake-up) vs sequential LPUSH; and the same with 100 concurrent producers;
+  then both through the public API, `await Job(...).enqueue()`.
 - no-op: a Worker running a no-op actor over a pre-filled queue (take, run, ack with a
   lease each) vs a raw BRPOP loop that only pops.
 - sleep: a Worker running 0.1 s `asyncio.sleep` jobs with tasks_limit=1000 vs a raw BRPOP
@@ -23,7 +24,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from repid import Connection, RedisMessageBroker, Router, Worker
+from repid import Connection, Job, RedisMessageBroker, Router, Worker
 from repid.data import Parameters, RoutingKey
 
 ROWS: list[tuple[str, float, float]] = []
@@ -135,6 +136,24 @@ class Bench:
             await asyncio.gather(*(producer(len(range(i, count, 100))) for i in range(100)))
 
         await compare("enqueue, 100 producers", n, 6, ours_concurrent, raw_concurrent)
+
+        # the same through the public API, as users write it: `await Job(...).enqueue()`
+        job = Job("noop", queue=queue, args={"n": 1}, _connection=self.connection)
+
+        async def job_sequential(count: int) -> None:
+            for _ in range(count):
+                await job.enqueue()
+
+        await compare("Job(...).enqueue(), sequential", n, 6, job_sequential, raw)
+
+        async def job_concurrent(count: int) -> None:
+            async def producer(k: int) -> None:
+                for _ in range(k):
+                    await job.enqueue()
+            await asyncio.gather(*(producer(len(range(i, count, 100))) for i in range(100)))
+
+        await compare("Job(...).enqueue(), 100 producers", n, 6, job_concurrent,
+                      raw_concurrent)
 
     async def _fill(self, queue: str, key: str, n: int, topic: str) -> None:
         for start in range(0, n, 1000):

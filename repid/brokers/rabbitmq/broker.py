@@ -1,8 +1,10 @@
 """The RabbitMQ message broker, on aio-pika.
 
-Each of the base module's delivery promises is kept here or in `consumer.py`, and the
-comment next to the code that keeps it says which. The topology (queues, dead-letter
-exchange, delay levels) is described in `topology.py` and docs/brokers/rabbitmq.md.
+Each of the base module's delivery promises is kept here, in `consumer.py` or in
+`link.py`, and the comment next to the code that keeps it says which. The topology
+(queues, dead-letter exchange, delay levels) is described in `topology.py` and
+docs/brokers/rabbitmq.md. Consumers reach the broker only through the `ConsumerLink` it
+gives each of them (`_link`), so its public API is `MessageBroker`'s and its options.
 """
 
 from __future__ import annotations
@@ -33,21 +35,19 @@ from pamqp.commands import Basic
 from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, MessageBroker, RawMessage
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.rabbitmq import codec, management, topology
+from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
 from repid.brokers.rabbitmq.consumer import (
-    CHANNEL_ERRORS,
     Delivery,
     RabbitConsumer,
     RabbitConsumerBase,
     RabbitScanConsumer,
-    return_to_queue,
-    settle,
 )
+from repid.brokers.rabbitmq.link import ConsumerLink, EndedScans
 from repid.brokers.rabbitmq.management import vhost_of
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import (
     BrokerConnectionError,
     EnqueueNotConfirmedError,
-    PayloadDecodeError,
     QueueDeclareError,
     QueueNotDeclaredError,
 )
@@ -55,8 +55,6 @@ from repid.errors import (
 logger = logging.getLogger("repid.brokers.rabbitmq")
 
 _NO_ROUTE = 312
-#: RabbitMQ's own default delivery-acknowledgement timeout (consumer_timeout)
-SERVER_DEFAULT_CONSUMER_TIMEOUT = timedelta(minutes=30)
 #: enqueue_many keeps at most this many publishes awaiting their confirms at once
 _MANY_WINDOW = 2000
 
@@ -109,8 +107,7 @@ class RabbitMessageBroker(MessageBroker):
         self._topology_ready = False
         self._known_queues: set[str] = set()
         self._consumers: weakref.WeakSet[RabbitConsumerBase] = weakref.WeakSet()
-        #: ended DELAYED/DEAD scans whose handed-out messages are not all settled
-        self.ended_scans: set[RabbitConsumerBase] = set()
+        self._scans = EndedScans()
 
     def __repr__(self) -> str:
         # Secrets never reach a repr: the password is masked.
@@ -169,12 +166,12 @@ class RabbitMessageBroker(MessageBroker):
             self._channel = None
             self._topology_ready = False
             self._known_queues.clear()
-            self.ended_scans.clear()  # their channels close with the connection
+            self._scans.clear()  # their channels close with the connection
             if connection is not None:
                 await connection.close()
 
-    async def robust_connection(self) -> AbstractRobustConnection:
-        """The open connection (for consumers); raises if `connect()` was not called."""
+    async def _robust_connection(self) -> AbstractRobustConnection:
+        """The open connection; raises if `connect()` was not called."""
         if self._connection is None:
             raise BrokerConnectionError(
                 f"{self!r} is not connected; call `await connection.connect()` first")
@@ -184,7 +181,7 @@ class RabbitMessageBroker(MessageBroker):
     async def _admin_channel(self) -> AsyncIterator[aiormq.abc.AbstractChannel]:
         """A short-lived plain channel for declarations and passive checks: a 404 or 406
         closes only this channel, never the publishing or consuming ones."""
-        connection = await self.robust_connection()
+        connection = await self._robust_connection()
         if not connection.connected.is_set():
             # Only when reconnecting: asyncio.wait_for of Python < 3.12 can swallow a
             # cancellation that arrives as its inner wait completes.
@@ -205,7 +202,7 @@ class RabbitMessageBroker(MessageBroker):
                 with suppress(*CHANNEL_ERRORS):
                     await channel.close()
 
-    def server_version(self) -> tuple[int, ...]:
+    def _server_version(self) -> tuple[int, ...]:
         """RabbitMQ's version from the connection handshake ((0,) when unknown)."""
         transport = self._connection.transport if self._connection else None
         if transport is None:
@@ -217,24 +214,9 @@ class RabbitMessageBroker(MessageBroker):
         except ValueError:
             return (0,)
 
-    def _per_consumer_timeout_supported(self) -> bool:
-        return self.server_version() >= (3, 12)
-
-    def consumer_arguments(self) -> dict[str, Any] | None:
-        """basic.consume arguments: `x-consumer-timeout` where the server supports it."""
-        if self.consumer_timeout is None or not self._per_consumer_timeout_supported():
-            return None
-        return {"x-consumer-timeout": int(self.consumer_timeout.total_seconds() * 1000)}
-
-    def effective_consumer_timeout(self) -> timedelta | None:
-        """The delivery-ack timeout RabbitMQ applies to this broker's consumers."""
-        if self.consumer_timeout is not None and self._per_consumer_timeout_supported():
-            return self.consumer_timeout
-        return self.consumer_timeout or SERVER_DEFAULT_CONSUMER_TIMEOUT
-
     # --- topology ---
 
-    async def ensure_topology(self) -> None:
+    async def _ensure_topology(self) -> None:
         """Declare the shared exchanges and delay levels once per connection. Idempotent."""
         if self._topology_ready:
             return
@@ -273,7 +255,7 @@ class RabbitMessageBroker(MessageBroker):
                                    topology.level_exchange(level),
                                    routing_key=topology.level_skip_pattern(level))
 
-    async def check_queue(self, queue_name: str) -> tuple[int, int]:
+    async def _check_queue(self, queue_name: str) -> tuple[int, int]:
         """(ready, dead) message counts; QueueNotDeclaredError when it does not exist."""
         try:
             async with self._admin_channel() as channel:
@@ -286,7 +268,7 @@ class RabbitMessageBroker(MessageBroker):
         return ready.message_count or 0, dead.message_count or 0
 
     async def _queue_declare(self, queue_name: str) -> None:
-        await self.ensure_topology()
+        await self._ensure_topology()
         try:
             async with self._admin_channel() as ch:
                 # Durable queue; priorities through x-max-priority; nack dead-letters
@@ -307,20 +289,13 @@ class RabbitMessageBroker(MessageBroker):
                 "with other arguments (not declared by repid 2), delete it first.") from None
         self._known_queues.add(queue_name)
 
-    async def release_ended_scans(self, queue_name: str, category: MessageCategory) -> None:
-        """Before a DELAYED or DEAD scan: return what earlier, ended scans of the same part
-        handed out and never settled (see `RabbitScanConsumer`)."""
-        for scan in list(self.ended_scans):
-            if scan.queue_name == queue_name and scan.category is category:
-                await scan._close_channel()
-
     async def _drop_delayed(self, queue_name: str) -> None:
         """Delete the queue's messages waiting in the shared delay levels."""
-        scan = RabbitScanConsumer(self, queue_name, MessageCategory.DELAYED)
+        scan = RabbitScanConsumer(self, self._link(queue_name), MessageCategory.DELAYED)
         try:
             while True:
                 try:
-                    key, _, _ = await scan._next()
+                    key, _, _ = await scan.read()
                 except StopAsyncIteration:
                     return
                 await self._ack(key)
@@ -328,7 +303,7 @@ class RabbitMessageBroker(MessageBroker):
             await scan.finish()
 
     async def _queue_flush(self, queue_name: str) -> None:
-        await self.check_queue(queue_name)
+        await self._check_queue(queue_name)
         await self._drop_delayed(queue_name)
         async with self._admin_channel() as ch:
             await ch.queue_purge(queue_name)
@@ -337,7 +312,7 @@ class RabbitMessageBroker(MessageBroker):
     async def _queue_delete(self, queue_name: str) -> None:
         self._known_queues.discard(queue_name)
         with suppress(QueueNotDeclaredError):
-            await self.check_queue(queue_name)
+            await self._check_queue(queue_name)
             await self._drop_delayed(queue_name)
         async with self._admin_channel() as ch:
             await ch.queue_delete(queue_name)
@@ -348,7 +323,7 @@ class RabbitMessageBroker(MessageBroker):
         """`ready` and `dead` from RabbitMQ's counts; `in_flight` from the management API
         when `management_url` is set (AMQP does not report it), else -1; `delayed` (spread
         over the shared delay levels) is -1."""
-        ready, dead = await self.check_queue(queue_name)
+        ready, dead = await self._check_queue(queue_name)
         in_flight = -1
         if self.management_url:
             in_flight = await management.unacked(self.management_url, vhost_of(self.dsn),
@@ -405,9 +380,9 @@ class RabbitMessageBroker(MessageBroker):
     async def _route_known(self, queue_name: str) -> None:
         """Before a delayed publish: the delay levels exist and the queue does, since the
         delay levels accept any message and could not report an unknown queue."""
-        await self.ensure_topology()
+        await self._ensure_topology()
         if queue_name not in self._known_queues:
-            await self.check_queue(queue_name)
+            await self._check_queue(queue_name)
 
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         await self._enqueue_counted(key, payload, params, 0)
@@ -499,8 +474,8 @@ class RabbitMessageBroker(MessageBroker):
                 f"({type(exc).__name__}: {exc}); it was left in its queue, where RabbitMQ "
                 "delivers it again") from exc
 
-    async def move(self, message: DeliveredMessage, exchange: str, routing_key: str,
-                   queue_name: str, set_headers: dict[str, Any] | None = None) -> bool:
+    async def _move(self, message: DeliveredMessage, exchange: str, routing_key: str,
+                    queue_name: str, set_headers: dict[str, Any] | None = None) -> bool:
         """Replace `message` by a copy published to `exchange`/`routing_key` (with the
         AMQP headers in `set_headers` set): the copy is confirmed before the original is
         acked, so a failure in between leaves a duplicate, never a loss. False (and the
@@ -520,13 +495,6 @@ class RabbitMessageBroker(MessageBroker):
                         "RabbitMQ delivers the original again (a duplicate)",
                         codec.describe(message), routing_key)
         return True
-
-    async def give_back(self, message: DeliveredMessage, queue_name: str) -> None:
-        """Return a NORMAL message to its queue on purpose, uncounted: a copy with the same
-        `x-repid-deliveries` replaces it (see `consumer.py`); basic.reject requeue=True
-        (which counts once) only if that copy cannot be stored."""
-        if not await self.move(message, "", queue_name, queue_name):
-            await return_to_queue(message)
 
     async def _ack(self, key: RoutingKey) -> None:
         await self._settle(self._delivery(key), "ack", None)
@@ -570,7 +538,7 @@ class RabbitMessageBroker(MessageBroker):
 
     async def _move_or_reject(self, delivery: Delivery) -> None:
         queue_name = delivery.consumer.queue_name
-        if await self.move(delivery.message, "", queue_name, queue_name):
+        if await self._move(delivery.message, "", queue_name, queue_name):
             await delivery.consumer.settled(delivery)
         else:
             await self._settle(delivery, "reject", requeue=True)
@@ -592,35 +560,6 @@ class RabbitMessageBroker(MessageBroker):
         await self._enqueue_counted(key, payload, params, earlier)
         await self._settle(delivery, "requeue", None)
 
-    async def delay_again(self, delivery: Delivery, key: RoutingKey, payload: str,
-                          params: Parameters) -> None:
-        """Send a message that arrived before its time back to the delay levels. If that
-        fails it is returned to its queue after `reconnect_interval` (not at once, which
-        would spin while RabbitMQ refuses publishes)."""
-        try:
-            await self._enqueue_counted(replace(key, handle=None), payload, params,
-                                        delivery.earlier_deliveries())
-        except (EnqueueNotConfirmedError, QueueNotDeclaredError, *CHANNEL_ERRORS) as exc:
-            logger.warning("could not delay message %r again (%s); returning it to %r in "
-                           "%.1f s", key.id_, exc, key.queue, self.reconnect_interval)
-            await asyncio.sleep(self.reconnect_interval)
-            await return_to_queue(delivery.message)
-            return
-        with suppress(*CHANNEL_ERRORS):  # closed: RabbitMQ delivers it again (a duplicate)
-            await settle(delivery.message, None)
-
-    async def dead_letter_poison(self, message: DeliveredMessage, queue_name: str,
-                                 reason: PayloadDecodeError) -> bool:
-        """Poison isolated (promise 7): log why, and move the undecodable message alone to
-        the queue's DLQ, as a confirmed copy carrying the reason in `x-repid-dead-reason`,
-        then ack it; the consumer carries on. False when the copy could not be stored (the
-        message is then still held; the caller decides where it goes)."""
-        dead = topology.dead_queue(queue_name)
-        logger.error("message %r on queue %r cannot be decoded (%s); moved to %r",
-                     codec.describe(message), queue_name, reason, dead)
-        return await self.move(message, "", dead, queue_name, {
-            codec.HEADER_DEAD_REASON: codec.dead_reason(f"cannot be decoded: {reason}")})
-
     # --- consuming ---
 
     def _consumer(
@@ -634,8 +573,17 @@ class RabbitMessageBroker(MessageBroker):
         # worker returns messages of topics it does not handle.
         consumer: RabbitConsumerBase
         if category is MessageCategory.NORMAL:
-            consumer = RabbitConsumer(self, queue_name, max_unacked_messages)
+            consumer = RabbitConsumer(self, self._link(queue_name), max_unacked_messages)
         else:
-            consumer = RabbitScanConsumer(self, queue_name, category)
+            consumer = RabbitScanConsumer(self, self._link(queue_name), category)
         self._consumers.add(consumer)
         return consumer
+
+    def _link(self, queue_name: str) -> ConsumerLink:
+        """What a consumer of `queue_name` may ask of this broker (its only way to reach
+        it). `_move` and `_enqueue_counted` look up `_publish` at each call."""
+        return ConsumerLink(queue_name, settings=self, connection=self._robust_connection,
+                            check_queue=self._check_queue,
+                            ensure_topology=self._ensure_topology,
+                            server_version=self._server_version, move=self._move,
+                            enqueue_counted=self._enqueue_counted, scans=self._scans)

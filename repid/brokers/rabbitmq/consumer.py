@@ -5,9 +5,10 @@ Deliveries counted (promise 8). RabbitMQ 3.10 classic queues keep no delivery co
 the `redelivered` flag, so the count travels in the message's `x-repid-deliveries` header:
 the earlier deliveries that ended unsettled. A NORMAL message arriving with `redelivered`
 set (its previous holder died, lost its connection or passed RabbitMQ's consumer_timeout)
-is not handed out: `RabbitMessageBroker.move` publishes a copy with the header one higher
-to the same queue, waits for the confirm, and only then acks the original, so the worst
-case is a duplicate, never a loss. Only redelivered messages pay for this.
+is not handed out: the broker's `_move` (through `ConsumerLink.replace`) publishes a copy
+with the header one higher to the same queue, waits for the confirm, and only then acks
+the original, so the worst case is a duplicate, never a loss. Only redelivered messages
+pay for this.
 
 Returns on purpose must not count, yet `basic.reject(requeue=True)` sets `redelivered`
 too. So every deliberate return of a NORMAL message (`reject`, `finish()` giving back its
@@ -20,6 +21,9 @@ subscription is cancelled, and what was buffered or arrives before the cancel-ok
 back (uncounted), so a suspect that kills the process takes nothing else down with it.
 `resume()` subscribes again. (basic.qos would not do: RabbitMQ applies a new prefetch to
 new consumers only.)
+
+The consumers reach their broker only through the `ConsumerLink` it gives them
+(`link.py`); the acknowledgements themselves are in `acks.py`.
 """
 
 from __future__ import annotations
@@ -29,25 +33,20 @@ import logging
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pamqp.commands import Basic
 
-from repid.brokers.base import Consumer, RawMessage
+from repid.brokers.base import Consumer, MessageBroker, RawMessage
 from repid.brokers.rabbitmq import codec, topology
+from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
+from repid.brokers.rabbitmq.link import ConsumerLink
 from repid.data import MessageCategory, utcnow
 from repid.errors import PayloadDecodeError, QueueNotDeclaredError
 
-if TYPE_CHECKING:
-    from repid.brokers.rabbitmq.broker import RabbitMessageBroker
-
 logger = logging.getLogger("repid.brokers.rabbitmq")
-
-#: errors of a channel or connection that went away under us
-CHANNEL_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, asyncio.TimeoutError)
 
 #: a message arriving this much before its time is sent back to the delay levels
 _EARLY_TOLERANCE = timedelta(seconds=1)
@@ -76,28 +75,6 @@ class Delivery:
         return self.earlier
 
 
-async def settle(message: DeliveredMessage, requeue: bool | None) -> None:
-    """basic.ack (requeue None) or basic.reject on the channel the message came from.
-
-    Returns once the frame is written to the socket, so a settled message is not
-    redelivered because this process stopped right after settling it."""
-    tag = message.delivery_tag
-    assert tag is not None
-    if requeue is None:
-        await message.channel.basic_ack(tag)
-    else:
-        await message.channel.basic_reject(tag, requeue=requeue)
-
-
-async def return_to_queue(message: DeliveredMessage) -> None:
-    """basic.reject requeue=True, ignoring a closed channel (which returns it anyway)."""
-    try:
-        await settle(message, requeue=True)
-    except CHANNEL_ERRORS:
-        logger.debug("channel closed before a message could be returned; RabbitMQ "
-                     "returns it by itself")
-
-
 def _raise_if_cancelling() -> None:
     """Raise CancelledError if the current task is being cancelled. The checks of a lost
     queue await channel operations that use asyncio.wait_for, which on Python < 3.12 can
@@ -117,10 +94,10 @@ class RabbitConsumerBase(Consumer):
     and everything it handed out is settled.
     """
 
-    def __init__(self, broker: RabbitMessageBroker, queue_name: str,
+    def __init__(self, broker: MessageBroker, link: ConsumerLink,
                  category: MessageCategory) -> None:
-        super().__init__(broker, queue_name, category)
-        self._rabbit = broker
+        super().__init__(broker, link.queue, category)
+        self._link = link
         self._channel: AbstractRobustChannel | None = None
         self._outstanding = 0
         self._finished = False
@@ -134,10 +111,12 @@ class RabbitConsumerBase(Consumer):
         delivery.settled = True
         self._outstanding -= 1
         if self._finished and self._outstanding <= 0:
-            await self._close_channel()
+            await self.close_channel()
 
-    async def _close_channel(self) -> None:
-        self._rabbit.ended_scans.discard(self)
+    async def close_channel(self) -> None:
+        """Close the channel (RabbitMQ returns whatever it still holds); a scan that ended
+        is no longer kept for a later one to take over."""
+        self._link.scans.forget(self)
         channel, self._channel = self._channel, None
         if channel is not None and not channel.is_closed:
             try:
@@ -171,10 +150,10 @@ class RabbitConsumer(RabbitConsumerBase):
     subscription is back.
     """
 
-    def __init__(self, broker: RabbitMessageBroker, queue_name: str,
+    def __init__(self, broker: MessageBroker, link: ConsumerLink,
                  max_unacked_messages: int | None) -> None:
-        super().__init__(broker, queue_name, MessageCategory.NORMAL)
-        self.prefetch = max_unacked_messages or broker.default_prefetch
+        super().__init__(broker, link, MessageCategory.NORMAL)
+        self.prefetch = max_unacked_messages or link.settings.default_prefetch
         self._buffer: asyncio.Queue[RawMessage | _Wake | None] = asyncio.Queue()
         self._underlay: AbstractChannel | None = None
         self._tag: str | None = None
@@ -193,15 +172,15 @@ class RabbitConsumer(RabbitConsumerBase):
         reopen callback subscribes again, so consuming resumes by itself."""
         if self._channel is not None or self._finished:
             return
-        await self._rabbit.check_queue(self.queue_name)
-        connection = await self._rabbit.robust_connection()
+        await self._link.check_queue()
+        connection = await self._link.connection()
         channel = await connection.channel(publisher_confirms=False)
         assert isinstance(channel, AbstractRobustChannel)
         try:
             # Prefetch bounded by max_unacked_messages: RabbitMQ never pushes more than
             # this many unsettled messages to this consumer.
             await channel.set_qos(prefetch_count=self.prefetch)
-            self._timeout_limit = self._rabbit.effective_consumer_timeout()
+            self._timeout_limit = self._link.effective_consumer_timeout()
             await self._subscribe(channel)
         except BaseException:
             await channel.close()
@@ -216,8 +195,8 @@ class RabbitConsumer(RabbitConsumerBase):
             underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
         ok = await underlay.basic_consume(
             self.queue_name, self._on_message, no_ack=False,
-            arguments=self._rabbit.consumer_arguments(),
-            timeout=self._rabbit.operation_timeout)
+            arguments=self._link.consumer_arguments(),
+            timeout=self._link.settings.operation_timeout)
         self._underlay, self._tag = underlay, ok.consumer_tag
 
     def _on_channel_close(self, channel: Any, exc: BaseException | None = None) -> None:
@@ -256,12 +235,12 @@ class RabbitConsumer(RabbitConsumerBase):
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._retry_now.wait(), delay)
             self._retry_now.clear()
-            delay = max(self._rabbit.reconnect_interval, 0.1)
+            delay = max(self._link.settings.reconnect_interval, 0.1)
             channel = self._channel
             if self._finished or channel is None:
                 return
             try:
-                await self._rabbit.check_queue(self.queue_name)
+                await self._link.check_queue()
                 if self._finished:
                     return
                 if not self._paused:  # else `resume()` subscribes
@@ -291,7 +270,7 @@ class RabbitConsumer(RabbitConsumerBase):
         """The queue was found gone: raise QueueNotDeclaredError while it still is, else
         have the recovery loop subscribe again now."""
         try:
-            await self._rabbit.check_queue(self.queue_name)
+            await self._link.check_queue()
         except QueueNotDeclaredError:
             self.report_problem(f"RabbitMQ queue {self.queue_name!r} does not exist "
                                 "(deleted, or the server lost its state); declare it")
@@ -309,7 +288,7 @@ class RabbitConsumer(RabbitConsumerBase):
         except Exception:
             logger.exception("could not handle message %r from %r; returning it to the "
                              "queue", codec.describe(message), self.queue_name)
-            await asyncio.sleep(self._rabbit.reconnect_interval)
+            await asyncio.sleep(self._link.settings.reconnect_interval)
             await return_to_queue(message)
         finally:
             self._receiving -= 1
@@ -320,14 +299,13 @@ class RabbitConsumer(RabbitConsumerBase):
         if self._finished or (self._paused and not message.redelivered):
             # Arrived between basic.cancel and cancel-ok (finishing or pausing): give it
             # back, never drop it.
-            await self._rabbit.give_back(message, self.queue_name)
+            await self._link.give_back(message)
             return
         delivery = Delivery(message, MessageCategory.NORMAL, self)
         if message.redelivered:
             # Deliveries counted: its last delivery ended unsettled (see the module).
             earlier = codec.deliveries(message) + 1
-            if await self._rabbit.move(message, "", self.queue_name, self.queue_name,
-                                       {codec.HEADER_DELIVERIES: earlier}):
+            if await self._link.replace(message, {codec.HEADER_DELIVERIES: earlier}):
                 return
             delivery.earlier = earlier  # no counted copy stored: hand out, counted here
         try:
@@ -335,7 +313,7 @@ class RabbitConsumer(RabbitConsumerBase):
         except Exception as exc:  # any failure to read it makes it poison, never stuck here
             reason = exc if isinstance(exc, PayloadDecodeError) else PayloadDecodeError(
                 f"{type(exc).__name__}: {exc}")
-            if not await self._rabbit.dead_letter_poison(message, self.queue_name, reason):
+            if not await self._link.dead_letter_poison(message, reason):
                 # Not stored in the DLQ with its reason: dead-letter it through the
                 # queue's DLX instead (reason only in the log), never keep holding it.
                 with suppress(*CHANNEL_ERRORS):
@@ -345,7 +323,8 @@ class RabbitConsumer(RabbitConsumerBase):
             # Delays to the second: a message that arrives before its time (a delay longer
             # than the delay levels reach, or a message published straight to the queue)
             # goes back to the delay levels.
-            await self._rabbit.delay_again(delivery, key, payload, params)
+            await self._link.delay_again(message, delivery.earlier_deliveries(), key,
+                                         payload, params)
             return
         self._buffer.put_nowait((key, payload, params))
 
@@ -388,7 +367,7 @@ class RabbitConsumer(RabbitConsumerBase):
         if underlay is not None and tag is not None:
             self._tag = None
             try:
-                await underlay.basic_cancel(tag, timeout=self._rabbit.operation_timeout)
+                await underlay.basic_cancel(tag, timeout=self._link.settings.operation_timeout)
             except CHANNEL_ERRORS as exc:  # the channel is gone: nothing more arrives on it
                 logger.debug("could not pause the consumer of %r (%s)", self.queue_name, exc)
         # Deliveries sent before cancel-ok precede it on the channel: their `_on_message`
@@ -401,7 +380,7 @@ class RabbitConsumer(RabbitConsumerBase):
                 delivery = item[0].handle
                 assert isinstance(delivery, Delivery)
                 if delivery.alive():
-                    returns.append(self._rabbit.give_back(delivery.message, self.queue_name))
+                    returns.append(self._link.give_back(delivery.message))
             else:
                 keep.append(item)
         for sentinel in keep:
@@ -454,7 +433,7 @@ class RabbitConsumer(RabbitConsumerBase):
         if self._underlay is not None and self._tag is not None:
             try:
                 await self._underlay.basic_cancel(self._tag,
-                                                  timeout=self._rabbit.operation_timeout)
+                                                  timeout=self._link.settings.operation_timeout)
             except CHANNEL_ERRORS:
                 logger.debug("cancelling the consumer of %s failed; channel is gone",
                              self.queue_name)
@@ -465,12 +444,12 @@ class RabbitConsumer(RabbitConsumerBase):
                 delivery = item[0].handle
                 assert isinstance(delivery, Delivery)
                 if delivery.alive():
-                    returns.append(self._rabbit.give_back(delivery.message, self.queue_name))
+                    returns.append(self._link.give_back(delivery.message))
         if returns:  # all copies confirmed in one round
             await asyncio.gather(*returns)
         self._buffer.put_nowait(None)
         if self._outstanding <= 0:
-            await self._close_channel()
+            await self.close_channel()
 
 
 class RabbitScanConsumer(RabbitConsumerBase):
@@ -489,9 +468,9 @@ class RabbitScanConsumer(RabbitConsumerBase):
     BrokerConnectionError and leaves it where it is.
     """
 
-    def __init__(self, broker: RabbitMessageBroker, queue_name: str,
+    def __init__(self, broker: MessageBroker, link: ConsumerLink,
                  category: MessageCategory) -> None:
-        super().__init__(broker, queue_name, category)
+        super().__init__(broker, link, category)
         self._sources: list[str] = []
         self._index = 0
         self._held: list[DeliveredMessage] = []
@@ -501,20 +480,25 @@ class RabbitScanConsumer(RabbitConsumerBase):
         """Open the channel and name the queues to scan."""
         if self._started:
             return
-        await self._rabbit.check_queue(self.queue_name)
-        await self._rabbit.release_ended_scans(self.queue_name, self.category)
+        await self._link.check_queue()
+        await self._link.scans.release(self.queue_name, self.category)
         if self.category is MessageCategory.DELAYED:
-            await self._rabbit.ensure_topology()
+            await self._link.ensure_topology()
             self._sources = [topology.level_queue(k) for k in reversed(range(topology.LEVELS))]
         else:
             self._sources = [topology.dead_queue(self.queue_name)]
-        connection = await self._rabbit.robust_connection()
+        connection = await self._link.connection()
         channel = await connection.channel(publisher_confirms=False)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
         self._started = True
 
     async def _next(self) -> RawMessage:
+        return await self.read()
+
+    async def read(self) -> RawMessage:
+        """The next message the scan hands out (StopAsyncIteration once none is left),
+        without the consume hooks: the broker's own scans (flush, delete) use it."""
         if not self._started:
             await self.start()
         while not self._finished:
@@ -524,7 +508,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
             assert self._channel is not None
             underlay = await self._channel.get_underlay_channel()
             message = await underlay.basic_get(self._sources[self._index], no_ack=False,
-                                               timeout=self._rabbit.operation_timeout)
+                                               timeout=self._link.settings.operation_timeout)
             if isinstance(message.delivery, Basic.GetEmpty):
                 self._index += 1
                 continue
@@ -542,7 +526,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
                     logger.warning("dead-letter queue of %r holds an undecodable message "
                                    "(%s); left there", self.queue_name, exc)
                     self._held.append(message)
-                elif not await self._rabbit.dead_letter_poison(message, self.queue_name, exc):
+                elif not await self._link.dead_letter_poison(message, exc):
                     self._held.append(message)  # returned where it was when the scan ends
                 continue
             return self._hand_out(item)
@@ -563,9 +547,9 @@ class RabbitScanConsumer(RabbitConsumerBase):
         for message in held:
             await return_to_queue(message)
         if self._outstanding <= 0:
-            await self._close_channel()
+            await self.close_channel()
         else:  # kept (strongly) until settled or taken over by a later scan
-            self._rabbit.ended_scans.add(self)
+            self._link.scans.keep(self)
 
     async def finish(self) -> None:
         """Stop the scan early; held messages go back to their queues."""

@@ -359,7 +359,7 @@ async def test_worker_declares_a_deleted_queue_again_and_runs_later_jobs(
 
             async def declared_again() -> bool:
                 try:
-                    await other.check_queue(queue)
+                    await other.queue_stats(queue)
                 except QueueNotDeclaredError:
                     return False
                 return True

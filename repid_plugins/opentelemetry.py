@@ -6,35 +6,62 @@ extra); configure an SDK `TracerProvider` yourself, or pass one as `tracer_provi
 
 Spans, named and attributed per OpenTelemetry's messaging semantic conventions:
 
-- `send {queue}` (PRODUCER) around every enqueue; it injects the W3C trace context into the
-  message headers, so the consumer continues the trace.
-- `process {queue}` (CONSUMER) around every actor run, child of the producer's span (or, with
-  `use_links=True`, the root of a new trace linked to it). It is current while the actor runs,
-  so a job the actor enqueues lands in the same trace.
+- `send {queue}` (PRODUCER) around every enqueue; it writes the W3C trace context
+  (`traceparent`, `tracestate`) into the message headers, so the consumer continues the trace.
+- `process {queue}` (CONSUMER) from the start of an actor run to the message's settle,
+  child of the producer's span (or, with `use_links=True`, the root of a new trace linked
+  to it). It is current while the actor runs, so a job the actor enqueues, and the bucket
+  calls of the run, land in the same trace. How the message was settled goes on it:
+  `repid.settle.operation` (`ack`, `nack`, `reject`, `requeue`), `repid.requeue.reason`,
+  `repid.dead.reason`; a settle that raised sets `error.type` (unless the run's failure
+  already did) and records the exception.
 - `ack|nack|reject|requeue {queue}` (CLIENT, `messaging.operation.type=settle`) around each
-  settlement, child of the message's process span.
+  settle, child of the process span, only with `settle_spans=True` (the semantic
+  conventions make settle spans a SHOULD; they cost a third span per message).
 - `get_bucket|store_bucket|delete_bucket` (CLIENT) around bucket calls.
 - `receive {queue}` (CLIENT) around taking a message, only with `trace_receive=True` (it
   includes the wait for a message, so it is off by default).
 
 A retry keeps the producer's trace context in its headers (a requeue never overwrites it), so
 every attempt's process span is in the original trace, attempt number in `repid.retry.attempt`.
+
+Cost guarantees, kept by the code below:
+
+- Per-delivery state lives only in the delivery's stash (`key.stash`): nothing is keyed by
+  message id, nothing is evicted under load, a new delivery starts clean.
+- Attributes are set only on a recording span (`span.is_recording()`): with a sampler that
+  drops a trace, a message costs two span starts, one inject and one extract.
+- The constant attributes and span names of a (queue, actor) are built once and reused.
+- The consumer extracts a context only when the headers carry `traceparent` (or, with a
+  custom `propagator=`, one of its fields), and attaches one context per actor run.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.propagators.textmap import Getter, TextMapPropagator, default_getter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
-from repid import hookimpl
-from repid_plugins._common import BoundedMap, error_type
+from repid import StashKey, hookimpl
+from repid_plugins._common import error_type
 
 if TYPE_CHECKING:
     from repid import (
@@ -46,12 +73,49 @@ if TYPE_CHECKING:
         MessageCategory,
         Parameters,
         RoutingKey,
+        Stash,
     )
     from repid.data import BucketT
 
-__all__ = ["TracingPlugin"]
+__all__ = ["W3C_PROPAGATOR", "TracingPlugin"]
 
 _INSTRUMENTATION = "repid_plugins.opentelemetry"
+
+_TRACEPARENT = "traceparent"
+_TRACESTATE = "tracestate"
+#: a version-00 traceparent, the one form repid's producers write (anything else takes the
+#: general path of the SDK's propagator)
+_TRACEPARENT_00 = re.compile("00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+class _W3CTraceContext(TraceContextTextMapPropagator):
+    """The W3C trace context propagator, with a short path for the common carrier: a plain
+    dict of headers whose `traceparent` is version 00 with no `tracestate`. It gives the
+    same context as the general path, which handles every other case."""
+
+    def extract(self, carrier: Any, context: Context | None = None,
+                getter: Getter[Any] = default_getter) -> Context:
+        """The context carried by `carrier` on top of `context` (an empty one if None)."""
+        if getter is default_getter and type(carrier) is dict and _TRACESTATE not in carrier:
+            header = carrier.get(_TRACEPARENT)
+            if type(header) is str:
+                match = _TRACEPARENT_00.fullmatch(header)
+                if match is not None:
+                    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+                    if not trace_id or not span_id:
+                        return Context() if context is None else context
+                    remote = SpanContext(trace_id=trace_id, span_id=span_id, is_remote=True,
+                                         trace_flags=TraceFlags(int(match[3], 16)))
+                    return trace.set_span_in_context(NonRecordingSpan(remote),
+                                                     Context() if context is None else context)
+        return super().extract(carrier, context, getter)
+
+
+#: the propagator used unless `propagator=` says otherwise: W3C trace context only, made
+#: once for the process (it keeps no state)
+W3C_PROPAGATOR: TextMapPropagator = _W3CTraceContext()
+#: the parent of a span that starts a trace (never the worker's own current context)
+_ROOT = Context()
 
 # attribute names of the messaging semantic conventions (hard-coded: semconv is not a dep)
 SYSTEM = "messaging.system"
@@ -62,22 +126,59 @@ MESSAGE_ID = "messaging.message.id"
 ERROR_TYPE = "error.type"
 ACTOR_NAME = "repid.actor.name"
 RETRY_ATTEMPT = "repid.retry.attempt"
+SETTLE_OPERATION = "repid.settle.operation"
+REQUEUE_REASON = "repid.requeue.reason"
+REQUEUE_READY_AT = "repid.requeue.ready_at"
+DEAD_REASON = "repid.dead.reason"
 BUCKET_ID = "repid.bucket.id"
 BUCKET_SYSTEM = "repid.bucket.system"
 
 T = TypeVar("T")
+Attributes = dict[str, AttributeValue]
 
 
-def _fail(span: Span, exc: BaseException) -> None:
-    """Record a failure on a span the way the semantic conventions ask: status, type, event."""
+def _fail(span: Span, exc: BaseException, *, set_type: bool = True) -> None:
+    """Record a failure on a span the way the semantic conventions ask: status, type, event.
+    `set_type=False` keeps an `error.type` set before (the run's, when its settle fails)."""
     kind = error_type(exc)
-    span.set_attribute(ERROR_TYPE, kind)
+    if set_type:
+        span.set_attribute(ERROR_TYPE, kind)
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, f"{kind}: {exc}"))
 
 
+class _Delivery:
+    """What the plugin knows of one delivery, kept in its stash from take to settle."""
+
+    __slots__ = ("ctx", "failed", "headers", "running", "settled", "span")
+
+    def __init__(self) -> None:
+        #: the recording process span, ended by the settle (or by the run, when the actor
+        #: settled the message itself); None: not run here, or not sampled
+        self.span: Span | None = None
+        #: the context the process span is current in (a settle span's parent)
+        self.ctx: Context | None = None
+        #: the message headers as taken (only kept when settle spans are on)
+        self.headers: dict[str, str] | None = None
+        self.running = False
+        self.settled = False
+        #: the run failed, so its `error.type` stays on the span
+        self.failed = False
+
+
+_DELIVERY = StashKey[_Delivery]()
+
+
 class TracingPlugin:
     """repid plugin emitting OpenTelemetry spans for sends, actor runs, settles and buckets."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> TracingPlugin:
+        """A plugin that needs nothing at a message's take has no `repid_consume` hook, so
+        the take costs nothing: with settle spans or receive spans on, the plugin is the
+        subclass that has one."""
+        if cls is TracingPlugin and (kwargs.get("settle_spans") or kwargs.get("trace_receive")):
+            cls = _TakeTracing
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -86,36 +187,65 @@ class TracingPlugin:
         *,
         propagator: TextMapPropagator | None = None,
         trace_receive: bool = False,
+        settle_spans: bool = False,
     ) -> None:
         """`tracer_provider` defaults to the global one; `use_links=True` starts a new trace
-        per run, linked to the producer's; `propagator` defaults to the global one."""
+        per run, linked to the producer's; `propagator` defaults to W3C trace context only
+        (pass `opentelemetry.propagate.get_global_textmap()` to carry baggage too);
+        `settle_spans=True` adds a CLIENT span per settle; `trace_receive=True` a span per
+        take."""
         self.tracer = trace.get_tracer(_INSTRUMENTATION, tracer_provider=tracer_provider)
         self.use_links = use_links
         self.trace_receive = trace_receive
-        self._propagator = propagator
-        # headers of each message taken and not yet run (extracted only if needed)
-        self._taken: BoundedMap[str, dict[str, str]] = BoundedMap()
-        # context a settle span parents on, per message run (the process span's)
-        self._settle_parent: BoundedMap[str, Context] = BoundedMap()
-        # context a result bucket store parents on, per result id (the process span's)
-        self._bucket_parent: BoundedMap[str, Context] = BoundedMap()
+        self.settle_spans = settle_spans
+        self._propagator: TextMapPropagator = propagator or W3C_PROPAGATOR
+        #: header names whose presence means there is a context to extract
+        self._fields = (_TRACEPARENT,) if propagator is None else tuple(propagator.fields)
+        # built once per queue / (queue, actor): bounded by the app's names, not messages
+        self._send: dict[tuple[str, str, str], tuple[str, Attributes]] = {}
+        self._process: dict[tuple[str, str, str], tuple[str, Attributes]] = {}
+        self._settle: dict[tuple[str, str, str], tuple[str, Attributes]] = {}
 
     # --- propagation ---
 
-    def _inject(self, headers: dict[str, str], ctx: Context) -> None:
-        """Write the trace context of `ctx` into message headers."""
-        if self._propagator is None:
-            propagate.inject(headers, context=ctx)
-        else:
-            self._propagator.inject(headers, context=ctx)
+    def _extract(self, headers: dict[str, str]) -> Context | None:
+        """The producer's context from message headers; None when they carry none."""
+        for name in self._fields:
+            if name in headers:
+                return self._propagator.extract(headers, context=Context())
+        return None
 
-    def _extract(self, headers: dict[str, str]) -> Context:
-        """The producer's context from message headers (empty when it sent none)."""
-        if not headers:
-            return Context()
-        if self._propagator is None:
-            return propagate.extract(headers, context=Context())
-        return self._propagator.extract(headers, context=Context())
+    def _carries_context(self, headers: dict[str, str]) -> bool:
+        return any(name in headers for name in self._fields)
+
+    # --- precomputed names and attributes ---
+
+    def _send_info(self, system: str, queue: str, actor: str) -> tuple[str, Attributes]:
+        cache_key = (system, queue, actor)
+        info = self._send.get(cache_key)
+        if info is None:
+            info = self._send[cache_key] = (f"send {queue}", {
+                SYSTEM: system, DESTINATION: queue, OPERATION_TYPE: "send",
+                OPERATION_NAME: "send", ACTOR_NAME: actor})
+        return info
+
+    def _process_info(self, system: str, queue: str, actor: str) -> tuple[str, Attributes]:
+        cache_key = (system, queue, actor)
+        info = self._process.get(cache_key)
+        if info is None:
+            info = self._process[cache_key] = (f"process {queue}", {
+                SYSTEM: system, DESTINATION: queue, OPERATION_TYPE: "process",
+                OPERATION_NAME: "process", ACTOR_NAME: actor})
+        return info
+
+    def _settle_info(self, system: str, queue: str, operation: str) -> tuple[str, Attributes]:
+        cache_key = (system, queue, operation)
+        info = self._settle.get(cache_key)
+        if info is None:
+            info = self._settle[cache_key] = (f"{operation} {queue}", {
+                SYSTEM: system, DESTINATION: queue, OPERATION_TYPE: "settle",
+                OPERATION_NAME: operation})
+        return info
 
     # --- producer side ---
 
@@ -124,28 +254,196 @@ class TracingPlugin:
         self, broker: MessageBroker, queue: str, key: RoutingKey, params: Parameters,
     ) -> Generator[None, None, None]:
         """`send {queue}` PRODUCER span; its context goes into the message headers."""
-        span = self.tracer.start_span(
-            f"send {queue}", kind=SpanKind.PRODUCER,
-            attributes={SYSTEM: broker.system, DESTINATION: queue, OPERATION_TYPE: "send",
-                        OPERATION_NAME: "send", MESSAGE_ID: key.id_, ACTOR_NAME: key.topic})
-        self._inject(params.headers, trace.set_span_in_context(span))
-        yield from self._around(span)
+        name, attributes = self._send_info(broker.system, queue, key.topic)
+        span = self.tracer.start_span(name, kind=SpanKind.PRODUCER)
+        if span.is_recording():
+            span.set_attributes(attributes)
+            span.set_attribute(MESSAGE_ID, key.id_)
+        self._propagator.inject(params.headers, context=trace.set_span_in_context(span))
+        yield from _around(span)
 
-    # --- consumer side ---
+    # --- consumer side (taking a message: `_TakeTracing` below) ---
+
+    @hookimpl(wrapper=True)
+    def repid_actor_run(
+        self, connection: Connection, actor: Actor, key: RoutingKey, params: Parameters,
+        stash: Stash,
+    ) -> Generator[None, ActorResult, ActorResult]:
+        """`process {queue}` CONSUMER span, current while the actor runs and ended by the
+        settle; a failed run sets status ERROR, `error.type` and an exception event."""
+        remote = self._extract(params.headers) or _ROOT
+        links: list[Link] | None = None
+        parent = remote
+        if self.use_links:
+            if remote is not _ROOT:
+                producer = trace.get_current_span(remote).get_span_context()
+                links = [Link(producer)] if producer.is_valid else None
+            parent = _ROOT
+        name, attributes = self._process_info(connection.message_broker.system, key.queue,
+                                              actor.name)
+        span = self.tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER,
+                                      links=links)
+        ctx = trace.set_span_in_context(span, remote)  # keeps the producer's baggage
+        delivery: _Delivery | None = None
+        if span.is_recording():
+            span.set_attributes(attributes)
+            span.set_attributes({MESSAGE_ID: key.id_,
+                                 RETRY_ATTEMPT: params.retries.already_tried + 1})
+            delivery = stash.setdefault(_DELIVERY, _Delivery())
+            delivery.span, delivery.ctx, delivery.running = span, ctx, True
+        elif self.settle_spans:  # not sampled: settle spans follow it (and are dropped)
+            delivery = stash.setdefault(_DELIVERY, _Delivery())
+            delivery.ctx = ctx
+        token = otel_context.attach(ctx)
+        try:
+            result = yield
+        except BaseException as exc:
+            if delivery is not None and delivery.span is not None:
+                _fail(span, exc)
+                delivery.failed = True
+            raise
+        else:
+            if delivery is not None and delivery.span is not None and not result.success \
+                    and result.exception is not None:
+                _fail(span, result.exception)
+                delivery.failed = True
+        finally:
+            otel_context.detach(token)
+            if delivery is not None:
+                delivery.running = False
+                if delivery.settled and delivery.span is not None:
+                    delivery.span.end()  # settled by the actor itself: nothing follows
+                    delivery.span = None
+        return result
+
+    # --- settles ---
+
+    def _settle_around(self, operation: str, broker: MessageBroker, queue: str,
+                       key: RoutingKey, stash: Stash, outcome: Attributes | None,
+                       headers: dict[str, str] | None = None) -> Generator[None, None, None]:
+        """Put the settle's outcome on the process span, optionally inside a settle span;
+        end the process span once the settle is done (unless the run is still going)."""
+        delivery = stash.get(_DELIVERY, None)
+        process = None if delivery is None else delivery.span
+        if process is not None:
+            process.set_attribute(SETTLE_OPERATION, operation)
+            if outcome:
+                process.set_attributes(outcome)
+        settle: Span | None = None
+        if self.settle_spans:
+            parent = None if delivery is None else delivery.ctx
+            if parent is None and delivery is not None and delivery.headers is not None:
+                parent = self._extract(delivery.headers)
+            name, attributes = self._settle_info(broker.system, queue, operation)
+            settle = self.tracer.start_span(name, context=parent or _ROOT,
+                                            kind=SpanKind.CLIENT)
+            if settle.is_recording():
+                settle.set_attributes(attributes)
+                settle.set_attribute(MESSAGE_ID, key.id_)
+                if outcome:
+                    settle.set_attributes(outcome)
+        if headers is not None and not self._carries_context(headers):
+            # an untraced message: its next run continues this one's trace
+            carrier = settle if settle is not None else process
+            if carrier is not None:
+                self._propagator.inject(headers, context=trace.set_span_in_context(carrier))
+        try:
+            yield
+        except BaseException as exc:
+            if settle is not None and settle.is_recording():
+                _fail(settle, exc)
+            if process is not None and delivery is not None:
+                _fail(process, exc, set_type=not delivery.failed)
+            raise
+        finally:
+            if settle is not None:
+                settle.end()
+            if delivery is not None:
+                delivery.settled = True
+                if process is not None and not delivery.running:
+                    process.end()
+                    delivery.span = None
+
+    @hookimpl(wrapper=True)
+    def repid_ack(self, broker: MessageBroker, queue: str, key: RoutingKey,
+                  stash: Stash) -> Generator[None, None, None]:
+        """ack: the message is done."""
+        yield from self._settle_around("ack", broker, queue, key, stash, None)
+
+    @hookimpl(wrapper=True)
+    def repid_nack(self, broker: MessageBroker, queue: str, key: RoutingKey,
+                   reason: str | None, stash: Stash) -> Generator[None, None, None]:
+        """nack: the message goes to the dead-letter queue, `repid.dead.reason` says why."""
+        outcome: Attributes | None = None if reason is None else {DEAD_REASON: reason}
+        yield from self._settle_around("nack", broker, queue, key, stash, outcome)
+
+    @hookimpl(wrapper=True)
+    def repid_reject(self, broker: MessageBroker, queue: str, key: RoutingKey,
+                     stash: Stash) -> Generator[None, None, None]:
+        """reject: the message goes back unchanged."""
+        yield from self._settle_around("reject", broker, queue, key, stash, None)
+
+    @hookimpl(wrapper=True)
+    def repid_requeue(self, broker: MessageBroker, queue: str, key: RoutingKey,
+                      params: Parameters, reason: str | None,
+                      stash: Stash) -> Generator[None, None, None]:
+        """requeue: `repid.requeue.reason` and `repid.requeue.ready_at`; the headers keep
+        the producer's trace context (so a retry stays in the original trace), and get
+        this delivery's only when they had none."""
+        outcome: Attributes | None = None
+        delivery = stash.get(_DELIVERY, None)
+        if self.settle_spans or (delivery is not None and delivery.span is not None):
+            outcome = {REQUEUE_REASON: reason or "unknown"}
+            next_try = params.delay.next_execution_time
+            if next_try is not None:
+                outcome[REQUEUE_READY_AT] = next_try.isoformat()
+        yield from self._settle_around("requeue", broker, queue, key, stash, outcome,
+                                       params.headers)
+
+    # --- buckets (a bucket call inside a run is a child of its process span) ---
+
+    def _bucket(self, operation: str, broker: BucketBroker, id_: str) -> Span:
+        """Start a bucket CLIENT span under the current context."""
+        span = self.tracer.start_span(operation, kind=SpanKind.CLIENT)
+        if span.is_recording():
+            span.set_attributes({BUCKET_SYSTEM: broker.system, BUCKET_ID: id_})
+        return span
+
+    @hookimpl(wrapper=True)
+    def repid_get_bucket(self, broker: BucketBroker,
+                         id_: str) -> Generator[None, BucketT | None, BucketT | None]:
+        """`get_bucket` CLIENT span."""
+        return (yield from _around(self._bucket("get_bucket", broker, id_)))
+
+    @hookimpl(wrapper=True)
+    def repid_store_bucket(self, broker: BucketBroker, id_: str) -> Generator[None, None, None]:
+        """`store_bucket` CLIENT span."""
+        yield from _around(self._bucket("store_bucket", broker, id_))
+
+    @hookimpl(wrapper=True)
+    def repid_delete_bucket(self, broker: BucketBroker, id_: str) -> Generator[None, None, None]:
+        """`delete_bucket` CLIENT span."""
+        yield from _around(self._bucket("delete_bucket", broker, id_))
+
+
+class _TakeTracing(TracingPlugin):
+    """TracingPlugin with its take hook (settle spans or receive spans on)."""
 
     @hookimpl(wrapper=True)
     def repid_consume(
         self, broker: MessageBroker, queue: str, category: MessageCategory,
     ) -> Generator[None, tuple[RoutingKey, str, Parameters], tuple[RoutingKey, str, Parameters]]:
-        """Remember each taken message's headers (a settle without a run, such as an expired
-        message's nack, still joins its trace); with `trace_receive=True` also record a
-        `receive {queue}` span linked to the producer's."""
+        """With settle spans on, keep each taken message's headers (a settle without a run,
+        such as an expired message's nack, still joins its trace); with
+        `trace_receive=True` also record a `receive {queue}` span linked to the
+        producer's."""
         if not self.trace_receive:
             message = yield
-            self._taken[message[0].id_] = message[2].headers
+            if self.settle_spans:
+                message[0].stash.setdefault(_DELIVERY, _Delivery()).headers = message[2].headers
             return message
-        attributes = {SYSTEM: broker.system, DESTINATION: queue, OPERATION_TYPE: "receive",
-                      OPERATION_NAME: "receive"}
+        attributes: Attributes = {SYSTEM: broker.system, DESTINATION: queue,
+                                  OPERATION_TYPE: "receive", OPERATION_NAME: "receive"}
         started = time.time_ns()  # the span is made once the message is known, to link it
         try:
             message = yield
@@ -158,8 +456,10 @@ class TracingPlugin:
             span.end()
             raise
         key, _, params = message
-        self._taken[key.id_] = params.headers
-        producer = trace.get_current_span(self._extract(params.headers)).get_span_context()
+        if self.settle_spans:
+            key.stash.setdefault(_DELIVERY, _Delivery()).headers = params.headers
+        remote = self._extract(params.headers)
+        producer = trace.get_current_span(remote).get_span_context()
         span = self.tracer.start_span(
             f"receive {queue}", kind=SpanKind.CLIENT, start_time=started,
             attributes={**attributes, MESSAGE_ID: key.id_},
@@ -167,125 +467,15 @@ class TracingPlugin:
         span.end()
         return message
 
-    @hookimpl(wrapper=True)
-    def repid_actor_run(
-        self, connection: Connection, actor: Actor, key: RoutingKey, params: Parameters,
-    ) -> Generator[None, ActorResult, ActorResult]:
-        """`process {queue}` CONSUMER span, current while the actor runs; a failed run sets
-        status ERROR, `error.type` and an exception event."""
-        self._taken.pop(key.id_)
-        remote = self._extract(params.headers)
-        links: list[Link] | None = None
-        parent = remote
-        if self.use_links:
-            producer = trace.get_current_span(remote).get_span_context()
-            links = [Link(producer)] if producer.is_valid else None
-            parent = Context()
-        span = self.tracer.start_span(
-            f"process {key.queue}", context=parent, kind=SpanKind.CONSUMER, links=links,
-            attributes={SYSTEM: connection.message_broker.system, DESTINATION: key.queue,
-                        OPERATION_TYPE: "process", OPERATION_NAME: "process",
-                        MESSAGE_ID: key.id_, ACTOR_NAME: actor.name,
-                        RETRY_ATTEMPT: params.retries.already_tried + 1})
-        ctx = trace.set_span_in_context(span, remote)  # keeps the producer's baggage
-        self._settle_parent[key.id_] = ctx
-        if params.result is not None:
-            self._bucket_parent[params.result.id_] = ctx
-        token = otel_context.attach(ctx)
-        try:
-            result = yield
-        except BaseException as exc:
+
+def _around(span: Span) -> Generator[None, T, T]:
+    """Wait for the call, record its failure if any, end the span."""
+    try:
+        result = yield
+    except BaseException as exc:
+        if span.is_recording():
             _fail(span, exc)
-            raise
-        else:
-            if not result.success and result.exception is not None:
-                _fail(span, result.exception)
-        finally:
-            otel_context.detach(token)
-            span.end()
-        return result
-
-    # --- settles ---
-
-    def _settle(self, operation: str, broker: MessageBroker, queue: str,
-                key: RoutingKey) -> Span:
-        """Start a settle CLIENT span under the message's process span (or, for a message
-        settled without a run, under its producer's span)."""
-        parent = self._settle_parent.pop(key.id_)
-        if parent is None:
-            headers = self._taken.pop(key.id_)
-            if headers is not None:
-                parent = self._extract(headers)
-        return self.tracer.start_span(
-            f"{operation} {queue}", context=parent, kind=SpanKind.CLIENT,
-            attributes={SYSTEM: broker.system, DESTINATION: queue, OPERATION_TYPE: "settle",
-                        OPERATION_NAME: operation, MESSAGE_ID: key.id_})
-
-    @staticmethod
-    def _around(span: Span) -> Generator[None, T, T]:
-        """Wait for the call, record its failure if any, end the span."""
-        try:
-            result = yield
-        except BaseException as exc:
-            _fail(span, exc)
-            raise
-        finally:
-            span.end()
-        return result
-
-    @hookimpl(wrapper=True)
-    def repid_ack(self, broker: MessageBroker, queue: str,
-                  key: RoutingKey) -> Generator[None, None, None]:
-        """`ack {queue}` settle span."""
-        yield from self._around(self._settle("ack", broker, queue, key))
-
-    @hookimpl(wrapper=True)
-    def repid_nack(self, broker: MessageBroker, queue: str,
-                   key: RoutingKey) -> Generator[None, None, None]:
-        """`nack {queue}` settle span (the message goes to the dead-letter queue)."""
-        yield from self._around(self._settle("nack", broker, queue, key))
-
-    @hookimpl(wrapper=True)
-    def repid_reject(self, broker: MessageBroker, queue: str,
-                     key: RoutingKey) -> Generator[None, None, None]:
-        """`reject {queue}` settle span (the message goes back unchanged)."""
-        yield from self._around(self._settle("reject", broker, queue, key))
-
-    @hookimpl(wrapper=True)
-    def repid_requeue(self, broker: MessageBroker, queue: str, key: RoutingKey,
-                      params: Parameters) -> Generator[None, None, None]:
-        """`requeue {queue}` settle span; the headers keep the producer's trace context (so
-        a retry stays in the original trace), and get this span's only when they had none."""
-        span = self._settle("requeue", broker, queue, key)
-        next_try = params.delay.next_execution_time
-        if next_try is not None:
-            span.set_attribute("repid.requeue.ready_at", next_try.isoformat())
-        carried = trace.get_current_span(self._extract(params.headers)).get_span_context()
-        if not carried.is_valid:
-            self._inject(params.headers, trace.set_span_in_context(span))
-        yield from self._around(span)
-
-    # --- buckets ---
-
-    def _bucket(self, operation: str, broker: BucketBroker, id_: str) -> Span:
-        """Start a bucket CLIENT span (a result store parents on the run that made it)."""
-        parent = self._bucket_parent.pop(id_)
-        return self.tracer.start_span(
-            operation, context=parent, kind=SpanKind.CLIENT,
-            attributes={BUCKET_SYSTEM: broker.system, BUCKET_ID: id_})
-
-    @hookimpl(wrapper=True)
-    def repid_get_bucket(self, broker: BucketBroker,
-                         id_: str) -> Generator[None, BucketT | None, BucketT | None]:
-        """`get_bucket` CLIENT span."""
-        return (yield from self._around(self._bucket("get_bucket", broker, id_)))
-
-    @hookimpl(wrapper=True)
-    def repid_store_bucket(self, broker: BucketBroker, id_: str) -> Generator[None, None, None]:
-        """`store_bucket` CLIENT span."""
-        yield from self._around(self._bucket("store_bucket", broker, id_))
-
-    @hookimpl(wrapper=True)
-    def repid_delete_bucket(self, broker: BucketBroker, id_: str) -> Generator[None, None, None]:
-        """`delete_bucket` CLIENT span."""
-        yield from self._around(self._bucket("delete_bucket", broker, id_))
+        raise
+    finally:
+        span.end()
+    return result

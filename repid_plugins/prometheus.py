@@ -4,28 +4,43 @@ Register `MetricsPlugin()` on a `Connection` (the `prometheus` extra). The metri
 default `prefix="repid"`):
 
 - `repid_messages_enqueued_total{queue}`: messages the broker accepted.
-- `repid_messages_processed_total{queue,actor,outcome}`, where outcome is
-  - `failure`: one per failed actor run (raised or timed out), whatever happens next;
-  - `success`: the message was acked (or, for a recurring job, a successful run was requeued
+- `repid_messages_processed_total{queue,actor,outcome}`: final outcomes only, one per
+  message handled, so its sum over outcomes is the number of messages handled:
+  - `success`: acked after a successful run (or a recurring job's successful run, requeued
     for its next time);
-  - `retried`: a message was requeued after a failed run (or by an eager `msg.retry()`);
-  - `dead`: the message went to the dead-letter queue (nack: no retries left, expired, or
-    undecodable);
-  - `rejected`: the message went back to its queue unchanged (reject: shutdown, eager reject).
-  So every message handled and settled ends as exactly one of success, dead or rejected; a
-  retry adds one `failure` and one `retried` on the way. A settle or result store that
-  failed counts in `repid_broker_call_failures_total` instead.
+  - `dead`: dead-lettered (no retries left, expired, undecodable, delivered too often);
+  - `failed`: a recurring job's run that failed for good (the message waits for its next
+    time instead of dying).
+- `repid_actor_runs_total{queue,actor,result}`: every actor run (attempt), `result` is
+  `success` or `failure` (raised or timed out), whatever happens to the message next.
+- `repid_messages_returned_total{queue,actor,reason}`: deliveries that ended with the
+  message back in its queue, to be handled again (not final): `retry`, `reschedule`,
+  `recovery`, `unknown_topic` (the requeue reasons, `unknown` when none was given) and
+  `reject` (returned unchanged: shutdown, eager reject).
 - `repid_actor_exceptions_total{queue,actor,exception_type}`: failed runs by exception type.
 - `repid_messages_in_progress{queue,actor}`: actor runs going on now (gauge).
 - `repid_message_processing_duration_seconds{queue,actor}`: actor run time (histogram).
 - `repid_message_delivery_lag_seconds{queue}`: from when a message became due
-  (`params.delay.next_execution_time`, else `params.timestamp`) to when a worker took it.
+  (`params.delay.next_execution_time`, else `params.timestamp`) to when its run started
+  (a message dead-lettered or returned without a run is not observed). The start of the
+  run is one clock reading, shared with the duration.
 - `repid_broker_call_duration_seconds{call}`: each broker call (`enqueue`, `ack`,
   `store_bucket`, ...), except `consume`, whose time is mostly waiting for a message.
 - `repid_broker_call_failures_total{call}`: broker calls that raised, e.g. an `ack` on a
   lost connection or a `store_bucket` while the results store is down. A message whose
-  settle or result store failed is not counted in `messages_processed_total`: it goes back
-  to the broker and is counted when it is handled again.
+  settle failed is not counted in `messages_processed_total` nor `messages_returned_total`:
+  the broker delivers it again and it is counted then.
+
+Earlier versions of this plugin also kept per-attempt `failure`, `retried` and `rejected`
+samples in the processed counter; they are now `repid_actor_runs_total{result="failure"}`
+and `repid_messages_returned_total{reason="retry"|"reject"}`. `success` and `dead` keep
+their name and meaning.
+
+Cost guarantees, kept by the code below: per-delivery state is only the delivery's stash
+(whether its run failed), never a map keyed by message id; the label children of a
+(queue, actor) and of each (queue, actor, outcome) are bound once and reused; a run is
+timed by one pair of clock readings; a message a worker handles goes through two of its
+hooks (its run and its settle), none at the take.
 
 Multiprocess (`repid worker --processes N`): call `setup_multiprocess(dir)` in the supervisor
 before anything imports prometheus_client, and `mark_process_dead(pid)` when a child exits;
@@ -41,18 +56,18 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Generator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from repid import MessageCategory, hookimpl
-from repid_plugins._common import BoundedMap, error_type
+from repid import StashKey, hookimpl
+from repid_plugins._common import error_type
+from repid_plugins._fastmetrics import FastCollector
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Gauge, Histogram
-    from prometheus_client.metrics import MetricWrapperBase
+    from prometheus_client import CollectorRegistry
 
-    from repid import Actor, ActorResult, Parameters, RoutingKey, Worker
+    from repid import Actor, ActorResult, Parameters, RoutingKey, Stash, Worker
     from repid.data import BucketT
 
 __all__ = [
@@ -63,6 +78,7 @@ __all__ = [
     "MetricsPlugin",
     "is_multiprocess",
     "mark_process_dead",
+    "render_multiprocess",
     "setup_multiprocess",
 ]
 
@@ -78,8 +94,6 @@ DELIVERY_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 #: a broker round trip: sub-millisecond in memory up to seconds on a struggling server
 BROKER_CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                        0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-_UTC = timezone.utc
 
 T = TypeVar("T")
 
@@ -128,6 +142,18 @@ def setup_multiprocess(directory: str | os.PathLike[str] | None = None, *,
     return path
 
 
+def render_multiprocess(directory: str | os.PathLike[str] | None = None) -> tuple[str, bytes]:
+    """The `/metrics` response summing every process's metrics files in `directory`
+    (default: `$PROMETHEUS_MULTIPROC_DIR`): a worker's in multiprocess mode, and the
+    supervisor's."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=None if directory is None else str(directory))  # type: ignore[no-untyped-call]
+    return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
 def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None) -> None:
     """Tell multiprocess mode that worker process `pid` exited, so its live gauges (such as
     `messages_in_progress`) stop counting; a supervisor calls it when a child ends."""
@@ -143,37 +169,64 @@ def mark_process_dead(pid: int, directory: str | os.PathLike[str] | None = None)
 
 
 class _Metrics:
-    """The metric objects of one (registry, prefix); shared by plugins using the same pair,
-    since a registry refuses a metric name twice."""
+    """The metric families of one (registry, prefix); shared by plugins using the same pair,
+    since a registry refuses a metric name twice.
+
+    In a single process they are plain numbers read at scrape (`_fastmetrics`); in
+    multiprocess mode, prometheus_client's own metrics, whose values live in shared files.
+    Either way a family's `labels(...)` gives a child with `inc`, `dec` or `observe`."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
-        from prometheus_client import Counter, Gauge, Histogram
+        counter: Callable[..., Any]
+        gauge: Callable[..., Any]
+        histogram: Callable[..., Any]
+        fast: FastCollector | None = None
+        if is_multiprocess():
+            from prometheus_client import Counter, Gauge, Histogram
 
-        self.enqueued = Counter(f"{prefix}_messages_enqueued", "Messages the broker accepted.",
-                                ["queue"], registry=registry)
-        self.processed = Counter(
+            def counter(name: str, doc: str, labels: list[str]) -> Any:
+                return Counter(name, doc, labels, registry=registry)
+
+            def gauge(name: str, doc: str, labels: list[str]) -> Any:
+                return Gauge(name, doc, labels, registry=registry, multiprocess_mode="livesum")
+
+            def histogram(name: str, doc: str, labels: list[str],
+                          buckets: tuple[float, ...]) -> Any:
+                return Histogram(name, doc, labels, registry=registry, buckets=buckets)
+        else:
+            fast = FastCollector(registry)
+            counter, gauge, histogram = fast.counter, fast.gauge, fast.histogram
+
+        self.enqueued = counter(f"{prefix}_messages_enqueued", "Messages the broker accepted.",
+                                ["queue"])
+        self.processed = counter(
             f"{prefix}_messages_processed",
-            "Messages handled, by outcome: success, failure (per failed run), retried, dead, "
-            "rejected.", ["queue", "actor", "outcome"], registry=registry)
-        self.exceptions = Counter(f"{prefix}_actor_exceptions", "Failed actor runs by type.",
-                                  ["queue", "actor", "exception_type"], registry=registry)
-        self.in_progress: Gauge = Gauge(f"{prefix}_messages_in_progress",
-                                        "Actor runs going on now.", ["queue", "actor"],
-                                        registry=registry, multiprocess_mode="livesum")
-        self.duration: Histogram = Histogram(
-            f"{prefix}_message_processing_duration_seconds", "Actor run time.",
-            ["queue", "actor"], registry=registry, buckets=PROCESSING_BUCKETS)
-        self.lag: Histogram = Histogram(
+            "Messages handled, by final outcome (success, dead, failed); sums to the "
+            "messages handled.", ["queue", "actor", "outcome"])
+        self.runs = counter(f"{prefix}_actor_runs", "Actor runs (attempts), by result.",
+                            ["queue", "actor", "result"])
+        self.returned = counter(
+            f"{prefix}_messages_returned",
+            "Deliveries that put the message back in its queue to be handled again, by "
+            "reason.", ["queue", "actor", "reason"])
+        self.exceptions = counter(f"{prefix}_actor_exceptions", "Failed actor runs by type.",
+                                  ["queue", "actor", "exception_type"])
+        self.in_progress = gauge(f"{prefix}_messages_in_progress", "Actor runs going on now.",
+                                 ["queue", "actor"])
+        self.duration = histogram(f"{prefix}_message_processing_duration_seconds",
+                                  "Actor run time.", ["queue", "actor"], PROCESSING_BUCKETS)
+        self.lag = histogram(
             f"{prefix}_message_delivery_lag_seconds",
-            "Time from when a message became due to when a worker took it.", ["queue"],
-            registry=registry, buckets=DELIVERY_LAG_BUCKETS)
-        self.call_failures = Counter(
+            "Time from when a message became due to when its run started.", ["queue"],
+            DELIVERY_LAG_BUCKETS)
+        self.call_failures = counter(
             f"{prefix}_broker_call_failures", "Broker calls that raised (a settle or a "
-            "result store that failed: the message goes back to the broker).", ["call"],
-            registry=registry)
-        self.broker_call: Histogram = Histogram(
+            "result store that failed: the message goes back to the broker).", ["call"])
+        self.broker_call = histogram(
             f"{prefix}_broker_call_duration_seconds", "Broker call time (consume excluded).",
-            ["call"], registry=registry, buckets=BROKER_CALL_BUCKETS)
+            ["call"], BROKER_CALL_BUCKETS)
+        if fast is not None:
+            fast.register()
 
 
 _SHARED: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Metrics]] = (
@@ -190,8 +243,38 @@ def _metrics_for(registry: CollectorRegistry, prefix: str) -> _Metrics:
     return found
 
 
-#: the outcome of each settle but requeue (whose outcome depends on the run before it)
-_SETTLE_OUTCOME = {"ack": "success", "nack": "dead", "reject": "rejected"}
+class _Run:
+    """The label children an actor run of one (queue, actor) touches, bound once."""
+
+    __slots__ = ("duration", "failure", "in_progress", "lag", "success")
+
+    def __init__(self, m: _Metrics, queue: str, actor: str) -> None:
+        self.lag = m.lag.labels(queue)
+        self.in_progress = m.in_progress.labels(queue, actor)
+        self.duration = m.duration.labels(queue, actor)
+        self.success = m.runs.labels(queue, actor, "success")
+        self.failure = m.runs.labels(queue, actor, "failure")
+
+
+class _Call:
+    """The label children of one broker call, bound once (failures on first failure)."""
+
+    __slots__ = ("duration", "failures", "metric", "name")
+
+    def __init__(self, m: _Metrics, name: str) -> None:
+        self.name = name
+        self.metric = m
+        self.duration = m.broker_call.labels(name)
+        self.failures: Any = None
+
+    def failed(self) -> None:
+        if self.failures is None:
+            self.failures = self.metric.call_failures.labels(self.name)
+        self.failures.inc()
+
+
+#: per delivery: its run failed (set only then; a successful run leaves the stash alone)
+_RUN_FAILED = StashKey[bool]()
 
 
 class MetricsPlugin:
@@ -204,169 +287,164 @@ class MetricsPlugin:
 
         self.registry: CollectorRegistry = REGISTRY if registry is None else registry
         self.prefix = prefix
-        self._m = _metrics_for(self.registry, prefix)
-        self._children: dict[tuple[Any, ...], Any] = {}
-        # per message id run here: "running", then "ok" or "failed" until it is settled
-        self._runs: BoundedMap[str, str] = BoundedMap()
-
-    # --- cached label children (labels() takes a lock and builds a tuple each time) ---
-
-    def _child(self, metric: MetricWrapperBase, *labels: str) -> Any:
-        """The child of `metric` for `labels`, cached."""
-        cache_key = (id(metric), *labels)
-        child = self._children.get(cache_key)
-        if child is None:
-            child = self._children[cache_key] = metric.labels(*labels)
-        return child
+        m = self._m = _metrics_for(self.registry, prefix)
+        # bound label children, keyed by the app's names (queues, actors, calls, outcomes):
+        # bounded by the app, not by the messages
+        self._runs: dict[tuple[str, str], _Run] = {}
+        self._calls = {name: _Call(m, name) for name in (
+            "enqueue", "ack", "nack", "reject", "requeue", "queue_declare", "queue_flush",
+            "queue_delete", "get_bucket", "store_bucket", "delete_bucket")}
+        self._processed: dict[tuple[str, str, str], Any] = {}
+        self._returned: dict[tuple[str, str, str], Any] = {}
+        self._exceptions: dict[tuple[str, str, str], Any] = {}
+        self._enqueued: dict[str, Any] = {}
 
     # --- producer side ---
 
     @hookimpl(wrapper=True)
     def repid_enqueue(self, queue: str) -> Generator[None, None, None]:
         """Count accepted messages and time the call."""
-        start = time.perf_counter()
-        try:
-            result = yield
-        finally:
-            self._child(self._m.broker_call, "enqueue").observe(time.perf_counter() - start)
-        self._child(self._m.enqueued, queue).inc()
-        return result
+        yield from self._timed(self._calls["enqueue"])
+        child = self._enqueued.get(queue)
+        if child is None:
+            child = self._enqueued[queue] = self._m.enqueued.labels(queue)
+        child.inc()
 
     # --- consumer side ---
 
     @hookimpl(wrapper=True)
-    def repid_consume(
-        self, queue: str, category: MessageCategory,
-    ) -> Generator[None, tuple[RoutingKey, str, Parameters], tuple[RoutingKey, str, Parameters]]:
-        """Observe the delivery lag of each message a worker takes."""
-        message = yield
-        if category is MessageCategory.NORMAL:
-            params = message[2]
-            due: datetime = params.delay.next_execution_time or params.timestamp
-            lag = (datetime.now(_UTC) - due).total_seconds()
-            self._child(self._m.lag, queue).observe(max(lag, 0.0))
-        return message
-
-    @hookimpl(wrapper=True)
-    def repid_actor_run(self, actor: Actor, key: RoutingKey) -> Generator[
-            None, ActorResult, ActorResult]:
-        """Track runs in progress, time them, count failures and their exception types."""
+    def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters,
+                        stash: Stash) -> Generator[None, ActorResult, ActorResult]:
+        """Observe the delivery lag, track runs in progress, time them, count runs by
+        result and failures by exception type; remember a failed run in the stash."""
         queue, name = key.queue, actor.name
-        gauge = self._child(self._m.in_progress, queue, name)
-        runs, msg_id = self._runs, key.id_
-        runs[msg_id] = "running"
-        gauge.inc()
-        start = time.perf_counter()
+        run = self._runs.get((queue, name))
+        if run is None:
+            run = self._runs[(queue, name)] = _Run(self._m, queue, name)
+        # one clock reading pair: the start gives the lag and starts the duration
+        start = time.time()
+        due: datetime = params.delay.next_execution_time or params.timestamp
+        lag = start - due.timestamp()
+        run.lag.observe(lag if lag > 0.0 else 0.0)
+        run.in_progress.inc()
         try:
             result = yield
-        except BaseException:
-            # cancelled (shutdown past the grace time): the reject that follows is counted
-            runs.pop(msg_id)
-            raise
         finally:
-            gauge.dec()
-            self._child(self._m.duration, queue, name).observe(time.perf_counter() - start)
-        if not result.success:
-            self._child(self._m.processed, queue, name, "failure").inc()
+            run.in_progress.dec()
+            took = time.time() - start
+            run.duration.observe(took if took > 0.0 else 0.0)  # a wall clock step back
+        if result.success:
+            run.success.inc()
+        else:
+            run.failure.inc()
+            stash[_RUN_FAILED] = True
             exc = result.exception
             kind = "unknown" if exc is None else error_type(exc)
-            self._child(self._m.exceptions, queue, name, kind).inc()
-        if msg_id in runs:  # not settled eagerly by the actor itself
-            runs[msg_id] = "ok" if result.success else "failed"
+            cache_key = (queue, name, kind)
+            child = self._exceptions.get(cache_key)
+            if child is None:
+                child = self._exceptions[cache_key] = self._m.exceptions.labels(*cache_key)
+            child.inc()
         return result
 
     # --- settles ---
 
-    def _outcome(self, call: str, key: RoutingKey) -> Any:
-        """The processed-counter child a settle will count, decided before the call (once
-        it is made, a requeued message may already be running again); None: not counted."""
-        state = self._runs.pop(key.id_)
-        if call == "requeue":
-            if state is None:
-                return None  # not run here (no actor for its topic) or sent back from the DLQ
-            outcome = "success" if state == "ok" else "retried"
-        else:
-            outcome = _SETTLE_OUTCOME[call]
-        return self._child(self._m.processed, key.queue, key.topic, outcome)
+    def _final(self, key: RoutingKey, outcome: str) -> Any:
+        """The processed-counter child of a final outcome."""
+        cache_key = (key.queue, key.topic, outcome)
+        child = self._processed.get(cache_key)
+        if child is None:
+            child = self._processed[cache_key] = self._m.processed.labels(*cache_key)
+        return child
 
-    def _timed(self, call: str, key: RoutingKey | None = None) -> Generator[None, T, T]:
-        """Time one broker call; after a successful settle, count its outcome."""
-        counter = None if key is None else self._outcome(call, key)
+    def _back(self, key: RoutingKey, reason: str) -> Any:
+        """The returned-counter child of a delivery that put its message back."""
+        cache_key = (key.queue, key.topic, reason)
+        child = self._returned.get(cache_key)
+        if child is None:
+            child = self._returned[cache_key] = self._m.returned.labels(*cache_key)
+        return child
+
+    @staticmethod
+    def _timed(call: _Call, counter: Any = None) -> Generator[None, T, T]:
+        """Time one broker call; once it succeeded, count `counter` (a settle's outcome)."""
         start = time.perf_counter()
         try:
             result = yield
         except Exception:
-            self._child(self._m.call_failures, call).inc()
+            call.failed()
             raise
         finally:
-            self._child(self._m.broker_call, call).observe(time.perf_counter() - start)
+            call.duration.observe(time.perf_counter() - start)
         if counter is not None:
             counter.inc()
         return result
 
     @hookimpl(wrapper=True)
     def repid_ack(self, key: RoutingKey) -> Generator[None, None, None]:
-        """ack: outcome success."""
-        yield from self._timed("ack", key)
+        """ack: final outcome success."""
+        yield from self._timed(self._calls["ack"], self._final(key, "success"))
 
     @hookimpl(wrapper=True)
     def repid_nack(self, key: RoutingKey) -> Generator[None, None, None]:
-        """nack: outcome dead."""
-        yield from self._timed("nack", key)
+        """nack: final outcome dead."""
+        yield from self._timed(self._calls["nack"], self._final(key, "dead"))
 
     @hookimpl(wrapper=True)
     def repid_reject(self, key: RoutingKey) -> Generator[None, None, None]:
-        """reject: outcome rejected."""
-        yield from self._timed("reject", key)
+        """reject: returned, reason `reject`."""
+        yield from self._timed(self._calls["reject"], self._back(key, "reject"))
 
     @hookimpl(wrapper=True)
-    def repid_requeue(self, key: RoutingKey) -> Generator[None, None, None]:
-        """requeue after a failed run: retried; after a successful (recurring) run: success."""
-        yield from self._timed("requeue", key)
+    def repid_requeue(self, key: RoutingKey, reason: str | None,
+                      stash: Stash) -> Generator[None, None, None]:
+        """A recurring job's next run (`schedule`) is final, success or failed by its run;
+        any other requeue returns the message, counted by reason."""
+        if reason == "schedule":
+            counter = self._final(key, "failed" if stash.get(_RUN_FAILED, False) else "success")
+        else:
+            counter = self._back(key, reason or "unknown")
+        yield from self._timed(self._calls["requeue"], counter)
 
     @hookimpl(wrapper=True)
     def repid_queue_declare(self) -> Generator[None, None, None]:
         """Time queue declarations."""
-        yield from self._timed("queue_declare")
+        yield from self._timed(self._calls["queue_declare"])
 
     @hookimpl(wrapper=True)
     def repid_queue_flush(self) -> Generator[None, None, None]:
         """Time queue flushes."""
-        yield from self._timed("queue_flush")
+        yield from self._timed(self._calls["queue_flush"])
 
     @hookimpl(wrapper=True)
     def repid_queue_delete(self) -> Generator[None, None, None]:
         """Time queue deletions."""
-        yield from self._timed("queue_delete")
+        yield from self._timed(self._calls["queue_delete"])
 
     @hookimpl(wrapper=True)
     def repid_get_bucket(self) -> Generator[None, BucketT | None, BucketT | None]:
         """Time bucket reads."""
-        return (yield from self._timed("get_bucket"))
+        return (yield from self._timed(self._calls["get_bucket"]))
 
     @hookimpl(wrapper=True)
     def repid_store_bucket(self) -> Generator[None, None, None]:
         """Time bucket stores."""
-        yield from self._timed("store_bucket")
+        yield from self._timed(self._calls["store_bucket"])
 
     @hookimpl(wrapper=True)
     def repid_delete_bucket(self) -> Generator[None, None, None]:
         """Time bucket deletions."""
-        yield from self._timed("delete_bucket")
+        yield from self._timed(self._calls["delete_bucket"])
 
     # --- exposition ---
 
     def render(self) -> tuple[str, bytes]:
         """The `/metrics` response: this registry, or the sum of every process's files in
         multiprocess mode."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         if is_multiprocess():
-            from prometheus_client import multiprocess
-
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return CONTENT_TYPE_LATEST, generate_latest(registry)
+            return render_multiprocess()
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     @hookimpl

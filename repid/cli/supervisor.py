@@ -196,12 +196,9 @@ class Supervisor:
 
     def metrics(self) -> tuple[int, str, bytes]:
         """`/metrics`: the sum of every worker process's metrics (multiprocess mode)."""
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
+        from repid_plugins.prometheus import render_multiprocess
 
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=self.settings.metrics_dir)  # type: ignore[no-untyped-call]
-        return 200, CONTENT_TYPE_LATEST, generate_latest(registry)
+        return 200, *render_multiprocess(self.settings.metrics_dir)
 
     def start_http(self) -> None:
         """Listen for `/healthz` and `/metrics` (one server when they share a port); an

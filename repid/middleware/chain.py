@@ -65,7 +65,7 @@ class HookChain:
     wrapper that raises something else is logged and ignored.
     """
 
-    __slots__ = ("after", "aliases", "before", "name", "subscribers", "wrappers")
+    __slots__ = ("after", "aliases", "before", "name", "single", "subscribers", "wrappers")
 
     def __init__(
         self,
@@ -82,26 +82,17 @@ class HookChain:
         self.aliases = aliases
         #: v1 subscribers are there: drive the chain with `run`
         self.subscribers = bool(before or after)
+        #: one wrapper and no subscriber: the `*_one` methods, with no list to keep
+        self.single = len(wrappers) == 1 and not self.subscribers
 
     def enter(self, kwargs: dict[str, Any]) -> list[tuple[Gen, str]]:
         """Start every wrapper, outermost first; those that fail to start are logged and
         skipped."""
         started = []
         for start, plugin in self.wrappers:
-            try:
-                gen = start(kwargs)
-                next(gen)
-            except StopIteration:
-                logger.error(
-                    "plugin %s: %s wrapper returned without yielding; skipped", plugin, self.name
-                )
-                continue
-            except Exception:
-                logger.exception(
-                    "plugin %s raised in %s before the call; skipped", plugin, self.name
-                )
-                continue
-            started.append((gen, plugin))
+            gen = self._start(start, plugin, kwargs)
+            if gen is not None:
+                started.append((gen, plugin))
         return started
 
     def leave(self, started: list[tuple[Gen, str]], result: Any) -> Any:
@@ -114,24 +105,71 @@ class HookChain:
         wrapper returned a value instead."""
         return self._unwind(started, None, error)
 
+    def enter_one(self, kwargs: dict[str, Any]) -> Gen | None:
+        """`enter` for a `single` chain: the one wrapper, started (None if it failed)."""
+        start, plugin = self.wrappers[0]
+        return self._start(start, plugin, kwargs)
+
+    def leave_one(self, gen: Gen | None, result: Any) -> Any:
+        """`leave` for a `single` chain."""
+        if gen is None:
+            return result
+        result, error = self._resume(gen, self.wrappers[0][1], result, None)
+        if error is not None:
+            raise error
+        return result
+
+    def fail_one(self, gen: Gen | None, error: BaseException) -> Any:
+        """`fail` for a `single` chain."""
+        if gen is None:
+            raise error
+        result, left = self._resume(gen, self.wrappers[0][1], None, error)
+        if left is not None:
+            raise left
+        return result
+
+    def _start(self, start: Callable[[dict[str, Any]], Gen], plugin: str,
+               kwargs: dict[str, Any]) -> Gen | None:
+        """Run one wrapper up to its yield; None (logged) if it returned or raised."""
+        try:
+            gen = start(kwargs)
+            next(gen)
+        except StopIteration:
+            logger.error("plugin %s: %s wrapper returned without yielding; skipped", plugin,
+                         self.name)
+            return None
+        except Exception:
+            logger.exception("plugin %s raised in %s before the call; skipped", plugin,
+                             self.name)
+            return None
+        return gen
+
+    def _resume(self, gen: Gen, plugin: str, result: Any,
+                error: BaseException | None) -> tuple[Any, BaseException | None]:
+        """Hand one wrapper the call's result or error; what it leaves: (result, error).
+        A wrapper may return a value instead of an error; one that raises something else
+        is logged and ignored."""
+        try:
+            if error is None:
+                gen.send(result)
+            else:
+                gen.throw(error)
+        except StopIteration as stop:
+            return stop.value, None
+        except BaseException as exc:
+            if exc is not error:
+                logger.error("plugin %s raised in %s after the call; ignored", plugin,
+                             self.name, exc_info=exc)
+        else:
+            gen.close()
+            logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
+        return result, error
+
     def _unwind(self, started: list[tuple[Gen, str]], result: Any,
                 error: BaseException | None) -> Any:
         while started:
             gen, plugin = started.pop()
-            try:
-                if error is None:
-                    gen.send(result)
-                else:
-                    gen.throw(error)
-            except StopIteration as stop:
-                result, error = stop.value, None
-            except BaseException as exc:
-                if exc is not error:
-                    logger.error("plugin %s raised in %s after the call; ignored", plugin,
-                                 self.name, exc_info=exc)
-            else:
-                gen.close()
-                logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
+            result, error = self._resume(gen, plugin, result, error)
         if error is not None:
             raise error
         return result

@@ -1,5 +1,6 @@
-"""MetricsPlugin: counters equal the truth after a mixed run, `/metrics` over HTTP from a
-running worker, and one sum over two worker processes in multiprocess mode."""
+"""MetricsPlugin: counters equal the truth after a mixed run (final outcomes sum to the
+messages, attempts and returns counted apart), `/metrics` over HTTP from a running worker,
+and one sum over two worker processes in multiprocess mode."""
 
 from __future__ import annotations
 
@@ -68,8 +69,15 @@ async def test_counters_equal_the_truth(make_conn: Any, queue_name: str,
     qa = {"queue": queue_name, "actor": "work"}
     assert value("repid_messages_enqueued_total", **q) == 7
     outcomes = {o: value("repid_messages_processed_total", **qa, outcome=o)
-                for o in ("success", "failure", "retried", "dead", "rejected")}
-    assert outcomes == {"success": 5, "failure": 3, "retried": 1, "dead": 2, "rejected": 1}
+                for o in ("success", "dead", "failed", "failure", "retried", "rejected")}
+    # final outcomes only: one per message, so they sum to the 7 messages
+    assert outcomes == {"success": 5, "dead": 2, "failed": None, "failure": None,
+                        "retried": None, "rejected": None}
+    runs = {r: value("repid_actor_runs_total", **qa, result=r) for r in ("success", "failure")}
+    assert runs == {"success": 6, "failure": 3}  # the rejecting run itself succeeded
+    returned = {r: value("repid_messages_returned_total", **qa, reason=r)
+                for r in ("retry", "reject", "schedule")}
+    assert returned == {"retry": 1, "reject": 1, "schedule": None}
     assert value("repid_actor_exceptions_total", **qa, exception_type="ValueError") == 2
     assert value("repid_actor_exceptions_total", **qa, exception_type="KeyError") == 1
     assert value("repid_messages_in_progress", **qa) == 0
@@ -128,6 +136,7 @@ async def test_metrics_served_over_http_by_the_worker(make_conn: Any, queue_name
     assert health[1] == "OK"
     families = {f.name: f for f in text_string_to_metric_families(body)}
     assert {"repid_messages_enqueued", "repid_messages_processed", "repid_actor_exceptions",
+            "repid_actor_runs", "repid_messages_returned",
             "repid_messages_in_progress", "repid_message_processing_duration_seconds",
             "repid_message_delivery_lag_seconds", "repid_broker_call_duration_seconds",
             } <= set(families)
@@ -210,7 +219,8 @@ def test_two_processes_report_the_sum(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     collected = generate_latest(registry).decode()
-    assert total(collected, "repid_messages_processed", outcome="failure") == 2
+    assert total(collected, "repid_actor_runs", result="failure") == 2
+    assert total(collected, "repid_messages_processed") == 7
     assert registry.get_sample_value("repid_message_processing_duration_seconds_count",
                                      {"queue": "mp", "actor": "work"}) == 7
     assert registry.get_sample_value("repid_messages_in_progress",
@@ -218,17 +228,92 @@ def test_two_processes_report_the_sum(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
-async def test_recurring_run_requeued_counts_as_success(make_conn: Any, queue_name: str,
-                                                        run_worker: Any) -> None:
+async def test_recurring_runs_are_final_outcomes(make_conn: Any, queue_name: str,
+                                                 run_worker: Any) -> None:
     registry = CollectorRegistry()
     conn = await make_conn(queue_name, plugins=[MetricsPlugin(registry=registry)])
-    await Job("work", queue=queue_name, args={"mode": "ok"}, deferred_by=3600,
-              deferred_until=0, _connection=conn).enqueue()
-    await run_worker(conn, mixed_router(queue_name), 1)
+    for mode in ("ok", "fail"):
+        await Job("work", queue=queue_name, args={"mode": mode}, deferred_by=3600,
+                  deferred_until=0, _connection=conn).enqueue()
+    await run_worker(conn, mixed_router(queue_name), 2)
     labels = {"queue": queue_name, "actor": "work"}
-    assert registry.get_sample_value("repid_messages_processed_total",
-                                     {**labels, "outcome": "success"}) == 1
-    assert registry.get_sample_value("repid_messages_processed_total",
-                                     {**labels, "outcome": "retried"}) is None
+
+    def processed(outcome: str) -> float | None:
+        return registry.get_sample_value("repid_messages_processed_total",
+                                         {**labels, "outcome": outcome})
+
+    # each scheduled run ends once: the good one a success, the bad one failed (not dead:
+    # the message waits for its next time)
+    assert (processed("success"), processed("failed"), processed("dead")) == (1, 1, None)
+    assert registry.get_sample_value("repid_actor_runs_total",
+                                     {**labels, "result": "failure"}) == 1
+    assert registry.get_sample_value("repid_messages_returned_total",
+                                     {**labels, "reason": "schedule"}) is None
     assert registry.get_sample_value("repid_broker_call_duration_seconds_count",
-                                     {"call": "requeue"}) == 1
+                                     {"call": "requeue"}) == 2
+
+
+async def test_final_outcomes_sum_to_the_jobs_with_retries(make_conn: Any, queue_name: str,
+                                                           run_worker: Any,
+                                                           broker_kind: str) -> None:
+    """With retries in play, the processed counter sums to exactly the jobs handled."""
+    registry = CollectorRegistry()
+    conn = await make_conn(queue_name, plugins=[MetricsPlugin(registry=registry)])
+    jobs = 400 if broker_kind == "in_memory" else 120
+    modes = ["ok", "flaky", "fail", "ok", "flaky"]
+    for i in range(jobs):
+        await Job("work", queue=queue_name, args={"mode": modes[i % 5]}, retries=1,
+                  _connection=conn).enqueue()
+    # ok: 1 run; flaky: 2 runs; fail: 2 runs (one retry, then dead)
+    runs = sum({"ok": 1, "flaky": 2, "fail": 2}[modes[i % 5]] for i in range(jobs))
+    await run_worker(conn, mixed_router(queue_name), runs)
+
+    families = {f.name: f for f in registry.collect()}
+    processed = {s.labels["outcome"]: s.value for s in families["repid_messages_processed"].samples
+                 if s.name.endswith("_total") and s.labels["queue"] == queue_name}
+    assert sum(processed.values()) == jobs
+    assert processed == {"success": jobs * 4 / 5, "dead": jobs / 5}
+    qa = {"queue": queue_name, "actor": "work"}
+    assert registry.get_sample_value("repid_actor_runs_total",
+                                     {**qa, "result": "failure"}) == jobs * 4 / 5
+    assert registry.get_sample_value("repid_messages_returned_total",
+                                     {**qa, "reason": "retry"}) == jobs * 3 / 5
+
+
+def test_fast_values_expose_what_prometheus_client_does() -> None:
+    """The plain-number metrics of a single process give the same samples as
+    prometheus_client's own metrics fed the same values (bucket edges included)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from repid_plugins._fastmetrics import FastCollector
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fast = FastCollector(ours)
+    families = (fast.counter("c", "doc", ["q"]), fast.gauge("g", "doc", ["q"]),
+                fast.histogram("h", "doc", ["q"], (0.005, 0.01, 1.0)))
+    fast.register()
+    reference = (Counter("c", "doc", ["q"], registry=theirs),
+                 Gauge("g", "doc", ["q"], registry=theirs),
+                 Histogram("h", "doc", ["q"], registry=theirs, buckets=(0.005, 0.01, 1.0)))
+    for pair in zip(families, reference, strict=True):
+        children = [family.labels("a") for family in pair]
+        for child in children:
+            if hasattr(child, "observe"):
+                for value in (0.0, 0.005, 0.0051, 0.01, 1.0, 1.5, 99.0):
+                    child.observe(value)
+            else:
+                child.inc()
+                child.inc(2)
+    families[1].labels("a").dec()
+    reference[1].labels("a").dec()
+
+    def samples(registry: CollectorRegistry) -> set[tuple[str, tuple[tuple[str, str], ...],
+                                                          float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for family in registry.collect() for s in family.samples
+                if not s.name.endswith("_created")}
+
+    assert samples(ours) == samples(theirs)
+    assert ours.get_sample_value("h_bucket", {"q": "a", "le": "0.005"}) == 2
+    with pytest.raises(ValueError, match=r"already|Duplicated"):
+        Counter("c", "doc", registry=ours)  # the registry knows the names taken

@@ -10,7 +10,9 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from repid import Job, MessageDependency, Router
 from repid_plugins.opentelemetry import TracingPlugin
@@ -64,16 +66,15 @@ async def test_send_and_process_share_the_trace(make_conn: Any, queue_name: str,
     await run_worker(conn, router, 1)
 
     spans = exporter.get_finished_spans()
+    assert sorted(s.name for s in spans) == [f"process {queue_name}", "request",
+                                             f"send {queue_name}"]  # no settle span
     send = one(spans, f"send {queue_name}")
     process = one(spans, f"process {queue_name}")
-    ack = one(spans, f"ack {queue_name}")
     trace_id = request.get_span_context().trace_id
-    assert ids(send)[0] == ids(process)[0] == ids(ack)[0] == trace_id
+    assert ids(send)[0] == ids(process)[0] == trace_id
     assert parent_id(send) == request.get_span_context().span_id
     assert parent_id(process) == ids(send)[1]
-    assert parent_id(ack) == ids(process)[1]
-    assert (send.kind, process.kind, ack.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER,
-                                                   SpanKind.CLIENT)
+    assert (send.kind, process.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER)
     common = {"messaging.system": broker_kind, "messaging.destination.name": queue_name,
               "messaging.message.id": key.id_}
     assert dict(send.attributes or {}).items() >= {
@@ -81,10 +82,38 @@ async def test_send_and_process_share_the_trace(make_conn: Any, queue_name: str,
         "repid.actor.name": "work"}.items()
     assert dict(process.attributes or {}).items() >= {
         **common, "messaging.operation.type": "process", "messaging.operation.name": "process",
-        "repid.actor.name": "work", "repid.retry.attempt": 1}.items()
-    assert dict(ack.attributes or {}).items() >= {
-        **common, "messaging.operation.type": "settle", "messaging.operation.name": "ack"}.items()
+        "repid.actor.name": "work", "repid.retry.attempt": 1,
+        "repid.settle.operation": "ack"}.items()
     assert process.status.status_code is StatusCode.UNSET
+
+
+async def test_settle_spans_are_opt_in(make_conn: Any, queue_name: str, run_worker: Any,
+                                       broker_kind: str, provider: TracerProvider,
+                                       exporter: InMemorySpanExporter) -> None:
+    plugin = TracingPlugin(tracer_provider=provider, settle_spans=True)
+    conn = await make_conn(queue_name, plugins=[plugin])
+    router = Router()
+
+    @router.actor(name="work", queue=queue_name)
+    async def work() -> str:
+        return "done"
+
+    key, _, _ = await Job("work", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 1)
+
+    spans = exporter.get_finished_spans()
+    process = one(spans, f"process {queue_name}")
+    ack = one(spans, f"ack {queue_name}")
+    assert ids(ack)[0] == ids(process)[0]
+    assert parent_id(ack) == ids(process)[1]
+    assert ack.kind is SpanKind.CLIENT
+    assert dict(ack.attributes or {}).items() >= {
+        "messaging.system": broker_kind, "messaging.destination.name": queue_name,
+        "messaging.message.id": key.id_, "messaging.operation.type": "settle",
+        "messaging.operation.name": "ack"}.items()
+    # the process span lasts until its settle is done
+    assert process.end_time is not None and ack.end_time is not None
+    assert process.end_time >= ack.end_time
 
 
 async def test_failing_actor_marks_the_span(make_conn: Any, queue_name: str, run_worker: Any,
@@ -106,14 +135,19 @@ async def test_failing_actor_marks_the_span(make_conn: Any, queue_name: str, run
     assert (process.attributes or {})["error.type"] == "ValueError"
     events = [e for e in process.events if e.name == "exception"]
     assert events and (events[0].attributes or {})["exception.message"] == "bad input"
-    nack = one(spans, f"nack {queue_name}")  # no retries left: dead-lettered
-    assert parent_id(nack) == ids(process)[1]
+    attributes = dict(process.attributes or {})
+    assert attributes["repid.settle.operation"] == "nack"  # no retries left: dead-lettered
+    assert "no retries left" in str(attributes["repid.dead.reason"])
+    assert named(spans, f"nack {queue_name}") == []  # settle spans are opt-in
 
 
+@pytest.mark.parametrize("settle_spans", [False, True])
 async def test_retry_stays_in_the_original_trace(make_conn: Any, queue_name: str,
                                                  run_worker: Any, provider: TracerProvider,
-                                                 exporter: InMemorySpanExporter) -> None:
-    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+                                                 exporter: InMemorySpanExporter,
+                                                 settle_spans: bool) -> None:
+    plugin = TracingPlugin(tracer_provider=provider, settle_spans=settle_spans)
+    conn = await make_conn(queue_name, plugins=[plugin])
     router = Router()
     runs: list[int] = []
 
@@ -130,11 +164,18 @@ async def test_retry_stays_in_the_original_trace(make_conn: Any, queue_name: str
     spans = exporter.get_finished_spans()
     send = one(spans, f"send {queue_name}")
     first, second = named(spans, f"process {queue_name}")
-    requeue = one(spans, f"requeue {queue_name}")
-    assert {ids(first)[0], ids(second)[0], ids(requeue)[0]} == {ids(send)[0]}
+    assert {ids(first)[0], ids(second)[0]} == {ids(send)[0]}
     assert parent_id(first) == parent_id(second) == ids(send)[1]
-    assert parent_id(requeue) == ids(first)[1]
+    if settle_spans:
+        requeue = one(spans, f"requeue {queue_name}")
+        assert ids(requeue)[0] == ids(send)[0]
+        assert parent_id(requeue) == ids(first)[1]
+    else:
+        assert named(spans, f"requeue {queue_name}") == []
     assert [(s.attributes or {})["repid.retry.attempt"] for s in (first, second)] == [1, 2]
+    assert [(s.attributes or {})["repid.settle.operation"] for s in (first, second)] == [
+        "requeue", "ack"]
+    assert (first.attributes or {})["repid.requeue.reason"] == "retry"
     assert first.status.status_code is StatusCode.ERROR
     assert second.status.status_code is StatusCode.UNSET
 
@@ -266,12 +307,14 @@ async def test_receive_spans_are_opt_in_and_linked(make_conn: Any, queue_name: s
 
 
 @pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+@pytest.mark.parametrize("settle_spans", [False, True])
 async def test_retry_of_an_untraced_message_continues_the_first_run(
         make_conn: Any, queue_name: str, run_worker: Any, provider: TracerProvider,
-        exporter: InMemorySpanExporter) -> None:
+        exporter: InMemorySpanExporter, settle_spans: bool) -> None:
     conn = await make_conn(queue_name)
     await Job("flaky", queue=queue_name, retries=1, _connection=conn).enqueue()  # no context
-    conn.middleware.register(TracingPlugin(tracer_provider=provider))
+    conn.middleware.register(TracingPlugin(tracer_provider=provider,
+                                           settle_spans=settle_spans))
     router = Router()
     runs: list[int] = []
 
@@ -284,8 +327,133 @@ async def test_retry_of_an_untraced_message_continues_the_first_run(
     await run_worker(conn, router, 2)
     spans = exporter.get_finished_spans()
     first, second = named(spans, f"process {queue_name}")
-    requeue = one(spans, f"requeue {queue_name}")
     assert first.parent is None  # nothing to continue: the first run starts the trace
-    assert parent_id(requeue) == ids(first)[1]
-    assert parent_id(second) == ids(requeue)[1]  # the requeue wrote its context in
+    if settle_spans:
+        requeue = one(spans, f"requeue {queue_name}")
+        assert parent_id(requeue) == ids(first)[1]
+        assert parent_id(second) == ids(requeue)[1]  # the requeue wrote its context in
+    else:
+        assert parent_id(second) == ids(first)[1]  # the first run's context was written in
     assert ids(second)[0] == ids(first)[0]
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_eager_settle_in_the_actor_ends_the_span_once(
+        make_conn: Any, queue_name: str, run_worker: Any, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider)])
+    router = Router()
+    after_ack: list[bool] = []
+
+    @router.actor(name="work", queue=queue_name)
+    async def work(msg: MessageDependency) -> None:
+        await msg.ack()
+        from opentelemetry import trace
+        after_ack.append(trace.get_current_span().is_recording())  # still running
+
+    await Job("work", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 1)
+    process = one(exporter.get_finished_spans(), f"process {queue_name}")
+    assert after_ack == [True]
+    assert (process.attributes or {})["repid.settle.operation"] == "ack"
+
+
+class CountingPropagator(TraceContextTextMapPropagator):
+    """W3C trace context, counting its extracts."""
+
+    def __init__(self) -> None:
+        self.extracts = 0
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        self.extracts += 1
+        return super().extract(carrier, context) if getter is None else \
+            super().extract(carrier, context, getter)
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+async def test_extract_only_when_a_traceparent_came(make_conn: Any, queue_name: str,
+                                                    run_worker: Any,
+                                                    provider: TracerProvider,
+                                                    exporter: InMemorySpanExporter) -> None:
+    conn = await make_conn(queue_name)
+    for _ in range(3):  # sent without the plugin: no traceparent
+        await Job("work", queue=queue_name, _connection=conn).enqueue()
+    propagator = CountingPropagator()
+    conn.middleware.register(TracingPlugin(tracer_provider=provider, propagator=propagator))
+    for _ in range(2):  # sent with it: a traceparent each
+        await Job("work", queue=queue_name, _connection=conn).enqueue()
+    router = Router()
+
+    @router.actor(name="work", queue=queue_name)
+    async def work() -> None:
+        return None
+
+    await run_worker(conn, router, 5)
+    assert propagator.extracts == 2
+    processes = named(exporter.get_finished_spans(), f"process {queue_name}")
+    assert sorted(s.parent is None for s in processes) == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+@pytest.mark.parametrize("sampler", ["always_off", "ratio_0", "parent_always_off"])
+async def test_dropping_sampler_records_nothing_and_still_propagates(
+        make_conn: Any, queue_name: str, run_worker: Any, sampler: str) -> None:
+    exporter = InMemorySpanExporter()
+    chosen = {"always_off": ALWAYS_OFF, "ratio_0": TraceIdRatioBased(0),
+              "parent_always_off": ParentBased(ALWAYS_OFF)}[sampler]
+    provider = TracerProvider(sampler=chosen)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    conn = await make_conn(queue_name, plugins=[TracingPlugin(tracer_provider=provider,
+                                                              settle_spans=True)])
+    router = Router()
+    seen: list[tuple[int, str]] = []
+
+    @router.actor(name="parent", queue=queue_name)
+    async def parent(msg: MessageDependency) -> None:
+        from opentelemetry import trace
+        context = trace.get_current_span().get_span_context()
+        seen.append((context.trace_id, msg.parameters.headers["traceparent"]))
+        await Job("child", queue=queue_name, _connection=conn).enqueue()
+
+    @router.actor(name="child", queue=queue_name)
+    async def child(msg: MessageDependency) -> None:
+        seen.append((0, msg.parameters.headers["traceparent"]))
+
+    await Job("parent", queue=queue_name, _connection=conn).enqueue()
+    await run_worker(conn, router, 2)
+    assert exporter.get_finished_spans() == ()
+    (trace_id, sent), (_, child_sent) = seen
+    # the dropped trace's context still travels, marked not sampled, into child jobs
+    assert not int(sent.split("-")[3], 16) & 1 and not int(child_sent.split("-")[3], 16) & 1
+    assert int(sent.split("-")[1], 16) == trace_id == int(child_sent.split("-")[1], 16)
+
+
+@pytest.mark.parametrize("headers", [
+    {"traceparent": "00-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-01"},
+    {"traceparent": "00-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-00"},
+    {"traceparent": "00-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-01",
+     "tracestate": "vendor=abc,other=1"},
+    {"traceparent": "00-00000000000000000000000000000000-0e3102925dc6027a-01"},
+    {"traceparent": "00-96f590ea7b58bd1dbc5ac145efb7b553-0000000000000000-01"},
+    {"traceparent": "00-96F590EA7B58BD1DBC5AC145EFB7B553-0e3102925dc6027a-01"},
+    {"traceparent": "00-0x f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-01"},
+    {"traceparent": "01-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-01-future"},
+    {"traceparent": "00-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-01-extra"},
+    {"traceparent": "ff-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-01"},
+    {"traceparent": "garbage"},
+    {},
+])
+def test_module_propagator_extracts_what_the_sdk_does(headers: dict[str, str]) -> None:
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+
+    from repid_plugins.opentelemetry import W3C_PROPAGATOR
+
+    def carried(context: Context) -> Any:
+        found = trace.get_current_span(context).get_span_context()
+        return (found.trace_id, found.span_id, found.trace_flags, found.is_remote,
+                found.trace_state.to_header(), found.is_valid)
+
+    reference = TraceContextTextMapPropagator().extract(dict(headers), context=Context())
+    assert carried(W3C_PROPAGATOR.extract(dict(headers), context=Context())) == \
+        carried(reference)

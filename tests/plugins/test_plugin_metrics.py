@@ -317,3 +317,35 @@ def test_fast_values_expose_what_prometheus_client_does() -> None:
     assert ours.get_sample_value("h_bucket", {"q": "a", "le": "0.005"}) == 2
     with pytest.raises(ValueError, match=r"already|Duplicated"):
         Counter("c", "doc", registry=ours)  # the registry knows the names taken
+
+
+async def test_a_result_store_that_fails_is_counted_and_not_as_an_outcome() -> None:
+    from repid import Connection, InMemoryBucketBroker, InMemoryMessageBroker, Queue
+    from repid.data import BucketT
+
+    class DownStore(InMemoryBucketBroker):
+        async def _store_bucket(self, id_: str, payload: BucketT) -> None:
+            raise ConnectionError("results store unreachable")
+
+    registry = CollectorRegistry()
+    conn = Connection(InMemoryMessageBroker(max_deliveries=2),
+                      results_bucket_broker=DownStore(use_result_bucket=True),
+                      plugins=[MetricsPlugin(registry=registry)])
+    await conn.connect()
+    await Queue(_connection=conn).declare()
+    router = Router()
+
+    @router.actor
+    async def work() -> None:
+        pass
+
+    await Job("work", _connection=conn).enqueue()
+    await asyncio.wait_for(Worker(routers=[router], _connection=conn,
+                                  messages_limit=2).run(), 10)
+    value = registry.get_sample_value
+    assert value("repid_broker_call_failures_total", {"call": "store_bucket"}) == 2
+    # the first failure sent it back (a return), the second dead-lettered it (final)
+    assert value("repid_messages_processed_total",
+                 {"queue": "default", "actor": "work", "outcome": "dead"}) == 1
+    assert value("repid_messages_processed_total",
+                 {"queue": "default", "actor": "work", "outcome": "success"}) is None

@@ -221,31 +221,13 @@ class TracingPlugin:
     # --- precomputed names and attributes ---
 
     def _send_info(self, system: str, queue: str, actor: str) -> tuple[str, Attributes]:
-        cache_key = (system, queue, actor)
-        info = self._send.get(cache_key)
-        if info is None:
-            info = self._send[cache_key] = (f"send {queue}", {
-                SYSTEM: system, DESTINATION: queue, OPERATION_TYPE: "send",
-                OPERATION_NAME: "send", ACTOR_NAME: actor})
-        return info
+        return _named(self._send, "send", "send", system, queue, actor)
 
     def _process_info(self, system: str, queue: str, actor: str) -> tuple[str, Attributes]:
-        cache_key = (system, queue, actor)
-        info = self._process.get(cache_key)
-        if info is None:
-            info = self._process[cache_key] = (f"process {queue}", {
-                SYSTEM: system, DESTINATION: queue, OPERATION_TYPE: "process",
-                OPERATION_NAME: "process", ACTOR_NAME: actor})
-        return info
+        return _named(self._process, "process", "process", system, queue, actor)
 
     def _settle_info(self, system: str, queue: str, operation: str) -> tuple[str, Attributes]:
-        cache_key = (system, queue, operation)
-        info = self._settle.get(cache_key)
-        if info is None:
-            info = self._settle[cache_key] = (f"{operation} {queue}", {
-                SYSTEM: system, DESTINATION: queue, OPERATION_TYPE: "settle",
-                OPERATION_NAME: operation})
-        return info
+        return _named(self._settle, operation, "settle", system, queue, None)
 
     # --- producer side ---
 
@@ -479,3 +461,18 @@ def _around(span: Span) -> Generator[None, T, T]:
     finally:
         span.end()
     return result
+
+
+def _named(cache: dict[tuple[str, str, str], tuple[str, Attributes]], operation: str,
+           kind: str, system: str, queue: str, actor: str | None) -> tuple[str, Attributes]:
+    """A span's name and constant attributes for one (system, queue, actor or operation),
+    built once: bounded by the app's queues and actors, not by its messages."""
+    cache_key = (system, queue, actor or operation)
+    info = cache.get(cache_key)
+    if info is None:
+        attributes: dict[str, Any] = {SYSTEM: system, DESTINATION: queue,
+                                      OPERATION_TYPE: kind, OPERATION_NAME: operation}
+        if actor is not None:
+            attributes[ACTOR_NAME] = actor
+        info = cache[cache_key] = (f"{operation} {queue}", attributes)
+    return info

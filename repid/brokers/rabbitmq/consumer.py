@@ -373,7 +373,17 @@ class RabbitConsumer(RabbitConsumerBase):
         # Deliveries sent before cancel-ok precede it on the channel: their `_on_message`
         # tasks exist now; one loop turn lets them start and count themselves.
         await asyncio.sleep(0)
-        returns, keep = [], []
+        for sentinel in await self._give_back_buffered():
+            self._buffer.put_nowait(sentinel)
+        while self._receiving:  # arrivals being given back (or moved, if redelivered)
+            self._quiet.clear()
+            await self._quiet.wait()
+
+    async def _give_back_buffered(self) -> list[_Wake | None]:
+        """Give back every buffered, not handed-out message (confirmed copies, count
+        unchanged, all in one round); returns the wake-ups and end marks found beside
+        them."""
+        returns, others = [], []
         while not self._buffer.empty():
             item = self._buffer.get_nowait()
             if isinstance(item, tuple):
@@ -382,14 +392,10 @@ class RabbitConsumer(RabbitConsumerBase):
                 if delivery.alive():
                     returns.append(self._link.give_back(delivery.message))
             else:
-                keep.append(item)
-        for sentinel in keep:
-            self._buffer.put_nowait(sentinel)
+                others.append(item)
         if returns:
             await asyncio.gather(*returns)
-        while self._receiving:  # arrivals being given back (or moved, if redelivered)
-            self._quiet.clear()
-            await self._quiet.wait()
+        return others
 
     async def resume(self) -> None:
         """Subscribe again after `pause()` (unless a recovery already did); if that fails,
@@ -437,16 +443,7 @@ class RabbitConsumer(RabbitConsumerBase):
             except CHANNEL_ERRORS:
                 logger.debug("cancelling the consumer of %s failed; channel is gone",
                              self.queue_name)
-        returns = []
-        while not self._buffer.empty():
-            item = self._buffer.get_nowait()
-            if isinstance(item, tuple):
-                delivery = item[0].handle
-                assert isinstance(delivery, Delivery)
-                if delivery.alive():
-                    returns.append(self._link.give_back(delivery.message))
-        if returns:  # all copies confirmed in one round
-            await asyncio.gather(*returns)
+        await self._give_back_buffered()
         self._buffer.put_nowait(None)
         if self._outstanding <= 0:
             await self.close_channel()

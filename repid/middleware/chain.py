@@ -111,12 +111,18 @@ class HookChain:
         return self._start(start, plugin, kwargs)
 
     def leave_one(self, gen: Gen | None, result: Any) -> Any:
-        """`leave` for a `single` chain."""
+        """`leave` for a `single` chain (`_resume` with no error, written out: it runs
+        for every message)."""
         if gen is None:
             return result
-        result, error = self._resume(gen, self.wrappers[0][1], result, None)
-        if error is not None:
-            raise error
+        try:
+            gen.send(result)
+        except StopIteration as stop:
+            return stop.value
+        except BaseException as exc:
+            self._ignored(self.wrappers[0][1], exc)
+            return result
+        self._yielded_twice(gen, self.wrappers[0][1])
         return result
 
     def fail_one(self, gen: Gen | None, error: BaseException) -> Any:
@@ -158,12 +164,18 @@ class HookChain:
             return stop.value, None
         except BaseException as exc:
             if exc is not error:
-                logger.error("plugin %s raised in %s after the call; ignored", plugin,
-                             self.name, exc_info=exc)
+                self._ignored(plugin, exc)
         else:
-            gen.close()
-            logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
+            self._yielded_twice(gen, plugin)
         return result, error
+
+    def _ignored(self, plugin: str, exc: BaseException) -> None:
+        logger.error("plugin %s raised in %s after the call; ignored", plugin, self.name,
+                     exc_info=exc)
+
+    def _yielded_twice(self, gen: Gen, plugin: str) -> None:
+        gen.close()
+        logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
 
     def _unwind(self, started: list[tuple[Gen, str]], result: Any,
                 error: BaseException | None) -> Any:

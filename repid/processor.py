@@ -72,7 +72,8 @@ class Processor:
         self.process_pool = process_pool
         self._warned_topics: set[str] = set()
 
-    async def process(self, key: RoutingKey, payload: str, params: Parameters) -> bool:
+    async def process(self, key: RoutingKey, payload: str, params: Parameters,
+                      deliveries: int | None = None) -> bool:
         """Handle one message; returns False when it was not for this worker.
 
         Every message taken here gets exactly one settle call, whatever fails on the way
@@ -84,7 +85,8 @@ class Processor:
             await self._not_mine(key, payload, params)
             return False
         broker = self.broker
-        deliveries = broker.delivery_count(key)
+        if deliveries is None:  # the runner passes what it already asked the broker
+            deliveries = broker.delivery_count(key)
         if deliveries > 1:
             limit = actor.max_deliveries or broker.max_deliveries
             if deliveries > limit:

@@ -201,10 +201,11 @@ class Runner:
             finally:
                 self._done(mine=False)
             return
-        alone = self._broker.delivery_count(key) > SUSPECT_AFTER
+        deliveries = self._broker.delivery_count(key)
+        alone = deliveries > SUSPECT_AFTER
         if alone:
             try:
-                await self._enter_alone(key)
+                await self._enter_alone(key, deliveries)
             except asyncio.CancelledError:  # stopped while waiting for its turn
                 await asyncio.shield(self._return(key))
                 await asyncio.shield(self._leave_alone())
@@ -212,7 +213,7 @@ class Runner:
                 raise
         mine = False
         try:
-            mine = await self.processor.process(key, payload, params)
+            mine = await self.processor.process(key, payload, params, deliveries)
         except asyncio.CancelledError:
             mine = True
             raise
@@ -229,12 +230,12 @@ class Runner:
                 await asyncio.shield(self._leave_alone())
             self._done(mine)
 
-    async def _enter_alone(self, key: RoutingKey) -> None:
+    async def _enter_alone(self, key: RoutingKey, deliveries: int) -> None:
         """Hold nothing beside the suspect `key`: the consumers give back what they
         buffered, messages taken meanwhile go back, and it waits until every other task
         of this worker (running jobs, returns) has ended."""
         logger.warning("message %s was delivered %d times without being settled; it runs "
-                       "alone in this worker", key.id_, self._broker.delivery_count(key))
+                       "alone in this worker", key.id_, deliveries)
         self._isolation.block()
         await self._each_consumer("pause")
         me = asyncio.current_task()

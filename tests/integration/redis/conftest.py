@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from repid import RedisMessageBroker
 from tests.servers.redis_server import PrivateRedis, available, free_port
 
 MakeRedis = Callable[..., PrivateRedis]
@@ -30,3 +32,12 @@ def private_redis() -> Iterator[MakeRedis]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+async def queue(broker: RedisMessageBroker) -> AsyncIterator[str]:
+    """A fresh queue declared on the test module's `broker`, deleted afterwards."""
+    name = f"q-{uuid.uuid4().hex[:12]}"
+    await broker.queue_declare(name)
+    yield name
+    await broker.queue_delete(name)

@@ -52,14 +52,6 @@ async def broker(redis_dsn: str) -> AsyncIterator[RedisMessageBroker]:
     await b.disconnect()
 
 
-@pytest.fixture
-async def queue(broker: RedisMessageBroker) -> AsyncIterator[str]:
-    name = _name("q")
-    await broker.queue_declare(name)
-    yield name
-    await broker.queue_delete(name)
-
-
 def message(queue: str, *, id_: str | None = None, priority: int = PrioritiesT.MEDIUM,
             ready_at_in: float | None = None, timeout: float = 30.0,
             headers: dict[str, str] | None = None, payload: str = '{"x": 1}',

@@ -85,14 +85,6 @@ async def broker(redis_dsn: str) -> AsyncIterator[RedisMessageBroker]:
         yield b
 
 
-@pytest.fixture
-async def queue(broker: RedisMessageBroker) -> AsyncIterator[str]:
-    name = _name("q")
-    await broker.queue_declare(name)
-    yield name
-    await broker.queue_delete(name)
-
-
 # --- 1. a pool that serves a worker's concurrency ---
 
 async def test_1200_concurrent_bucket_calls_all_succeed(redis_dsn: str, raw: Redis) -> None:

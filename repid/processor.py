@@ -47,12 +47,10 @@ UNKNOWN_TOPIC_DELAY = timedelta(seconds=1)
 RECOVER_DELAY = timedelta(seconds=2)
 
 
-def _actor_run_args(processor: Processor, actor: Actor,
-                    message: MessageDependency) -> dict[str, Any]:
-    key = message.key
-    return {"connection": processor.connection, "actor": actor, "key": key,
-            "payload": message.raw_payload, "params": message.parameters,
-            "stash": key.stash}
+#: the `repid_actor_run` hook's arguments, read from `Processor._run_hooked`'s
+_ACTOR_RUN_ARGS = {"connection": "self.connection", "actor": "actor", "key": "message.key",
+                   "payload": "message.raw_payload", "params": "message.parameters",
+                   "stash": "message.key.stash"}
 
 
 def _own_chains(processor: Processor) -> Chains:
@@ -120,7 +118,7 @@ class Processor:
             await message.run_callbacks()
         return True
 
-    @around("actor_run", "_run", _actor_run_args, chains=_own_chains)
+    @around("actor_run", "_run", _ACTOR_RUN_ARGS, chains=_own_chains)
     async def _run_hooked(self, actor: Actor, message: MessageDependency) -> ActorResult:
         """`_run` inside the `repid_actor_run` wrappers, when a plugin has any."""
         return await self._run(actor, message)

@@ -29,8 +29,12 @@ Cost guarantees, kept by the code below:
 
 - Per-delivery state lives only in the delivery's stash (`key.stash`): nothing is keyed by
   message id, nothing is evicted under load, a new delivery starts clean.
-- Attributes are set only on a recording span (`span.is_recording()`): with a sampler that
-  drops a trace, a message costs two span starts, one inject and one extract.
+- A run whose producer's trace was not sampled, under a sampler that drops such spans
+  (`ParentBased`, the SDK's default, see `drops_unsampled_remote_parents`), makes no span:
+  the producer's context is made current as it is, parsed only if something asks for it,
+  and the settle hooks return at once. Under any other sampler the SDK decides as usual.
+- Attributes go to `start_span` (the SDK validates them once, not per `set_attribute`),
+  and later ones only onto a recording span (`span.is_recording()`).
 - The constant attributes and span names of a (queue, actor) are built once and reused.
 - The consumer extracts a context only when the headers carry `traceparent` (or, with a
   custom `propagator=`, one of its fields), and attaches one context per actor run.
@@ -48,6 +52,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator, default_getter
 from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
     Link,
     NonRecordingSpan,
     Span,
@@ -116,6 +121,59 @@ class _W3CTraceContext(TraceContextTextMapPropagator):
 W3C_PROPAGATOR: TextMapPropagator = _W3CTraceContext()
 #: the parent of a span that starts a trace (never the worker's own current context)
 _ROOT = Context()
+
+
+def _unsampled_parent(header: object) -> re.Match[str] | None:
+    """The parsed `traceparent` of a producer span that was not sampled (version 00, valid
+    ids, sampled flag clear); None for anything else."""
+    if type(header) is not str:
+        return None
+    match = _TRACEPARENT_00.fullmatch(header)
+    if match is None or int(match[3], 16) & TraceFlags.SAMPLED or \
+            match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
+        return None
+    return match
+
+
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+class _UnsampledRemoteSpan(NonRecordingSpan):
+    """The producer's span of a trace that is not sampled, current while a run that
+    records nothing goes on: its `SpanContext` is built only when something asks for it
+    (a child job's `send` span, user code), so a run that asks nothing costs no parse."""
+
+    def __init__(self, match: re.Match[str]) -> None:
+        super().__init__(INVALID_SPAN_CONTEXT)
+        self._match: re.Match[str] | None = match
+
+    def get_span_context(self) -> SpanContext:
+        """The producer's span context, as `W3C_PROPAGATOR.extract` gives it."""
+        if self._match is not None:
+            match, self._match = self._match, None
+            self._context = SpanContext(trace_id=int(match[1], 16), span_id=int(match[2], 16),
+                                        is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
+        return self._context
+
+    def __repr__(self) -> str:
+        return f"NonRecordingSpan({self.get_span_context()!r})"
+
+
+def drops_unsampled_remote_parents(provider: object) -> bool:
+    """Whether `provider` (an SDK `TracerProvider`) never records a span whose remote
+    parent was not sampled: its sampler is a `ParentBased` that leaves such spans to
+    `AlwaysOffSampler` (the SDK's default, and every `parentbased_*` of
+    `OTEL_TRACES_SAMPLER`). Read from the sampler's public description; anything else
+    (another sampler, a nested `ParentBased`, a provider with no sampler) is False, and the
+    SDK is asked for every span."""
+    sampler = getattr(provider, "sampler", None)
+    get_description = getattr(sampler, "get_description", None)
+    if get_description is None:
+        return False
+    description = get_description()
+    return (isinstance(description, str) and description.startswith("ParentBased{")
+            and description.count("remoteParentNotSampled:") == 1
+            and "remoteParentNotSampled:AlwaysOffSampler,localParentSampled:" in description)
 
 # attribute names of the messaging semantic conventions (hard-coded: semconv is not a dep)
 SYSTEM = "messaging.system"
@@ -195,6 +253,10 @@ class TracingPlugin:
         `settle_spans=True` adds a CLIENT span per settle; `trace_receive=True` a span per
         take."""
         self.tracer = trace.get_tracer(_INSTRUMENTATION, tracer_provider=tracer_provider)
+        self._provider = tracer_provider
+        #: the provider's sampler drops every span of an unsampled remote parent (None:
+        #: not known yet, the global provider is not set)
+        self._skips_unsampled: bool | None = None
         self.use_links = use_links
         self.trace_receive = trace_receive
         self.settle_spans = settle_spans
@@ -246,6 +308,16 @@ class TracingPlugin:
 
     # --- consumer side (taking a message: `_TakeTracing` below) ---
 
+    def _drops_unsampled(self) -> bool:
+        """Whether a run whose producer's trace is not sampled records nothing here
+        (`drops_unsampled_remote_parents`), decided once the provider is known."""
+        if self._skips_unsampled is None:
+            provider = self._provider or trace.get_tracer_provider()
+            if not hasattr(provider, "sampler"):
+                return False  # no SDK provider yet: ask again on the next run
+            self._skips_unsampled = drops_unsampled_remote_parents(provider)
+        return self._skips_unsampled
+
     @hookimpl(wrapper=True)
     def repid_actor_run(
         self, connection: Connection, actor: Actor, key: RoutingKey, params: Parameters,
@@ -253,7 +325,21 @@ class TracingPlugin:
     ) -> Generator[None, ActorResult, ActorResult]:
         """`process {queue}` CONSUMER span, current while the actor runs and ended by the
         settle; a failed run sets status ERROR, `error.type` and an exception event."""
-        remote = self._extract(params.headers) or _ROOT
+        headers = params.headers
+        if not self.use_links and self._drops_unsampled():
+            unsampled = _unsampled_parent(headers.get(_TRACEPARENT))
+            if unsampled is not None:
+                # the sampler would drop this span: make none, keep the producer's
+                # context current (a child job stays in its unsampled trace)
+                ctx = trace.set_span_in_context(_UnsampledRemoteSpan(unsampled), _ROOT)
+                if self.settle_spans:
+                    stash.setdefault(_DELIVERY, _Delivery()).ctx = ctx
+                token = otel_context.attach(ctx)
+                try:
+                    return (yield)
+                finally:
+                    otel_context.detach(token)
+        remote = self._extract(headers) or _ROOT
         links: list[Link] | None = None
         parent = remote
         if self.use_links:
@@ -261,16 +347,15 @@ class TracingPlugin:
                 producer = trace.get_current_span(remote).get_span_context()
                 links = [Link(producer)] if producer.is_valid else None
             parent = _ROOT
-        name, attributes = self._process_info(connection.message_broker.system, key.queue,
-                                              actor.name)
+        name, constant = self._process_info(connection.message_broker.system, key.queue,
+                                            actor.name)
+        attributes = {**constant, MESSAGE_ID: key.id_,
+                      RETRY_ATTEMPT: params.retries.already_tried + 1}
         span = self.tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER,
-                                      links=links)
+                                      links=links, attributes=attributes)
         ctx = trace.set_span_in_context(span, remote)  # keeps the producer's baggage
         delivery: _Delivery | None = None
         if span.is_recording():
-            span.set_attributes(attributes)
-            span.set_attributes({MESSAGE_ID: key.id_,
-                                 RETRY_ATTEMPT: params.retries.already_tried + 1})
             delivery = stash.setdefault(_DELIVERY, _Delivery())
             delivery.span, delivery.ctx, delivery.running = span, ctx, True
         elif self.settle_spans:  # not sampled: settle spans follow it (and are dropped)
@@ -350,12 +435,16 @@ class TracingPlugin:
     def repid_ack(self, broker: MessageBroker, queue: str, key: RoutingKey,
                   stash: Stash) -> Generator[None, None, None]:
         """ack: the message is done."""
+        if not self.settle_spans and _DELIVERY not in stash:
+            return (yield)  # nothing recorded for this delivery
         yield from self._settle_around("ack", broker, queue, key, stash, None)
 
     @hookimpl(wrapper=True)
     def repid_nack(self, broker: MessageBroker, queue: str, key: RoutingKey,
                    reason: str | None, stash: Stash) -> Generator[None, None, None]:
         """nack: the message goes to the dead-letter queue, `repid.dead.reason` says why."""
+        if not self.settle_spans and _DELIVERY not in stash:
+            return (yield)  # nothing recorded for this delivery
         outcome: Attributes | None = None if reason is None else {DEAD_REASON: reason}
         yield from self._settle_around("nack", broker, queue, key, stash, outcome)
 
@@ -363,6 +452,8 @@ class TracingPlugin:
     def repid_reject(self, broker: MessageBroker, queue: str, key: RoutingKey,
                      stash: Stash) -> Generator[None, None, None]:
         """reject: the message goes back unchanged."""
+        if not self.settle_spans and _DELIVERY not in stash:
+            return (yield)  # nothing recorded for this delivery
         yield from self._settle_around("reject", broker, queue, key, stash, None)
 
     @hookimpl(wrapper=True)
@@ -372,8 +463,10 @@ class TracingPlugin:
         """requeue: `repid.requeue.reason` and `repid.requeue.ready_at`; the headers keep
         the producer's trace context (so a retry stays in the original trace), and get
         this delivery's only when they had none."""
-        outcome: Attributes | None = None
         delivery = stash.get(_DELIVERY, None)
+        if delivery is None and not self.settle_spans:
+            return (yield)  # nothing recorded for this delivery
+        outcome: Attributes | None = None
         if self.settle_spans or (delivery is not None and delivery.span is not None):
             outcome = {REQUEUE_REASON: reason or "unknown"}
             next_try = params.delay.next_execution_time

@@ -277,6 +277,29 @@ class _Call:
 _RUN_FAILED = StashKey[bool]()
 
 
+def _settle_hook(call: str, outcome: str | None, doc: str) -> Any:
+    """The wrapper of a settle that times the call and, once it succeeded, counts the
+    message's final `outcome` (None: counted as returned, reason `call`). Made by this
+    factory rather than through `MetricsPlugin._timed`, so a settle costs one generator."""
+
+    def hook(self: MetricsPlugin, key: RoutingKey) -> Generator[None, None, None]:
+        timing = self._calls[call]
+        counter = self._back(key, call) if outcome is None else self._final(key, outcome)
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception:
+            timing.failed()
+            raise
+        finally:
+            timing.duration.observe(time.perf_counter() - start)
+        counter.inc()
+
+    hook.__name__ = hook.__qualname__ = f"repid_{call}"
+    hook.__doc__ = doc
+    return hookimpl(wrapper=True)(hook)
+
+
 class MetricsPlugin:
     """repid plugin counting and timing messages, actor runs and broker calls."""
 
@@ -380,20 +403,9 @@ class MetricsPlugin:
             counter.inc()
         return result
 
-    @hookimpl(wrapper=True)
-    def repid_ack(self, key: RoutingKey) -> Generator[None, None, None]:
-        """ack: final outcome success."""
-        yield from self._timed(self._calls["ack"], self._final(key, "success"))
-
-    @hookimpl(wrapper=True)
-    def repid_nack(self, key: RoutingKey) -> Generator[None, None, None]:
-        """nack: final outcome dead."""
-        yield from self._timed(self._calls["nack"], self._final(key, "dead"))
-
-    @hookimpl(wrapper=True)
-    def repid_reject(self, key: RoutingKey) -> Generator[None, None, None]:
-        """reject: returned, reason `reject`."""
-        yield from self._timed(self._calls["reject"], self._back(key, "reject"))
+    repid_ack = _settle_hook("ack", "success", "ack: final outcome success.")
+    repid_nack = _settle_hook("nack", "dead", "nack: final outcome dead.")
+    repid_reject = _settle_hook("reject", None, "reject: returned, reason `reject`.")
 
     @hookimpl(wrapper=True)
     def repid_requeue(self, key: RoutingKey, reason: str | None,

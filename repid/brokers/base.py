@@ -42,7 +42,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
@@ -67,46 +67,19 @@ REQUEUE_REASONS = ("retry", "schedule", "reschedule", "recovery", "unknown_topic
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
-# --- the hooks' keyword arguments, built only when a plugin runs around the call ---
+# --- the hooks' keyword arguments, read from a call only when a plugin runs around it ---
 
-
-def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
-                  params: Parameters) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
-            "payload": payload, "params": params}
-
-
-def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str, params: Parameters,
-                  reason: str | None = None) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
-            "payload": payload, "params": params, "reason": reason, "stash": key.stash}
-
-
-def _key_args(broker: MessageBroker, key: RoutingKey) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
-            "stash": key.stash}
-
-
-def _nack_args(broker: MessageBroker, key: RoutingKey,
-               reason: str | None = None) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue, "key": key,
-            "reason": reason, "stash": key.stash}
-
-
-def _queue_args(broker: MessageBroker, queue_name: str) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "queue": queue_name}
-
-
-def _bucket_args(broker: BucketBroker, id_: str) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "id_": id_}
-
-
-def _store_args(broker: BucketBroker, id_: str, payload: BucketT) -> dict[str, Any]:
-    return {"connection": broker.hook_connection, "broker": broker, "id_": id_, "payload": payload}
-
-
-def _consume_args(consumer: Consumer) -> dict[str, Any]:
-    return consumer.hook_args()
+_BROKER_ARGS = {"connection": "self.hook_connection", "broker": "self"}
+_MESSAGE_ARGS = {**_BROKER_ARGS, "queue": "key.queue", "key": "key", "payload": "payload",
+                 "params": "params"}
+_REQUEUE_ARGS = {**_MESSAGE_ARGS, "reason": "reason", "stash": "key.stash"}
+_KEY_ARGS = {**_BROKER_ARGS, "queue": "key.queue", "key": "key", "stash": "key.stash"}
+_NACK_ARGS = {**_KEY_ARGS, "reason": "reason"}
+_QUEUE_ARGS = {**_BROKER_ARGS, "queue": "queue_name"}
+_BUCKET_ARGS = {**_BROKER_ARGS, "id_": "id_"}
+_STORE_ARGS = {**_BUCKET_ARGS, "payload": "payload"}
+_CONSUME_ARGS = {"connection": "self.broker.hook_connection", "broker": "self.broker",
+                 "queue": "self.queue_name", "category": "self.category"}
 
 
 def _check_size(broker: MessageBroker, key: RoutingKey, payload: str,
@@ -142,7 +115,7 @@ class MessageBroker(_HasMiddleware, ABC):
 
     # --- public calls, through the middleware ---
 
-    @around("enqueue", "_enqueue", _message_args, check=_check_size)
+    @around("enqueue", "_enqueue", _MESSAGE_ARGS, check=_check_size)
     async def enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         """Store a new message (ready at `params.delay.next_execution_time`, or now).
 
@@ -160,40 +133,40 @@ class MessageBroker(_HasMiddleware, ABC):
         for key, payload, params in messages:
             await self.enqueue(key, payload, params)
 
-    @around("requeue", "_requeue", _requeue_args)
+    @around("requeue", "_requeue", _REQUEUE_ARGS)
     async def requeue(self, key: RoutingKey, payload: str, params: Parameters,
                       reason: str | None = None) -> None:
         """Replace a consumed message by one with new parameters, ready at its delay;
         `reason` says why, for plugins (one of `REQUEUE_REASONS`)."""
         return await self._requeue(key, payload, params, reason)
 
-    @around("ack", "_ack", _key_args)
+    @around("ack", "_ack", _KEY_ARGS)
     async def ack(self, key: RoutingKey) -> None:
         """The message is done: remove it."""
         return await self._ack(key)
 
-    @around("nack", "_nack", _nack_args)
+    @around("nack", "_nack", _NACK_ARGS)
     async def nack(self, key: RoutingKey, reason: str | None = None) -> None:
         """Move the message to its queue's dead-letter part; `reason`, when given, is kept
         in the dead message's `headers[DEAD_REASON_HEADER]`."""
         return await self._nack(key, reason)
 
-    @around("reject", "_reject", _key_args)
+    @around("reject", "_reject", _KEY_ARGS)
     async def reject(self, key: RoutingKey) -> None:
         """Return the message to its queue as it was, no retry counted."""
         return await self._reject(key)
 
-    @around("queue_declare", "_queue_declare", _queue_args)
+    @around("queue_declare", "_queue_declare", _QUEUE_ARGS)
     async def queue_declare(self, queue_name: str) -> None:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
         return await self._queue_declare(queue_name)
 
-    @around("queue_flush", "_queue_flush", _queue_args)
+    @around("queue_flush", "_queue_flush", _QUEUE_ARGS)
     async def queue_flush(self, queue_name: str) -> None:
         """Remove every message of the queue: ready, delayed, dead and in flight."""
         return await self._queue_flush(queue_name)
 
-    @around("queue_delete", "_queue_delete", _queue_args)
+    @around("queue_delete", "_queue_delete", _QUEUE_ARGS)
     async def queue_delete(self, queue_name: str) -> None:
         """Delete the queue and everything in it."""
         return await self._queue_delete(queue_name)
@@ -293,20 +266,10 @@ class Consumer(ABC):
         elif self.problem is None:
             self.problem = (reason, time.monotonic())
 
-    #: arguments of the `repid_consume` hook, built on the first take
-    _hook_args: dict[str, Any] | None = None
-
-    def hook_args(self) -> dict[str, Any]:
-        """The `repid_consume` hook's arguments: the same for every message, built once."""
-        if self._hook_args is None:
-            self._hook_args = {"connection": self.broker.hook_connection, "broker": self.broker,
-                               "queue": self.queue_name, "category": self.category}
-        return self._hook_args
-
     def __aiter__(self) -> AsyncIterator[RawMessage]:
         return self
 
-    @around("consume", "_next", _consume_args, chains=chains_of_broker)
+    @around("consume", "_next", _CONSUME_ARGS, chains=chains_of_broker)
     async def __anext__(self) -> RawMessage:
         """The next message (see `_next`), through the `repid_consume` wrappers."""
         return await self._next()
@@ -345,17 +308,17 @@ class BucketBroker(_HasMiddleware, ABC):
     @abstractmethod
     async def disconnect(self) -> None: ...
 
-    @around("get_bucket", "_get_bucket", _bucket_args)
+    @around("get_bucket", "_get_bucket", _BUCKET_ARGS)
     async def get_bucket(self, id_: str) -> BucketT | None:
         """The bucket stored under `id_`, or None (never stored, deleted or expired)."""
         return await self._get_bucket(id_)
 
-    @around("store_bucket", "_store_bucket", _store_args)
+    @around("store_bucket", "_store_bucket", _STORE_ARGS)
     async def store_bucket(self, id_: str, payload: BucketT) -> None:
         """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
         return await self._store_bucket(id_, payload)
 
-    @around("delete_bucket", "_delete_bucket", _bucket_args)
+    @around("delete_bucket", "_delete_bucket", _BUCKET_ARGS)
     async def delete_bucket(self, id_: str) -> None:
         """Delete the bucket stored under `id_` (nothing happens if there is none)."""
         return await self._delete_bucket(id_)

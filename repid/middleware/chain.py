@@ -1,34 +1,25 @@
 """Drives the wrappers of one around hook (and any v1 subscribers) around an awaited call.
 
-This runs on every broker call once a plugin is registered, so it is kept lean: each
-wrapper's arguments are picked by a getter built once at registration.
+This runs on every broker call once a plugin is registered, so it is kept lean: a chain
+compiles its `enter` once, from its wrappers and the call's `CallSite`
+(`repid.middleware.through`): it reads each hook argument a wrapper names from the
+call's own arguments and calls the wrapper with them positionally, so no dictionary of
+hook arguments is built and no adapter sits between the call and the wrapper.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Generator
-from operator import itemgetter
 from typing import Any
+
+from repid.middleware.through import SITES
 
 logger = logging.getLogger("repid.middleware")
 
 Gen = Generator[None, Any, Any]
-#: (starts the wrapper from the hook's keyword arguments, plugin name for log lines)
-Wrapper = tuple[Callable[[dict[str, Any]], Gen], str]
-
-
-def make_starter(
-    function: Callable[..., Gen], argnames: tuple[str, ...]
-) -> Callable[[dict[str, Any]], Gen]:
-    """A function calling `function` with the keyword arguments it names, positionally."""
-    if not argnames:
-        return lambda kwargs: function()
-    if len(argnames) == 1:
-        name = argnames[0]
-        return lambda kwargs: function(kwargs[name])
-    pick = itemgetter(*argnames)
-    return lambda kwargs: function(*pick(kwargs))
+#: (the wrapper's function, the hook arguments it names in order, plugin name for logs)
+Wrapper = tuple[Callable[..., Gen], tuple[str, ...], str]
 
 
 class Subscriber:
@@ -57,24 +48,28 @@ class HookChain:
     """Everything that runs around one kind of call. Exists only when something is there,
     so a call with no plugin costs one `is None` check.
 
-    A caller drives it as `started = chain.enter(kwargs)`, awaits its own call, then
-    `chain.leave(started, result)` or `chain.fail(started, error)` (see
-    `repid.middleware.through`); with v1 subscribers it awaits `chain.run(...)` instead.
-    One semantics whatever the number of wrappers: each wrapper sees the call's result or
-    error and may replace it (returning a value instead of an error, or another value); a
-    wrapper that raises something else is logged and ignored.
+    A caller drives it as `state = chain.enter(obj, *args)` (the call's own object and
+    arguments), awaits its own call, then `chain.leave(state, result)` or
+    `chain.fail(state, error)` (see `repid.middleware.through`); with v1 subscribers it
+    awaits `chain.run(...)` instead. One semantics whatever the number of wrappers: each
+    wrapper sees the call's result or error and may replace it (returning a value
+    instead of an error, or another value); a wrapper that raises something else is
+    logged and ignored. A wrapper that fails before its yield is logged and skipped.
     """
 
-    __slots__ = ("after", "aliases", "before", "name", "single", "subscribers", "wrappers")
+    __slots__ = ("after", "aliases", "before", "enter", "event", "fail", "leave", "name",
+                 "single", "subscribers", "wrappers")
 
     def __init__(
         self,
+        event: str,
         name: str,
         wrappers: tuple[Wrapper, ...],
         before: tuple[Subscriber, ...],
         after: tuple[Subscriber, ...],
         aliases: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> None:
+        self.event = event
         self.name = name
         self.wrappers = wrappers
         self.before = before
@@ -82,37 +77,63 @@ class HookChain:
         self.aliases = aliases
         #: v1 subscribers are there: drive the chain with `run`
         self.subscribers = bool(before or after)
-        #: one wrapper and no subscriber: the `*_one` methods, with no list to keep
-        self.single = len(wrappers) == 1 and not self.subscribers
+        #: one wrapper: the state between enter and leave is its generator (or None)
+        self.single = len(wrappers) == 1
+        #: `enter(obj, *args)`: start every wrapper, outermost first (compiled on first use)
+        self.enter: Callable[..., Any] = self._compile_and_enter
+        #: `leave(state, result)`: hand the call's result to the wrappers, innermost
+        #: first; return what the outermost returns
+        self.leave: Callable[[Any, Any], Any] = self._leave_one if self.single else self._leave
+        #: `fail(state, error)`: throw the call's error into the wrappers, innermost
+        #: first; re-raise it unless a wrapper returned a value instead
+        self.fail: Callable[[Any, BaseException], Any] = (
+            self._fail_one if self.single else self._fail)
 
-    def enter(self, kwargs: dict[str, Any]) -> list[tuple[Gen, str]]:
-        """Start every wrapper, outermost first; those that fail to start are logged and
-        skipped."""
-        started = []
-        for start, plugin in self.wrappers:
-            gen = self._start(start, plugin, kwargs)
-            if gen is not None:
-                started.append((gen, plugin))
-        return started
+    # --- entering: compiled once per chain ---
 
-    def leave(self, started: list[tuple[Gen, str]], result: Any) -> Any:
-        """Hand the call's result to the wrappers, innermost first; return what the
-        outermost returns (or raise what one of them turned it into)."""
-        return self._unwind(started, result, None)
+    def _compile_and_enter(self, obj: Any, *args: Any) -> Any:
+        self.enter = self._compile_enter()
+        return self.enter(obj, *args)
 
-    def fail(self, started: list[tuple[Gen, str]], error: BaseException) -> Any:
-        """Throw the call's error into the wrappers, innermost first; re-raise it unless a
-        wrapper returned a value instead."""
-        return self._unwind(started, None, error)
+    def _compile_enter(self) -> Callable[..., Any]:
+        """The chain's `enter(self, <call params>)`: reads the hook arguments its wrappers
+        name (each once), then starts each wrapper with them, positionally. One wrapper:
+        returns its generator, or None; more: a list of (generator, plugin)."""
+        site = SITES[self.event]
+        namespace: dict[str, Any] = {"skipped": self._skipped}
+        needed = dict.fromkeys(name for _, argnames, _ in self.wrappers for name in argnames)
+        body = [f"_{name} = {site.hook_args[name]}" for name in needed]
+        if not self.single:
+            body.append("started = []")
+        for index, (function, argnames, _) in enumerate(self.wrappers):
+            namespace[f"w{index}"] = function
+            call = f"w{index}({', '.join(f'_{name}' for name in argnames)})"
+            body += ["try:", f"    gen = {call}", "    next(gen)",
+                     "except Exception as exc:", f"    {'return ' if self.single else ''}"
+                     f"skipped({index}, exc)"]
+            body += ["return gen"] if self.single else [
+                "else:", f"    started.append((gen, {index}))"]
+        if not self.single:
+            body.append("return started")
+        enter: Callable[..., Any] = site.compile("enter", body, namespace)
+        return enter
 
-    def enter_one(self, kwargs: dict[str, Any]) -> Gen | None:
-        """`enter` for a `single` chain: the one wrapper, started (None if it failed)."""
-        start, plugin = self.wrappers[0]
-        return self._start(start, plugin, kwargs)
+    def _skipped(self, index: int, exc: Exception) -> None:
+        """A wrapper that returned or raised before its yield: logged; the call goes on
+        without it."""
+        plugin = self.wrappers[index][2]
+        if isinstance(exc, StopIteration):
+            logger.error("plugin %s: %s wrapper returned without yielding; skipped", plugin,
+                         self.name)
+        else:
+            logger.error("plugin %s raised in %s before the call; skipped", plugin,
+                         self.name, exc_info=exc)
 
-    def leave_one(self, gen: Gen | None, result: Any) -> Any:
-        """`leave` for a `single` chain (`_resume` with no error, written out: it runs
-        for every message)."""
+    # --- leaving ---
+
+    def _leave_one(self, gen: Gen | None, result: Any) -> Any:
+        """`leave` for one wrapper (`_resume` with no error, written out: it runs for every
+        message)."""
         if gen is None:
             return result
         try:
@@ -120,37 +141,37 @@ class HookChain:
         except StopIteration as stop:
             return stop.value
         except BaseException as exc:
-            self._ignored(self.wrappers[0][1], exc)
+            self._ignored(0, exc)
             return result
-        self._yielded_twice(gen, self.wrappers[0][1])
+        self._yielded_twice(gen, 0)
         return result
 
-    def fail_one(self, gen: Gen | None, error: BaseException) -> Any:
-        """`fail` for a `single` chain."""
+    def _fail_one(self, gen: Gen | None, error: BaseException) -> Any:
         if gen is None:
             raise error
-        result, left = self._resume(gen, self.wrappers[0][1], None, error)
+        result, left = self._resume(gen, 0, None, error)
         if left is not None:
             raise left
         return result
 
-    def _start(self, start: Callable[[dict[str, Any]], Gen], plugin: str,
-               kwargs: dict[str, Any]) -> Gen | None:
-        """Run one wrapper up to its yield; None (logged) if it returned or raised."""
-        try:
-            gen = start(kwargs)
-            next(gen)
-        except StopIteration:
-            logger.error("plugin %s: %s wrapper returned without yielding; skipped", plugin,
-                         self.name)
-            return None
-        except Exception:
-            logger.exception("plugin %s raised in %s before the call; skipped", plugin,
-                             self.name)
-            return None
-        return gen
+    def _leave(self, started: list[tuple[Gen, int]], result: Any) -> Any:
+        """`_unwind` with no error, written out: it runs for every message."""
+        while started:
+            gen, index = started.pop()
+            try:
+                gen.send(result)
+            except StopIteration as stop:
+                result = stop.value
+            except BaseException as exc:
+                self._ignored(index, exc)
+            else:
+                self._yielded_twice(gen, index)
+        return result
 
-    def _resume(self, gen: Gen, plugin: str, result: Any,
+    def _fail(self, started: list[tuple[Gen, int]], error: BaseException) -> Any:
+        return self._unwind(started, None, error)
+
+    def _resume(self, gen: Gen, index: int, result: Any,
                 error: BaseException | None) -> tuple[Any, BaseException | None]:
         """Hand one wrapper the call's result or error; what it leaves: (result, error).
         A wrapper may return a value instead of an error; one that raises something else
@@ -164,47 +185,46 @@ class HookChain:
             return stop.value, None
         except BaseException as exc:
             if exc is not error:
-                self._ignored(plugin, exc)
+                self._ignored(index, exc)
         else:
-            self._yielded_twice(gen, plugin)
+            self._yielded_twice(gen, index)
         return result, error
 
-    def _ignored(self, plugin: str, exc: BaseException) -> None:
-        logger.error("plugin %s raised in %s after the call; ignored", plugin, self.name,
-                     exc_info=exc)
+    def _ignored(self, index: int, exc: BaseException) -> None:
+        logger.error("plugin %s raised in %s after the call; ignored",
+                     self.wrappers[index][2], self.name, exc_info=exc)
 
-    def _yielded_twice(self, gen: Gen, plugin: str) -> None:
+    def _yielded_twice(self, gen: Gen, index: int) -> None:
         gen.close()
-        logger.error("plugin %s: %s wrapper yielded twice; ignored", plugin, self.name)
+        logger.error("plugin %s: %s wrapper yielded twice; ignored", self.wrappers[index][2],
+                     self.name)
 
-    def _unwind(self, started: list[tuple[Gen, str]], result: Any,
+    def _unwind(self, started: list[tuple[Gen, int]], result: Any,
                 error: BaseException | None) -> Any:
         while started:
-            gen, plugin = started.pop()
-            result, error = self._resume(gen, plugin, result, error)
+            gen, index = started.pop()
+            result, error = self._resume(gen, index, result, error)
         if error is not None:
             raise error
         return result
 
-    async def run(self, call: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                  kwargs: dict[str, Any], hook_kwargs: dict[str, Any]) -> Any:
-        """Await `call(*args, **kwargs)` between the v1 `before_*` subscribers and the
-        wrappers, then the `after_*` subscribers (which get the result)."""
-        v1_values = None
-        if self.before:
-            v1_values = self.aliases(hook_kwargs)
-            for sub in self.before:
-                await sub.call(v1_values)
-        started = self.enter(hook_kwargs)
+    # --- with v1 subscribers ---
+
+    async def run(self, call: Callable[..., Awaitable[Any]], obj: Any, *args: Any) -> Any:
+        """Await `call(*args)` between the v1 `before_*` subscribers and the wrappers,
+        then the `after_*` subscribers (which get the result). `obj` is the object the call
+        is made on, from which the hook arguments are read."""
+        v1_values = self.aliases(SITES[self.event].kwargs_builder(obj, *args))
+        for sub in self.before:
+            await sub.call(v1_values)
+        state = self.enter(obj, *args)
         try:
-            result = await call(*args, **kwargs)
+            result = await call(*args)
         except BaseException as exc:
-            result = self.fail(started, exc)
+            result = self.fail(state, exc)
         else:
-            result = self.leave(started, result)
+            result = self.leave(state, result)
         if self.after:
-            if v1_values is None:
-                v1_values = self.aliases(hook_kwargs)
             v1_values["result"] = result
             for sub in self.after:
                 await sub.call(v1_values)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from repid.middleware import hookspecs
-from repid.middleware.chain import HookChain, Subscriber, Wrapper, make_starter
+from repid.middleware.chain import HookChain, Subscriber, Wrapper
 from repid.middleware.compat import collect, make_subscriber, parse_name, v1_values
 
 if TYPE_CHECKING:
@@ -180,13 +180,12 @@ class Middleware:
                                     strict=True):
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
             wrappers: tuple[Wrapper, ...] = tuple(
-                (make_starter(impl.function, tuple(impl.argnames)), impl.plugin_name)
-                for impl in reversed(impls) if impl.wrapper
-            )
+                (impl.function, tuple(impl.argnames), impl.plugin_name)
+                for impl in reversed(impls) if impl.wrapper)
             before = tuple(self._subscribers.get(("before", event), ()))
             after = tuple(self._subscribers.get(("after", event), ()))
             chain = None
             if wrappers or before or after:
-                chain = HookChain(hook_name, wrappers, before, after, v1_values)
+                chain = HookChain(event, hook_name, wrappers, before, after, v1_values)
             setattr(self.chains, event, chain)
 

@@ -8,13 +8,20 @@ creation, with the declared method's own parameters (like `dataclasses` builds
 implementation's own, and with no plugin one `is None` check. Every around call of repid
 goes through it: the broker calls, `Consumer.__anext__` (`repid_consume`) and the
 worker's actor run (`repid_actor_run`).
+
+Each declaration also says how the hook's arguments are read from the call's
+(`HookArgs`: an expression per hook parameter, over `self` and the method's parameters).
+It is recorded as the event's `CallSite`, from which a chain builds its `enter`: a
+function that reads only the arguments its wrappers name, and passes them positionally
+(see `repid.middleware.chain`). No dictionary of hook arguments is built on that path.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
@@ -30,35 +37,61 @@ own_chains: Callable[[Any], Chains] = attrgetter("_chains")
 #: where a consumer finds its broker's chains
 chains_of_broker: Callable[[Any], Chains] = attrgetter("broker._chains")
 
+#: a hook's keyword arguments, each as a Python expression over `self` and the declared
+#: method's parameters (`{"queue": "key.queue", "broker": "self"}`)
+HookArgs = Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """One declared around call: the method's parameters (without `self`) and how each
+    argument of its hook is read from them."""
+
+    event: str
+    params: tuple[str, ...]
+    hook_args: HookArgs
+
+    def compile(self, name: str, body: list[str], namespace: dict[str, Any]) -> Any:
+        """A function `name(self, <params>)` with these body lines, in `namespace`."""
+        source = f"def {name}(self, {', '.join(self.params)}):\n" + "".join(
+            f"    {line}\n" for line in body)
+        exec(compile(source, f"<{name} {self.event}>", "exec"), namespace)
+        return namespace[name]
+
+    @functools.cached_property
+    def kwargs_builder(self) -> Callable[..., dict[str, Any]]:
+        """`f(self, <params>)`: every hook argument, as a dict (the v1 subscribers' path)."""
+        items = ", ".join(f"{name!r}: {expr}" for name, expr in self.hook_args.items())
+        builder: Callable[..., dict[str, Any]] = self.compile(
+            "hook_kwargs", [f"return {{{items}}}"], {})
+        return builder
+
+
+#: every declared around call, by event (`Chains` slot); filled as the classes that
+#: declare them are created
+SITES: dict[str, CallSite] = {}
+
 #: the body of every call-through; {params} and {args} are the declared method's
 _TEMPLATE = """\
 async def {name}(self, {params}):
     {check}chain = chains(self).{event}
     if chain is None:
         return await self.{implementation}({args})
-    hook_kwargs = hook_args(self, {args})
     if chain.subscribers:
-        return await chain.run(self.{implementation}, ({args}), {{}}, hook_kwargs)
-    if chain.single:
-        gen = chain.enter_one(hook_kwargs)
-        try:
-            result = await self.{implementation}({args})
-        except BaseException as exc:
-            return chain.fail_one(gen, exc)
-        return chain.leave_one(gen, result)
-    started = chain.enter(hook_kwargs)
+        return await chain.run(self.{implementation}, self, {args})
+    state = chain.enter(self, {args})
     try:
         result = await self.{implementation}({args})
     except BaseException as exc:
-        return chain.fail(started, exc)
-    return chain.leave(started, result)
+        return chain.fail(state, exc)
+    return chain.leave(state, result)
 """
 
 
 def around(
     event: str,
     implementation: str,
-    hook_args: Callable[..., dict[str, Any]],
+    hook_args: HookArgs,
     chains: Callable[[Any], Chains] = own_chains,
     check: Callable[..., None] | None = None,
 ) -> Callable[[Callable[Concatenate[S, P], Awaitable[R]]],
@@ -67,17 +100,17 @@ def around(
 
     The method's body is not used: the decorated method awaits
     `self.<implementation>(...)` with its own arguments, inside the chain that
-    `chains(self)` holds for `event`; `hook_args(self, ...)` gives the hook's keyword
-    arguments, built only when something runs around the call. `check(self, ...)`, when
-    given, runs first and may refuse the call by raising.
+    `chains(self)` holds for `event`; `hook_args` says how each argument of the hook is
+    read from the call's, evaluated only when something runs around the call.
+    `check(self, ...)`, when given, runs first and may refuse the call by raising.
     """
 
     def decorate(declared: Callable[Concatenate[S, P], Awaitable[R]]
                  ) -> Callable[Concatenate[S, P], Awaitable[R]]:
-        names = list(inspect.signature(declared).parameters)[1:]  # without self
+        signature = inspect.signature(declared).parameters
+        names = list(signature)[1:]  # without self
         defaults = {f"_default_{name}": parameter.default for name, parameter
-                    in inspect.signature(declared).parameters.items()
-                    if parameter.default is not inspect.Parameter.empty}
+                    in signature.items() if parameter.default is not inspect.Parameter.empty}
         params = ", ".join(f"{name}=_default_{name}" if f"_default_{name}" in defaults
                            else name for name in names)
         args = "".join(f"{name}, " for name in names)
@@ -85,11 +118,11 @@ def around(
             name=declared.__name__, params=params, args=args, event=event,
             implementation=implementation,
             check=f"check(self, {args})\n    " if check is not None else "")
-        namespace: dict[str, Any] = {"chains": chains, "hook_args": hook_args,
-                                     "check": check, **defaults}
+        namespace: dict[str, Any] = {"chains": chains, "check": check, **defaults}
         exec(compile(source, f"<around {event}>", "exec"), namespace)
         method = namespace[declared.__name__]
         functools.update_wrapper(method, declared)
+        SITES[event] = CallSite(event, tuple(names), dict(hook_args))
         result: Callable[Concatenate[S, P], Awaitable[R]] = method
         return result
 

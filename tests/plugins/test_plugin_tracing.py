@@ -457,3 +457,78 @@ def test_module_propagator_extracts_what_the_sdk_does(headers: dict[str, str]) -
     reference = TraceContextTextMapPropagator().extract(dict(headers), context=Context())
     assert carried(W3C_PROPAGATOR.extract(dict(headers), context=Context())) == \
         carried(reference)
+
+
+@pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
+@pytest.mark.parametrize(("consumer_sampler", "records"), [
+    ("parent_based_default", False),
+    ("always_on", True),
+    ("parent_based_following_nothing", True),
+])
+async def test_unsampled_producer_is_followed_only_as_the_consumer_sampler_says(
+        make_conn: Any, queue_name: str, run_worker: Any, consumer_sampler: str,
+        records: bool) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    producer = TracingPlugin(tracer_provider=TracerProvider(sampler=ParentBased(ALWAYS_OFF)))
+    conn = await make_conn(queue_name, plugins=[producer])
+    router = Router()
+    seen: list[tuple[Any, str]] = []
+
+    @router.actor(name="work", queue=queue_name)
+    async def work(msg: MessageDependency) -> None:
+        found = trace.get_current_span().get_span_context()
+        seen.append(((found.trace_id, found.span_id, found.trace_flags, found.is_remote),
+                     msg.parameters.headers["traceparent"]))
+
+    await Job("work", queue=queue_name, _connection=conn).enqueue()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler={
+        "parent_based_default": ParentBased(ALWAYS_ON),
+        "always_on": ALWAYS_ON,
+        "parent_based_following_nothing": ParentBased(
+            ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON),
+    }[consumer_sampler])
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    conn.middleware.unregister(producer)
+    conn.middleware.register(TracingPlugin(tracer_provider=provider))
+    await run_worker(conn, router, 1)
+
+    ((current, sent),) = seen
+    _, trace_id, span_id, flags = sent.split("-")
+    assert not int(flags, 16) & 1  # the producer's trace was not sampled
+    spans = exporter.get_finished_spans()
+    if records:  # the consumer's sampler records it anyway, in the producer's trace
+        process = one(spans, f"process {queue_name}")
+        assert ids(process)[0] == int(trace_id, 16) and parent_id(process) == int(span_id, 16)
+        assert current[:2] == ids(process) and not current[3]
+    else:  # nothing recorded; the producer's own context is current while the actor runs
+        assert spans == ()
+        assert current == (int(trace_id, 16), int(span_id, 16), int(flags, 16), True)
+
+
+def _samplers() -> list[Any]:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, TraceIdRatioBased
+
+    return [
+        pytest.param(ParentBased(ALWAYS_OFF), True, id="parentbased_always_off"),
+        pytest.param(ParentBased(ALWAYS_ON), True, id="parentbased_always_on"),
+        pytest.param(ParentBased(TraceIdRatioBased(0.5)), True, id="parentbased_ratio"),
+        pytest.param(ParentBased(ALWAYS_ON, remote_parent_not_sampled=ALWAYS_ON), False,
+                     id="parentbased_following_nothing"),
+        pytest.param(ParentBased(ParentBased(ALWAYS_ON), remote_parent_not_sampled=ALWAYS_ON),
+                     False, id="nested_parentbased"),
+        pytest.param(ALWAYS_ON, False, id="always_on"),
+        pytest.param(ALWAYS_OFF, False, id="always_off"),
+        pytest.param(TraceIdRatioBased(0.5), False, id="ratio"),
+    ]
+
+
+@pytest.mark.parametrize(("sampler", "drops"), _samplers())
+def test_only_a_parent_based_sampler_dropping_unsampled_parents_is_followed(
+        sampler: Any, drops: bool) -> None:
+    from repid_plugins.opentelemetry import drops_unsampled_remote_parents
+
+    assert drops_unsampled_remote_parents(TracerProvider(sampler=sampler)) is drops
+    assert drops_unsampled_remote_parents(object()) is False

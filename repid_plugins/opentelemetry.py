@@ -52,7 +52,6 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, TextMapPropagator, default_getter
 from opentelemetry.trace import (
-    INVALID_SPAN_CONTEXT,
     Link,
     NonRecordingSpan,
     Span,
@@ -144,16 +143,17 @@ class _UnsampledRemoteSpan(NonRecordingSpan):
     (a child job's `send` span, user code), so a run that asks nothing costs no parse."""
 
     def __init__(self, match: re.Match[str]) -> None:
-        super().__init__(INVALID_SPAN_CONTEXT)
-        self._match: re.Match[str] | None = match
+        # no NonRecordingSpan.__init__: this span keeps its own context, built on demand
+        self._match = match
+        self._parsed: SpanContext | None = None
 
     def get_span_context(self) -> SpanContext:
         """The producer's span context, as `W3C_PROPAGATOR.extract` gives it."""
-        if self._match is not None:
-            match, self._match = self._match, None
-            self._context = SpanContext(trace_id=int(match[1], 16), span_id=int(match[2], 16),
-                                        is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
-        return self._context
+        if self._parsed is None:
+            match = self._match
+            self._parsed = SpanContext(trace_id=int(match[1], 16), span_id=int(match[2], 16),
+                                       is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
+        return self._parsed
 
     def __repr__(self) -> str:
         return f"NonRecordingSpan({self.get_span_context()!r})"
@@ -326,7 +326,10 @@ class TracingPlugin:
         """`process {queue}` CONSUMER span, current while the actor runs and ended by the
         settle; a failed run sets status ERROR, `error.type` and an exception event."""
         headers = params.headers
-        if not self.use_links and self._drops_unsampled():
+        skips = self._skips_unsampled
+        if skips is None:
+            skips = self._drops_unsampled()
+        if skips and not self.use_links:
             unsampled = _unsampled_parent(headers.get(_TRACEPARENT))
             if unsampled is not None:
                 # the sampler would drop this span: make none, keep the producer's

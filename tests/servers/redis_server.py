@@ -9,6 +9,7 @@
     server.kill()       # SIGKILL: no shutdown, no save
     server.start()      # again on the same data (what the append-only file kept)
     server.restart(wipe=True)   # stop, delete the data, start empty
+    server.pause()      # SIGSTOP: connected, answering nothing; server.resume() undoes it
     server.stop()       # always call it (a `with PrivateRedis(...)` block does)
 
 With `appendonly=True` every write is fsynced before Redis replies (`appendfsync always`),
@@ -114,9 +115,20 @@ class PrivateRedis:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing is answered until `resume`."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """End the server (SIGTERM, then SIGKILL after 5 s) and delete a temporary data
         directory."""
+        self.resume()  # a paused server would not see the SIGTERM
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,22 +63,32 @@ class OneJoinPacking:
 
 
 class HeldConnection:
-    """One connection kept out of the client's pool for a caller that mostly sends one
-    command at a time: a producer's enqueues.
+    """One connection of its own for a caller that mostly sends one command at a time: a
+    producer's enqueues.
 
     `Redis.execute_command` checks a connection out of the pool and back in, and records
     redis-py's observability data, on every command: about 15 µs, a fifth of a round trip
-    on loopback. Here the connection stays checked out between commands. A command sent
-    while the held one is still waiting for its reply goes through the pool as usual, and a
-    dropped connection is retried with the client's own `Retry`, like any other command.
+    on loopback. And a connection with a `socket_timeout` guards each write with
+    `asyncio.wait_for`, which on Python 3.11 runs the write as a task of its own: more
+    client time than the rest of the command. So this connection is opened beside the pool
+    with the pool's own settings but no socket timeout, and each command is bounded as a
+    whole by one `asyncio.timeout` of the same length instead (on Python 3.10, which has
+    none, the connection keeps its socket timeout): a command Redis does not
+    answer in time still fails (`redis.exceptions.TimeoutError`, after the connection is
+    dropped), and is retried with the client's own `Retry`, like any other command (safe
+    for enqueues: ids are deduplicated). A command sent while this one still waits for
+    its reply goes through the pool as usual.
     """
 
-    __slots__ = ("_busy", "_client", "_conn")
+    __slots__ = ("_busy", "_client", "_conn", "_timeout")
 
     def __init__(self, client: Redis) -> None:
         self._client = client
         self._conn: Any = None
         self._busy = False
+        #: the client's socket timeout (the DSN may have set it), for a whole command
+        self._timeout: float | None = client.connection_pool.connection_kwargs.get(
+            "socket_timeout")
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         """Send one command and return its decoded reply (no response callback applies:
@@ -88,23 +100,42 @@ class HeldConnection:
         try:
             conn = self._conn
             if conn is None:
-                pool = self._client.connection_pool
-                conn = self._conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+                conn = self._conn = self._open()
             return await conn.retry.call_with_retry(
                 lambda: self._send(conn, args), lambda error: conn.disconnect())
         finally:
             self._busy = False
 
-    @staticmethod
-    async def _send(conn: Any, args: tuple[Any, ...]) -> Any:
-        await conn.send_command(*args)
-        return await conn.read_response()
+    if sys.version_info >= (3, 11):
+        async def _send(self, conn: Any, args: tuple[Any, ...]) -> Any:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await conn.send_command(*args)
+                    return await conn.read_response()
+            except TimeoutError as exc:
+                await conn.disconnect(nowait=True)  # a late reply must not answer the next
+                raise RedisTimeoutError(
+                    f"Redis did not answer within {self._timeout} s") from exc
+    else:  # no asyncio.timeout: the connection keeps its socket timeout (see _open)
+        @staticmethod
+        async def _send(conn: Any, args: tuple[Any, ...]) -> Any:
+            await conn.send_command(*args)
+            return await conn.read_response()
+
+    def _open(self) -> Any:
+        """The held connection: the pool's class and settings, without the socket timeout
+        where `_send` bounds each command itself."""
+        pool = self._client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        if sys.version_info >= (3, 11):
+            kwargs["socket_timeout"] = None
+        return pool.connection_class(**kwargs)
 
     async def release(self) -> None:
-        """Give the connection back to the pool (before the client closes)."""
+        """Close the connection (before the client closes)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self._client.connection_pool.release(conn)
+            await conn.disconnect()
 
 
 _FAST_CLASSES: dict[type, type] = {}

@@ -458,3 +458,36 @@ async def test_failed_settles_free_capacity_and_leave_redelivery(
         await consumer.finish()
         assert await b.queue_stats(queue) == {"ready": 0, "delayed": 0, "in_flight": 0,
                                               "dead": 0}
+
+
+async def test_enqueue_to_a_redis_that_stopped_answering_fails_in_time_then_goes_on(
+        private_redis: MakeRedis) -> None:
+    """The producer's held connection bounds each command by the socket timeout: an
+    enqueue that Redis does not answer fails with EnqueueNotConfirmedError (after its
+    retries) instead of hanging, and once Redis answers again every enqueue lands."""
+    from repid.errors import EnqueueNotConfirmedError
+
+    server = private_redis()
+    broker = RedisMessageBroker(server.dsn, socket_timeout=0.4, retries=1)
+    await broker.connect()
+    queue = _name("q")
+    try:
+        await broker.queue_declare(queue)
+        await broker.enqueue(*message(queue))  # the held connection is open
+        server.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(EnqueueNotConfirmedError):
+                await asyncio.wait_for(broker.enqueue(*message(queue, id_="lost?")), 10)
+            assert time.monotonic() - started < 4  # two tries of 0.4 s, and a backoff
+        finally:
+            server.resume()
+        later = [message(queue) for _ in range(30)]
+        for sent in later:
+            await asyncio.wait_for(broker.enqueue(*sent), 5)
+        # the first one and the 30, plus the unanswered one if Redis read it before it
+        # stopped (its client gave up on it, so it may be there or not: never twice)
+        assert (await broker.queue_stats(queue))["ready"] in (31, 32)
+    finally:
+        server.resume()
+        await broker.disconnect()

@@ -283,6 +283,13 @@ def report(results: dict[str, tuple[Best, Best]], work_us: float) -> None:
                 verdicts.append(f"{kind:<10}{name:<11}{figures[name]:>6.1f}{unit} <= "
                                 f"{limits[kind]:g}{unit}: {'met' if ok else 'NOT met'}")
     print("\n" + "\n".join(verdicts))
+    print(f"\n{'broker':<10}{'CPU per job:':<14}" + "".join(f"{v:>9}" for v in VARIANTS)
+          + "   (µs of this process per no-op job, best round; lost = 1 - none/variant)")
+    for kind, (noop, _) in results.items():
+        base = noop["none"][2]
+        print(f"{kind:<10}{'':<14}" + "".join(f"{noop[v][2]:>9.1f}" for v in VARIANTS))
+        print(f"{'':<10}{'lost':<14}" + "".join(
+            f"{lost(base, noop[v][2]):>8.1f}%" for v in VARIANTS))
     print("\nmetrics = MetricsPlugin; dropped = TracingPlugin with a sampler dropping every "
           "trace; floor = send + process spans made by a bare plugin (the SDK's own cost); "
           "full = TracingPlugin (every trace sampled, spans dropped by the processor) + "

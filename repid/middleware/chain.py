@@ -98,7 +98,7 @@ class HookChain:
     def _compile_enter(self) -> Callable[..., Any]:
         """The chain's `enter(self, <call params>)`: reads the hook arguments its wrappers
         name (each once), then starts each wrapper with them, positionally. One wrapper:
-        returns its generator, or None; more: a list of (generator, plugin)."""
+        returns its generator, or None; more: a list of (generator, wrapper index)."""
         site = SITES[self.event]
         namespace: dict[str, Any] = {"skipped": self._skipped}
         needed = dict.fromkeys(name for _, argnames, _ in self.wrappers for name in argnames)

@@ -50,6 +50,7 @@ when a `MetricsPlugin` is created, so importing it is always safe.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from repid import Actor, ActorResult, Parameters, RoutingKey, Stash, Worker
-    from repid.data import BucketT
 
 __all__ = [
     "BROKER_CALL_BUCKETS",
@@ -277,27 +277,34 @@ class _Call:
 _RUN_FAILED = StashKey[bool]()
 
 
-def _settle_hook(call: str, outcome: str | None, doc: str) -> Any:
-    """The wrapper of a settle that times the call and, once it succeeded, counts the
-    message's final `outcome` (None: counted as returned, reason `call`). Made by this
-    factory rather than through `MetricsPlugin._timed`, so a settle costs one generator."""
+def _timed(call: str) -> Callable[[Callable[..., Any]], Callable[..., Generator[None, Any, Any]]]:
+    """Turn `count(self, <the hook's arguments>)`, which picks the counter the call adds
+    one to once it succeeded (None: none), into the hook's wrapper: it times the broker
+    call `call` and counts its failures. The wrapper takes the hook's arguments from
+    `count`'s signature (pluggy and the chains read it through `functools.wraps`), so
+    every timed hook is this one generator, with nothing nested in it."""
 
-    def hook(self: MetricsPlugin, key: RoutingKey) -> Generator[None, None, None]:
-        timing = self._calls[call]
-        counter = self._back(key, call) if outcome is None else self._final(key, outcome)
-        start = time.perf_counter()
-        try:
-            yield
-        except Exception:
-            timing.failed()
-            raise
-        finally:
-            timing.duration.observe(time.perf_counter() - start)
-        counter.inc()
+    def decorate(count: Callable[..., Any]) -> Callable[..., Generator[None, Any, Any]]:
+        @functools.wraps(count)
+        def hook(self: MetricsPlugin, *args: Any) -> Generator[None, Any, Any]:
+            timing = self._calls[call]
+            counter = count(self, *args)
+            start = time.perf_counter()
+            try:
+                result = yield
+            except Exception:
+                timing.failed()
+                raise
+            finally:
+                timing.duration.observe(time.perf_counter() - start)
+            if counter is not None:
+                counter.inc()
+            return result
 
-    hook.__name__ = hook.__qualname__ = f"repid_{call}"
-    hook.__doc__ = doc
-    return hookimpl(wrapper=True)(hook)
+        marked: Callable[..., Generator[None, Any, Any]] = hookimpl(wrapper=True)(hook)
+        return marked
+
+    return decorate
 
 
 class MetricsPlugin:
@@ -324,14 +331,13 @@ class MetricsPlugin:
 
     # --- producer side ---
 
-    @hookimpl(wrapper=True)
-    def repid_enqueue(self, queue: str) -> Generator[None, None, None]:
+    @_timed("enqueue")
+    def repid_enqueue(self, queue: str) -> Any:
         """Count accepted messages and time the call."""
-        yield from self._timed(self._calls["enqueue"])
         child = self._enqueued.get(queue)
         if child is None:
             child = self._enqueued[queue] = self._m.enqueued.labels(queue)
-        child.inc()
+        return child
 
     # --- consumer side ---
 
@@ -388,65 +394,52 @@ class MetricsPlugin:
             child = self._returned[cache_key] = self._m.returned.labels(*cache_key)
         return child
 
-    @staticmethod
-    def _timed(call: _Call, counter: Any = None) -> Generator[None, T, T]:
-        """Time one broker call; once it succeeded, count `counter` (a settle's outcome)."""
-        start = time.perf_counter()
-        try:
-            result = yield
-        except Exception:
-            call.failed()
-            raise
-        finally:
-            call.duration.observe(time.perf_counter() - start)
-        if counter is not None:
-            counter.inc()
-        return result
+    @_timed("ack")
+    def repid_ack(self, key: RoutingKey) -> Any:
+        """ack: final outcome success."""
+        return self._final(key, "success")
 
-    repid_ack = _settle_hook("ack", "success", "ack: final outcome success.")
-    repid_nack = _settle_hook("nack", "dead", "nack: final outcome dead.")
-    repid_reject = _settle_hook("reject", None, "reject: returned, reason `reject`.")
+    @_timed("nack")
+    def repid_nack(self, key: RoutingKey) -> Any:
+        """nack: final outcome dead."""
+        return self._final(key, "dead")
 
-    @hookimpl(wrapper=True)
-    def repid_requeue(self, key: RoutingKey, reason: str | None,
-                      stash: Stash) -> Generator[None, None, None]:
+    @_timed("reject")
+    def repid_reject(self, key: RoutingKey) -> Any:
+        """reject: returned, reason `reject`."""
+        return self._back(key, "reject")
+
+    @_timed("requeue")
+    def repid_requeue(self, key: RoutingKey, reason: str | None, stash: Stash) -> Any:
         """A recurring job's next run (`schedule`) is final, success or failed by its run;
         any other requeue returns the message, counted by reason."""
         if reason == "schedule":
-            counter = self._final(key, "failed" if stash.get(_RUN_FAILED, False) else "success")
-        else:
-            counter = self._back(key, reason or "unknown")
-        yield from self._timed(self._calls["requeue"], counter)
+            return self._final(key, "failed" if stash.get(_RUN_FAILED, False) else "success")
+        return self._back(key, reason or "unknown")
 
-    @hookimpl(wrapper=True)
-    def repid_queue_declare(self) -> Generator[None, None, None]:
+    @_timed("queue_declare")
+    def repid_queue_declare(self) -> None:
         """Time queue declarations."""
-        yield from self._timed(self._calls["queue_declare"])
 
-    @hookimpl(wrapper=True)
-    def repid_queue_flush(self) -> Generator[None, None, None]:
+    @_timed("queue_flush")
+    def repid_queue_flush(self) -> None:
         """Time queue flushes."""
-        yield from self._timed(self._calls["queue_flush"])
 
-    @hookimpl(wrapper=True)
-    def repid_queue_delete(self) -> Generator[None, None, None]:
+    @_timed("queue_delete")
+    def repid_queue_delete(self) -> None:
         """Time queue deletions."""
-        yield from self._timed(self._calls["queue_delete"])
 
-    @hookimpl(wrapper=True)
-    def repid_get_bucket(self) -> Generator[None, BucketT | None, BucketT | None]:
+    @_timed("get_bucket")
+    def repid_get_bucket(self) -> None:
         """Time bucket reads."""
-        return (yield from self._timed(self._calls["get_bucket"]))
 
-    @hookimpl(wrapper=True)
-    def repid_store_bucket(self) -> Generator[None, None, None]:
+    @_timed("store_bucket")
+    def repid_store_bucket(self) -> None:
         """Time bucket stores."""
-        yield from self._timed(self._calls["store_bucket"])
 
-    @hookimpl(wrapper=True)
-    def repid_delete_bucket(self) -> Generator[None, None, None]:
+    @_timed("delete_bucket")
+    def repid_delete_bucket(self) -> None:
         """Time bucket deletions."""
-        yield from self._timed(self._calls["delete_bucket"])
 
     # --- exposition ---
 

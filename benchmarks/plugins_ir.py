@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -66,11 +67,13 @@ async def child(kind: str, variant: str, messages: int, run: bool) -> None:
 
 
 def instructions(kind: str, variant: str, messages: int, run: bool) -> int:
-    """Instructions of one child run under callgrind."""
+    """Instructions of one child run under callgrind (with a fixed hash seed: string
+    hashes move dictionary layouts, and with them a few thousand instructions per run)."""
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
          __file__, "--child", kind, variant, str(messages), "1" if run else "0"],
-        capture_output=True, text=True, check=False)
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "PYTHONHASHSEED": "0"})
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"{kind}/{variant}: the child failed:\n{done.stderr[-2000:]}")

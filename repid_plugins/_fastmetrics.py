@@ -57,17 +57,23 @@ class GaugeValue:
 
 class HistogramValue:
     """One histogram child: `observe(v)` counts v in the first bucket whose bound is >= v
-    (the last, +Inf, past every bound) and adds it to the sum."""
+    (the last, +Inf, past every bound) and adds it to the sum.
 
-    __slots__ = ("bounds", "counts", "sum")
+    The metrics plugin's recorders write `observe` out on the hot path (a call costs
+    more than the update): `counts[0 if v <= first else bisect_left(bounds, v)] += 1`
+    and `sum += v`; `first`, the lowest bound, spares the search for the values most
+    observations are (no-op runs, broker calls, an idle queue's lag)."""
+
+    __slots__ = ("bounds", "counts", "first", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
+        self.first = bounds[0] if bounds else float("inf")
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
     def observe(self, amount: float) -> None:
-        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.counts[0 if amount <= self.first else bisect_left(self.bounds, amount)] += 1
         self.sum += amount
 
 

@@ -56,6 +56,7 @@ import shutil
 import sys
 import time
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -225,6 +226,8 @@ class _Metrics:
         self.broker_call = histogram(
             f"{prefix}_broker_call_duration_seconds", "Broker call time (consume excluded).",
             ["call"], BROKER_CALL_BUCKETS)
+        #: the values are `_fastmetrics` ones, updated in place
+        self.fast = fast is not None
         if fast is not None:
             fast.register()
 
@@ -243,8 +246,27 @@ def _metrics_for(registry: CollectorRegistry, prefix: str) -> _Metrics:
     return found
 
 
+#: what a hook touches, by label values, one exact dict per label
+#: (`tree[queue][actor]`): a hit is a plain lookup per level, done in C, with no tuple of
+#: labels built or hashed per message; a miss raises KeyError, and `_bind` fills it in.
+#: The keys are the app's names (queues, actors, outcomes), bounded by the app.
+Tree = dict[str, Any]
+
+
+def _bind(tree: Tree, make: Callable[..., Any], *path: str) -> Any:
+    """What `tree` holds at `path`, made by `make(*path)` if missing."""
+    for label in path[:-1]:
+        tree = tree.setdefault(label, {})
+    found = tree.get(path[-1])
+    if found is None:
+        found = tree[path[-1]] = make(*path)
+    return found
+
+
 class _Run:
-    """The label children an actor run of one (queue, actor) touches, bound once."""
+    """The label children an actor run of one (queue, actor) touches, bound once, and the
+    two updates a run makes through them: one call at its start, one at its end.
+    prometheus_client's children (multiprocess mode); `_FastRun` in a single process."""
 
     __slots__ = ("duration", "failure", "in_progress", "lag", "success")
 
@@ -255,9 +277,43 @@ class _Run:
         self.success = m.runs.labels(queue, actor, "success")
         self.failure = m.runs.labels(queue, actor, "failure")
 
+    def started(self, lag: float) -> None:
+        """A run started `lag` seconds after its message became due."""
+        self.lag.observe(lag)
+        self.in_progress.inc()
+
+    def finished(self, took: float, success: bool | None) -> None:
+        """A run ended after `took` seconds: succeeded, failed, or (None) was cancelled."""
+        self.in_progress.dec()
+        self.duration.observe(took)
+        if success is not None:
+            (self.success if success else self.failure).inc()
+
+
+class _FastRun(_Run):
+    """`_Run` over `_fastmetrics` values: each update written out on the values (what their
+    `observe`, `inc` and `dec` do), so a run costs two calls instead of six."""
+
+    __slots__ = ()
+
+    def started(self, lag: float) -> None:
+        h = self.lag
+        h.counts[0 if lag <= h.first else bisect_left(h.bounds, lag)] += 1
+        h.sum += lag
+        self.in_progress.value += 1.0
+
+    def finished(self, took: float, success: bool | None) -> None:
+        self.in_progress.value -= 1.0
+        h = self.duration
+        h.counts[0 if took <= h.first else bisect_left(h.bounds, took)] += 1
+        h.sum += took
+        if success is not None:
+            (self.success if success else self.failure).value += 1.0
+
 
 class _Call:
-    """The label children of one broker call, bound once (failures on first failure)."""
+    """The label children of one broker call, bound once (failures on first failure), and
+    the update a call makes through them when it ends. `_FastCall` in a single process."""
 
     __slots__ = ("duration", "failures", "metric", "name")
 
@@ -267,10 +323,32 @@ class _Call:
         self.duration = m.broker_call.labels(name)
         self.failures: Any = None
 
-    def failed(self) -> None:
-        if self.failures is None:
-            self.failures = self.metric.call_failures.labels(self.name)
-        self.failures.inc()
+    def done(self, took: float, counter: Any) -> None:
+        """The call succeeded after `took` seconds; add one to `counter` (if not None)."""
+        self.duration.observe(took)
+        if counter is not None:
+            counter.inc()
+
+    def failed(self, took: float, error: bool) -> None:
+        """The call raised after `took` seconds: an error (counted), or was cancelled."""
+        self.duration.observe(took)
+        if error:
+            if self.failures is None:
+                self.failures = self.metric.call_failures.labels(self.name)
+            self.failures.inc()
+
+
+class _FastCall(_Call):
+    """`_Call` over `_fastmetrics` values, its success written out on them."""
+
+    __slots__ = ()
+
+    def done(self, took: float, counter: Any) -> None:
+        h = self.duration
+        h.counts[0 if took <= h.first else bisect_left(h.bounds, took)] += 1
+        h.sum += took
+        if counter is not None:
+            counter.value += 1.0
 
 
 #: per delivery: its run failed (set only then; a successful run leaves the stash alone)
@@ -292,13 +370,10 @@ def _timed(call: str) -> Callable[[Callable[..., Any]], Callable[..., Generator[
             start = time.perf_counter()
             try:
                 result = yield
-            except Exception:
-                timing.failed()
+            except BaseException as exc:
+                timing.failed(time.perf_counter() - start, isinstance(exc, Exception))
                 raise
-            finally:
-                timing.duration.observe(time.perf_counter() - start)
-            if counter is not None:
-                counter.inc()
+            timing.done(time.perf_counter() - start, counter)
             return result
 
         marked: Callable[..., Generator[None, Any, Any]] = hookimpl(wrapper=True)(hook)
@@ -318,86 +393,90 @@ class MetricsPlugin:
         self.registry: CollectorRegistry = REGISTRY if registry is None else registry
         self.prefix = prefix
         m = self._m = _metrics_for(self.registry, prefix)
-        # bound label children, keyed by the app's names (queues, actors, calls, outcomes):
-        # bounded by the app, not by the messages
-        self._runs: dict[tuple[str, str], _Run] = {}
-        self._calls = {name: _Call(m, name) for name in (
+        # what the hooks touch, bound on first use and kept (see `Tree`)
+        self._run_type = _FastRun if m.fast else _Run
+        call_type = _FastCall if m.fast else _Call
+        self._calls = {name: call_type(m, name) for name in (
             "enqueue", "ack", "nack", "reject", "requeue", "queue_declare", "queue_flush",
             "queue_delete", "get_bucket", "store_bucket", "delete_bucket")}
-        self._processed: dict[tuple[str, str, str], Any] = {}
-        self._returned: dict[tuple[str, str, str], Any] = {}
-        self._exceptions: dict[tuple[str, str, str], Any] = {}
-        self._enqueued: dict[str, Any] = {}
+        self._runs: Tree = {}
+        self._processed: Tree = {}
+        self._returned: Tree = {}
+        self._exceptions: Tree = {}
+        self._enqueued: Tree = {}
 
     # --- producer side ---
 
     @_timed("enqueue")
     def repid_enqueue(self, queue: str) -> Any:
         """Count accepted messages and time the call."""
-        child = self._enqueued.get(queue)
-        if child is None:
-            child = self._enqueued[queue] = self._m.enqueued.labels(queue)
-        return child
+        try:
+            return self._enqueued[queue]
+        except KeyError:
+            return _bind(self._enqueued, self._m.enqueued.labels, queue)
 
     # --- consumer side ---
 
     @hookimpl(wrapper=True)
-    def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters,
-                        stash: Stash) -> Generator[None, ActorResult, ActorResult]:
+    def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters
+                        ) -> Generator[None, ActorResult, ActorResult]:
         """Observe the delivery lag, track runs in progress, time them, count runs by
-        result and failures by exception type; remember a failed run in the stash."""
-        queue, name = key.queue, actor.name
-        run = self._runs.get((queue, name))
-        if run is None:
-            run = self._runs[(queue, name)] = _Run(self._m, queue, name)
+        result and failures by exception type; remember a failed run in the stash (read
+        only then: a successful run makes none)."""
+        try:
+            run = self._runs[key.queue][actor.name]
+        except KeyError:
+            run = _bind(self._runs, self._new_run, key.queue, actor.name)
         # one clock reading pair: the start gives the lag and starts the duration
         start = time.time()
         due: datetime = params.delay.next_execution_time or params.timestamp
         lag = start - due.timestamp()
-        run.lag.observe(lag if lag > 0.0 else 0.0)
-        run.in_progress.inc()
+        run.started(lag if lag > 0.0 else 0.0)
         try:
             result = yield
-        finally:
-            run.in_progress.dec()
+        except BaseException:
             took = time.time() - start
-            run.duration.observe(took if took > 0.0 else 0.0)  # a wall clock step back
-        if result.success:
-            run.success.inc()
-        else:
-            run.failure.inc()
-            stash[_RUN_FAILED] = True
+            run.finished(took if took > 0.0 else 0.0, None)
+            raise
+        took = time.time() - start
+        run.finished(took if took > 0.0 else 0.0, result.success)  # > 0: a wall clock step
+        if not result.success:
+            key.stash[_RUN_FAILED] = True
             exc = result.exception
             kind = "unknown" if exc is None else error_type(exc)
-            cache_key = (queue, name, kind)
-            child = self._exceptions.get(cache_key)
-            if child is None:
-                child = self._exceptions[cache_key] = self._m.exceptions.labels(*cache_key)
-            child.inc()
+            _bind(self._exceptions, self._m.exceptions.labels, key.queue, actor.name,
+                  kind).inc()
         return result
 
     # --- settles ---
 
+    def _new_run(self, queue: str, actor: str) -> _Run:
+        return self._run_type(self._m, queue, actor)
+
     def _final(self, key: RoutingKey, outcome: str) -> Any:
         """The processed-counter child of a final outcome."""
-        cache_key = (key.queue, key.topic, outcome)
-        child = self._processed.get(cache_key)
-        if child is None:
-            child = self._processed[cache_key] = self._m.processed.labels(*cache_key)
-        return child
+        try:
+            return self._processed[key.queue][key.topic][outcome]
+        except KeyError:
+            return _bind(self._processed, self._m.processed.labels, key.queue, key.topic,
+                         outcome)
 
     def _back(self, key: RoutingKey, reason: str) -> Any:
         """The returned-counter child of a delivery that put its message back."""
-        cache_key = (key.queue, key.topic, reason)
-        child = self._returned.get(cache_key)
-        if child is None:
-            child = self._returned[cache_key] = self._m.returned.labels(*cache_key)
-        return child
+        try:
+            return self._returned[key.queue][key.topic][reason]
+        except KeyError:
+            return _bind(self._returned, self._m.returned.labels, key.queue, key.topic,
+                         reason)
 
     @_timed("ack")
     def repid_ack(self, key: RoutingKey) -> Any:
-        """ack: final outcome success."""
-        return self._final(key, "success")
+        """ack: final outcome success (`_final` written out: every message that
+        succeeds comes here)."""
+        try:
+            return self._processed[key.queue][key.topic]["success"]
+        except KeyError:
+            return self._final(key, "success")
 
     @_timed("nack")
     def repid_nack(self, key: RoutingKey) -> Any:

@@ -15,7 +15,7 @@ shared between two deliveries of one message. Each plugin makes its own typed ke
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -28,37 +28,36 @@ class StashKey(Generic[T]):
     __slots__ = ()
 
 
-class Stash:
-    """A small typed mapping of `StashKey[T]` to `T`."""
+if TYPE_CHECKING:
 
-    __slots__ = ("_data",)
+    class Stash:
+        """A small typed mapping of `StashKey[T]` to `T`."""
 
-    def __init__(self) -> None:
-        self._data: dict[StashKey[Any], Any] = {}
+        def __setitem__(self, key: StashKey[T], value: T) -> None: ...
 
-    def __setitem__(self, key: StashKey[T], value: T) -> None:
-        self._data[key] = value
+        def __getitem__(self, key: StashKey[T]) -> T: ...
 
-    def __getitem__(self, key: StashKey[T]) -> T:
-        return cast(T, self._data[key])
+        def get(self, key: StashKey[T], default: D) -> T | D:
+            """The value under `key`, or `default`."""
 
-    def get(self, key: StashKey[T], default: D) -> T | D:
-        """The value under `key`, or `default`."""
-        return cast("T | D", self._data.get(key, default))
+        def setdefault(self, key: StashKey[T], default: T) -> T:
+            """The value under `key`, stored as `default` first if there is none."""
 
-    def setdefault(self, key: StashKey[T], default: T) -> T:
-        """The value under `key`, stored as `default` first if there is none."""
-        return cast(T, self._data.setdefault(key, default))
+        def pop(self, key: StashKey[T], default: D) -> T | D:
+            """Remove and return the value under `key`, or `default`."""
 
-    def pop(self, key: StashKey[T], default: D) -> T | D:
-        """Remove and return the value under `key`, or `default`."""
-        return cast("T | D", self._data.pop(key, default))
+        def __delitem__(self, key: StashKey[T]) -> None: ...
 
-    def __delitem__(self, key: StashKey[T]) -> None:
-        del self._data[key]
+        def __contains__(self, key: object) -> bool: ...
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
+        def __len__(self) -> int: ...
 
-    def __len__(self) -> int:
-        return len(self._data)
+else:
+
+    class Stash(dict):
+        """A small typed mapping of `StashKey[T]` to `T`.
+
+        At run time a plain dict (made, read and written in C: plugins touch it several
+        times per message); the typed methods above are what type checkers see."""
+
+        __slots__ = ()

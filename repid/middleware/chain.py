@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Generator
+from types import MethodType
 from typing import Any
 
-from repid.middleware.through import SITES
+from repid.middleware.through import LEAVE_ONE, SITES, indented
 
 logger = logging.getLogger("repid.middleware")
 
@@ -44,13 +45,23 @@ class Subscriber:
             logger.exception("middleware subscriber %s raised; ignored", self.name)
 
 
+def _compile_leave_one() -> Callable[[HookChain, Gen | None, Any], Any]:
+    """`leave` for one wrapper, from the same text the call-throughs write out."""
+    namespace: dict[str, Any] = {}
+    source = "def leave_one(chain, state, result):\n" + indented(LEAVE_ONE.splitlines(), 4)
+    exec(compile(source, "<leave one wrapper>", "exec"), namespace)
+    leave_one: Callable[[HookChain, Gen | None, Any], Any] = namespace["leave_one"]
+    return leave_one
+
+
 class HookChain:
     """Everything that runs around one kind of call. Exists only when something is there,
     so a call with no plugin costs one `is None` check.
 
     A caller drives it as `state = chain.enter(obj, *args)` (the call's own object and
     arguments), awaits its own call, then `chain.leave(state, result)` or
-    `chain.fail(state, error)` (see `repid.middleware.through`); with v1 subscribers it
+    `chain.fail(state, error)` (see `repid.middleware.through`, whose call-throughs write
+    out `leave` for a single wrapper, from the same text); with v1 subscribers it
     awaits `chain.run(...)` instead. One semantics whatever the number of wrappers: each
     wrapper sees the call's result or error and may replace it (returning a value
     instead of an error, or another value); a wrapper that raises something else is
@@ -83,7 +94,8 @@ class HookChain:
         self.enter: Callable[..., Any] = self._compile_and_enter
         #: `leave(state, result)`: hand the call's result to the wrappers, innermost
         #: first; return what the outermost returns
-        self.leave: Callable[[Any, Any], Any] = self._leave_one if self.single else self._leave
+        self.leave: Callable[[Any, Any], Any] = (
+            MethodType(_leave_one, self) if self.single else self._leave)
         #: `fail(state, error)`: throw the call's error into the wrappers, innermost
         #: first; re-raise it unless a wrapper returned a value instead
         self.fail: Callable[[Any, BaseException], Any] = (
@@ -131,21 +143,6 @@ class HookChain:
 
     # --- leaving ---
 
-    def _leave_one(self, gen: Gen | None, result: Any) -> Any:
-        """`leave` for one wrapper (`_resume` with no error, written out: it runs for every
-        message)."""
-        if gen is None:
-            return result
-        try:
-            gen.send(result)
-        except StopIteration as stop:
-            return stop.value
-        except BaseException as exc:
-            self._ignored(0, exc)
-            return result
-        self._yielded_twice(gen, 0)
-        return result
-
     def _fail_one(self, gen: Gen | None, error: BaseException) -> Any:
         if gen is None:
             raise error
@@ -163,9 +160,9 @@ class HookChain:
             except StopIteration as stop:
                 result = stop.value
             except BaseException as exc:
-                self._ignored(index, exc)
+                self.ignored(index, exc)
             else:
-                self._yielded_twice(gen, index)
+                self.yielded_twice(gen, index)
         return result
 
     def _fail(self, started: list[tuple[Gen, int]], error: BaseException) -> Any:
@@ -185,19 +182,23 @@ class HookChain:
             return stop.value, None
         except BaseException as exc:
             if exc is not error:
-                self._ignored(index, exc)
+                self.ignored(index, exc)
         else:
-            self._yielded_twice(gen, index)
+            self.yielded_twice(gen, index)
         return result, error
 
-    def _ignored(self, index: int, exc: BaseException) -> None:
+    def ignored(self, index: int, exc: BaseException, result: Any = None) -> Any:
+        """Wrapper `index` raised after the call: logged; `result` stands."""
         logger.error("plugin %s raised in %s after the call; ignored",
                      self.wrappers[index][2], self.name, exc_info=exc)
+        return result
 
-    def _yielded_twice(self, gen: Gen, index: int) -> None:
+    def yielded_twice(self, gen: Gen, index: int, result: Any = None) -> Any:
+        """Wrapper `index` yielded a second time: closed and logged; `result` stands."""
         gen.close()
         logger.error("plugin %s: %s wrapper yielded twice; ignored", self.wrappers[index][2],
                      self.name)
+        return result
 
     def _unwind(self, started: list[tuple[Gen, int]], result: Any,
                 error: BaseException | None) -> Any:
@@ -229,3 +230,6 @@ class HookChain:
             for sub in self.after:
                 await sub.call(v1_values)
         return result
+
+
+_leave_one = _compile_leave_one()

@@ -53,8 +53,7 @@ class CallSite:
 
     def compile(self, name: str, body: list[str], namespace: dict[str, Any]) -> Any:
         """A function `name(self, <params>)` with these body lines, in `namespace`."""
-        source = f"def {name}(self, {', '.join(self.params)}):\n" + "".join(
-            f"    {line}\n" for line in body)
+        source = f"def {name}(self, {', '.join(self.params)}):\n" + indented(body, 4)
         exec(compile(source, f"<{name} {self.event}>", "exec"), namespace)
         return namespace[name]
 
@@ -71,6 +70,29 @@ class CallSite:
 #: declare them are created
 SITES: dict[str, CallSite] = {}
 
+#: how the only wrapper of a chain gets the call's `result` (`state`: its generator, None
+#: when it was skipped): what it returns replaces the result; raising something else or
+#: yielding again is logged and ignored. One text, for two uses: written out in every
+#: call-through, so that it costs no call, and compiled as the chain's `leave` for one
+#: wrapper (`repid.middleware.chain`)
+LEAVE_ONE = """\
+if state is None:
+    return result
+try:
+    state.send(result)
+except StopIteration as stop:
+    return stop.value
+except BaseException as exc:
+    return chain.ignored(0, exc, result)
+return chain.yielded_twice(state, 0, result)
+"""
+
+
+def indented(lines: list[str], spaces: int) -> str:
+    """Source lines, each indented by `spaces` and ended."""
+    return "".join(" " * spaces + line + "\n" for line in lines)
+
+
 #: the body of every call-through; {params} and {args} are the declared method's
 _TEMPLATE = """\
 async def {name}(self, {params}):
@@ -84,6 +106,8 @@ async def {name}(self, {params}):
         result = await self.{implementation}({args})
     except BaseException as exc:
         return chain.fail(state, exc)
+    if chain.single:
+""" + indented(LEAVE_ONE.splitlines(), 8) + """\
     return chain.leave(state, result)
 """
 

@@ -264,6 +264,11 @@ class Broken:
             yield
         return "never yielded"
 
+    @hookimpl(wrapper=True)
+    def repid_delete_bucket(self):  # type: ignore[no-untyped-def]
+        yield
+        yield "a second time"
+
 
 async def test_wrapper_raising_is_logged_and_call_keeps_its_result(make_conn, stats,
                                                                    caplog) -> None:
@@ -275,12 +280,15 @@ async def test_wrapper_raising_is_logged_and_call_keeps_its_result(make_conn, st
         stored = ArgsBucket("data")
         await broker.store_bucket("b1", stored)
         got = await broker.get_bucket("b1")
+        await broker.delete_bucket("b1")
     assert got is stored  # the original result
+    assert await broker.get_bucket("b1") is None  # deleted, the second yield ignored
     assert (await stats(conn, "q"))["ready"] == 1  # enqueued anyway
     text = caplog.text
     assert "raised in repid_enqueue before the call" in text
     assert "raised in repid_get_bucket after the call" in text
     assert "repid_queue_declare wrapper returned without yielding" in text
+    assert "repid_delete_bucket wrapper yielded twice" in text
     assert any(r.exc_info and "broken before yield" in str(r.exc_info[1])
                for r in caplog.records)
 

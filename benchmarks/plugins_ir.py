@@ -2,11 +2,12 @@
 on a shared machine does not move (callgrind counts instructions, not seconds).
 
 For each broker and each variant of `plugins_bench.py` (none, metrics, dropped, floor,
-full) a child process runs under `valgrind --tool=callgrind` four times: it enqueues N or
-3N no-op jobs, and then runs a `Worker` over them or not. The worker's instructions per
-message are ((3N run - N run) - (3N enqueue only - N enqueue only)) / 2N: start-up,
-connection and enqueue cancel out. "Lost" is the throughput a worker bound by its own CPU
-would lose, 1 - none/variant; full-floor is the points lost above the SDK floor, as in
+attrs, full) a child process runs under `valgrind --tool=callgrind` four times: it
+enqueues N or 3N no-op jobs, and then runs a `Worker` over them or not. The worker's
+instructions per message are ((3N run - N run) - (3N enqueue only - N enqueue only)) / 2N:
+start-up, connection and enqueue cancel out. "Lost" is the throughput a worker bound by
+its own CPU would lose, 1 - none/variant; full-floor and full-attrs are the points lost
+above the SDK floor and above the same spans with the plugin's attributes, as in
 `plugins_bench.py`. Wall-clock throughput on the machine is `plugins_bench.py`'s job.
 
 Run it with: python benchmarks/plugins_ir.py [--messages 400] [--brokers in_memory,...]
@@ -111,7 +112,8 @@ def main() -> None:
             print(f"{kind:<10}" + "".join(f"{counts[v] / 1000:>10.1f}" for v in counts))
             lost = {v: bench.lost(counts["none"], counts[v]) for v in counts}
             print(f"{'  lost':<10}" + "".join(f"{lost[v]:>9.1f}%" for v in counts)
-                  + f"   full-floor {lost['full'] - lost['floor']:.1f} pt", flush=True)
+                  + f"   full-floor {lost['full'] - lost['floor']:.1f} pt, full-attrs "
+                  f"{lost['full'] - lost['attrs']:.1f} pt", flush=True)
 
 
 if __name__ == "__main__":

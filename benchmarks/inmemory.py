@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,7 +27,7 @@ async def noop() -> None:
     """Does nothing: measures the framework, not the job."""
 
 
-async def measure(jobs: int, plugins: list[object]) -> tuple[float, float]:
+async def measure(jobs: int, plugins: Sequence[object]) -> tuple[float, float]:
     connection = Connection(InMemoryMessageBroker(), plugins=plugins)
     await connection.connect()
     await connection.message_broker.queue_declare("default")

@@ -417,6 +417,10 @@ class MetricsPlugin:
 
     # --- consumer side ---
 
+    def _new_run(self, queue: str, actor: str) -> _Run:
+        """The recorder of a (queue, actor)'s runs, for this mode."""
+        return self._run_type(self._m, queue, actor)
+
     @hookimpl(wrapper=True)
     def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters
                         ) -> Generator[None, ActorResult, ActorResult]:
@@ -449,9 +453,6 @@ class MetricsPlugin:
         return result
 
     # --- settles ---
-
-    def _new_run(self, queue: str, actor: str) -> _Run:
-        return self._run_type(self._m, queue, actor)
 
     def _final(self, key: RoutingKey, outcome: str) -> Any:
         """The processed-counter child of a final outcome."""

@@ -319,6 +319,39 @@ def test_fast_values_expose_what_prometheus_client_does() -> None:
         Counter("c", "doc", registry=ours)  # the registry knows the names taken
 
 
+def test_fast_recorders_record_what_the_values_own_methods_do() -> None:
+    """A single process's recorders update the values in place (`_FastRun`, `_FastCall`);
+    fed the same runs and calls, they give the samples the generic recorders give through
+    the values' `observe`, `inc` and `dec` (bucket edges, the +Inf bucket, cancelled runs
+    and failed calls included)."""
+    from repid_plugins.prometheus import _Call, _FastCall, _FastRun, _Metrics, _Run
+
+    def record(run_type: type[_Run], call_type: type[_Call]) -> set[Any]:
+        registry = CollectorRegistry()
+        m = _Metrics(registry, "t")
+        assert m.fast
+        run, call = run_type(m, "q", "a"), call_type(m, "ack")
+        counter = m.processed.labels("q", "a", "success")
+        for lag, took, success in ((0.0, 0.0, True), (0.005, 0.005, False),
+                                   (0.0051, 0.3, None), (7.0, 2.5, True),
+                                   (5000.0, 1000.0, True)):
+            run.started(lag)
+            run.finished(took, success)
+            call.done(took / 1000, counter)
+        run.started(0.2)  # still running
+        call.failed(0.02, True)
+        call.failed(0.03, False)  # cancelled: timed, not counted as a failure
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for family in registry.collect() for s in family.samples}
+
+    fast = record(_FastRun, _FastCall)
+    assert fast == record(_Run, _Call)
+    assert ("t_messages_in_progress", (("actor", "a"), ("queue", "q")), 1.0) in fast
+    assert ("t_broker_call_failures_total", (("call", "ack"),), 1.0) in fast
+    assert ("t_message_delivery_lag_seconds_bucket", (("le", "+Inf"), ("queue", "q")),
+            6.0) in fast
+
+
 async def test_a_result_store_that_fails_is_counted_and_not_as_an_outcome() -> None:
     from repid import Connection, InMemoryBucketBroker, InMemoryMessageBroker, Queue
     from repid.data import BucketT

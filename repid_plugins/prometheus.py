@@ -292,7 +292,7 @@ class _Run:
 
 class _FastRun(_Run):
     """`_Run` over `_fastmetrics` values: each update written out on the values (what their
-    `observe`, `inc` and `dec` do), so a run costs two calls instead of six."""
+    `observe`, `inc` and `dec` do), so a run costs two calls instead of five."""
 
     __slots__ = ()
 

@@ -122,6 +122,10 @@ W3C_PROPAGATOR: TextMapPropagator = _W3CTraceContext()
 _ROOT = Context()
 
 
+#: the all-zero ids, which no valid `traceparent` carries
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
 def _unsampled_parent(header: object) -> re.Match[str] | None:
     """The parsed `traceparent` of a producer span that was not sampled (version 00, valid
     ids, sampled flag clear); None for anything else."""
@@ -133,8 +137,6 @@ def _unsampled_parent(header: object) -> re.Match[str] | None:
         return None
     return match
 
-
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 
 class _UnsampledRemoteSpan(NonRecordingSpan):

@@ -382,6 +382,17 @@ def _timed(call: str) -> Callable[[Callable[..., Any]], Callable[..., Generator[
     return decorate
 
 
+def _timing_only(call: str) -> Callable[..., Generator[None, Any, Any]]:
+    """The hook of broker call `call` that times it and counts nothing more."""
+
+    def count(self: MetricsPlugin) -> None:
+        return None
+
+    count.__name__ = count.__qualname__ = f"repid_{call}"
+    count.__doc__ = f"Time `{call}` calls."
+    return _timed(call)(count)
+
+
 class MetricsPlugin:
     """repid plugin counting and timing messages, actor runs and broker calls."""
 
@@ -454,21 +465,21 @@ class MetricsPlugin:
 
     # --- settles ---
 
+    def _settled(self, tree: Tree, family: Any, key: RoutingKey, label: str) -> Any:
+        """The child of `family` (processed or returned) for this delivery's queue, actor
+        and `label` (its outcome or reason), found in `tree`."""
+        try:
+            return tree[key.queue][key.topic][label]
+        except KeyError:
+            return _bind(tree, family.labels, key.queue, key.topic, label)
+
     def _final(self, key: RoutingKey, outcome: str) -> Any:
         """The processed-counter child of a final outcome."""
-        try:
-            return self._processed[key.queue][key.topic][outcome]
-        except KeyError:
-            return _bind(self._processed, self._m.processed.labels, key.queue, key.topic,
-                         outcome)
+        return self._settled(self._processed, self._m.processed, key, outcome)
 
     def _back(self, key: RoutingKey, reason: str) -> Any:
         """The returned-counter child of a delivery that put its message back."""
-        try:
-            return self._returned[key.queue][key.topic][reason]
-        except KeyError:
-            return _bind(self._returned, self._m.returned.labels, key.queue, key.topic,
-                         reason)
+        return self._settled(self._returned, self._m.returned, key, reason)
 
     @_timed("ack")
     def repid_ack(self, key: RoutingKey) -> Any:
@@ -497,29 +508,13 @@ class MetricsPlugin:
             return self._final(key, "failed" if stash.get(_RUN_FAILED, False) else "success")
         return self._back(key, reason or "unknown")
 
-    @_timed("queue_declare")
-    def repid_queue_declare(self) -> None:
-        """Time queue declarations."""
-
-    @_timed("queue_flush")
-    def repid_queue_flush(self) -> None:
-        """Time queue flushes."""
-
-    @_timed("queue_delete")
-    def repid_queue_delete(self) -> None:
-        """Time queue deletions."""
-
-    @_timed("get_bucket")
-    def repid_get_bucket(self) -> None:
-        """Time bucket reads."""
-
-    @_timed("store_bucket")
-    def repid_store_bucket(self) -> None:
-        """Time bucket stores."""
-
-    @_timed("delete_bucket")
-    def repid_delete_bucket(self) -> None:
-        """Time bucket deletions."""
+    # broker calls that are only timed
+    repid_queue_declare = _timing_only("queue_declare")
+    repid_queue_flush = _timing_only("queue_flush")
+    repid_queue_delete = _timing_only("queue_delete")
+    repid_get_bucket = _timing_only("get_bucket")
+    repid_store_bucket = _timing_only("store_bucket")
+    repid_delete_bucket = _timing_only("delete_bucket")
 
     # --- exposition ---
 

@@ -1,6 +1,7 @@
 """A real Worker on Redis through faults: a job longer than several leases runs once, a
 Redis restarted empty is declared again and consumed, and a Redis SIGKILLed under load
-with its append-only file loses no job whose enqueue returned."""
+with its append-only file loses no job whose enqueue returned, nor a metric or a span of
+the plugins on it."""
 
 from __future__ import annotations
 
@@ -222,3 +223,87 @@ async def test_worker_dead_letters_a_message_delivered_too_often(redis_dsn: str)
             assert "delivered 3 times" in dead[0][2].headers[DEAD_REASON_HEADER]
         finally:
             await Queue(queue, _connection=conn).delete()
+
+
+async def test_plugins_through_a_sigkilled_redis_count_and_end_every_run(
+        private_redis: MakeRedis) -> None:
+    """Metrics and tracing on a worker whose Redis is SIGKILLed under load and comes back:
+    every successful run ends in one counted outcome or one counted failed ack (whose
+    message runs again), nothing stays "in progress", and every run's process span ends,
+    in its producer's trace."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+    from prometheus_client import CollectorRegistry
+
+    from repid_plugins.opentelemetry import TracingPlugin
+    from repid_plugins.prometheus import MetricsPlugin
+
+    server = private_redis(appendonly=True)
+    queue = _name("q")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    metrics = MetricsPlugin(registry=CollectorRegistry())
+    ran: set[str] = set()
+    confirmed: list[str] = []
+    async with connection_to(server.dsn, 1.0) as producer, \
+            connection_to(server.dsn, 1.0) as conn:
+        producer.middleware.register(TracingPlugin(tracer_provider=provider))
+        conn.middleware.register(TracingPlugin(tracer_provider=provider))
+        conn.middleware.register(metrics)
+        await Queue(queue, _connection=producer).declare()
+        router = Router()
+
+        @router.actor(queue=queue)
+        async def record(n: str) -> None:
+            await asyncio.sleep(0.02)  # many runs in flight when Redis dies
+            ran.add(n)
+
+        worker = Worker(routers=[router], tasks_limit=50, graceful_shutdown_time=2,
+                        _connection=conn)
+
+        async def produce(seconds: float) -> None:
+            stop = time.monotonic() + seconds
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                try:
+                    await Job("record", queue=queue, args={"n": f"job-{n}"},
+                              _connection=producer).enqueue()
+                except (EnqueueNotConfirmedError, QueueNotDeclaredError):
+                    await asyncio.sleep(0.05)
+                else:
+                    confirmed.append(f"job-{n}")
+                await asyncio.sleep(0.002)
+
+        async with running(worker):
+            producing = asyncio.create_task(produce(3.0))
+            await asyncio.sleep(1.2)
+            server.kill()
+            await asyncio.sleep(0.3)
+            server.start()
+            await producing
+            await until(lambda: set(confirmed) <= ran, 20, "every confirmed job to run")
+            await asyncio.sleep(0.5)  # the last settles
+
+    def value(name: str, **labels: str) -> float:
+        found = metrics.registry.get_sample_value(name, {"queue": queue, **labels})
+        return found or 0.0
+
+    runs = value("repid_actor_runs_total", actor="record", result="success")
+    acked = value("repid_messages_processed_total", actor="record", outcome="success")
+    failed_acks = metrics.registry.get_sample_value("repid_broker_call_failures_total",
+                                                    {"call": "ack"}) or 0.0
+    assert len(confirmed) > 100
+    assert runs >= len(set(confirmed))
+    assert acked + failed_acks == runs  # each run: one ack, counted once either way
+    assert value("repid_actor_runs_total", actor="record", result="failure") == 0
+    assert value("repid_messages_in_progress", actor="record") == 0
+    assert value("repid_message_processing_duration_seconds_count", actor="record") == runs
+    spans = exporter.get_finished_spans()
+    sends = {s.context.trace_id for s in spans if s.kind == SpanKind.PRODUCER and s.context}
+    processes = [s for s in spans if s.kind == SpanKind.CONSUMER]
+    assert len(processes) == runs  # every run's span ended, the failed acks' included
+    assert all(s.context is not None and s.context.trace_id in sends for s in processes)

@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from repid.brokers.dsn import mask_dsn
+from repid.brokers.spin import DEFAULT_REPLY_SPIN, Spin
 from repid.errors import BrokerConnectionError
 
 #: most connections one client opens, unless the caller chooses (`max_connections=`)
@@ -78,14 +79,19 @@ class HeldConnection:
     dropped), and is retried with the client's own `Retry`, like any other command (safe
     for enqueues: ids are deduplicated). A command sent while this one still waits for
     its reply goes through the pool as usual.
+
+    While it waits for a reply it keeps the event loop polling for up to `spin` seconds
+    (`repid.brokers.spin`) before the loop may sleep: a sequential producer otherwise
+    waits out a thread wake-up per enqueue, longer than Redis takes to answer.
     """
 
-    __slots__ = ("_busy", "_client", "_conn", "_timeout")
+    __slots__ = ("_busy", "_client", "_conn", "_spin", "_timeout")
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, spin: float = DEFAULT_REPLY_SPIN) -> None:
         self._client = client
         self._conn: Any = None
         self._busy = False
+        self._spin = spin
         #: the client's socket timeout (the DSN may have set it), for a whole command
         self._timeout: float | None = client.connection_pool.connection_kwargs.get(
             "socket_timeout")
@@ -111,16 +117,25 @@ class HeldConnection:
             try:
                 async with asyncio.timeout(self._timeout):
                     await conn.send_command(*args)
-                    return await conn.read_response()
+                    return await self._reply(conn)
             except TimeoutError as exc:
                 await conn.disconnect(nowait=True)  # a late reply must not answer the next
                 raise RedisTimeoutError(
                     f"Redis did not answer within {self._timeout} s") from exc
     else:  # no asyncio.timeout: the connection keeps its socket timeout (see _open)
-        @staticmethod
-        async def _send(conn: Any, args: tuple[Any, ...]) -> Any:
+        async def _send(self, conn: Any, args: tuple[Any, ...]) -> Any:
             await conn.send_command(*args)
+            return await self._reply(conn)
+
+    async def _reply(self, conn: Any) -> Any:
+        """The reply to the command just sent, the loop kept polling while it comes."""
+        if not self._spin:
             return await conn.read_response()
+        spin = Spin(self._spin)
+        try:
+            return await conn.read_response()
+        finally:
+            spin.stop()
 
     def _open(self) -> Any:
         """The held connection: the pool's class and settings, without the socket timeout

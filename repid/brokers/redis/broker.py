@@ -58,6 +58,7 @@ from repid.brokers.redis.consumer import RedisConsumer, RedisSnapshotConsumer
 from repid.brokers.redis.handle import RedisHandle
 from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys, queues_key
 from repid.brokers.redis.queue_ops import MAX_OPS, QueueOps
+from repid.brokers.spin import DEFAULT_REPLY_SPIN
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
 
@@ -68,6 +69,8 @@ logger = logging.getLogger("repid.brokers.redis")
 #: never split; `enqueue_many` submits in chunks of this size)
 _MAX_ENQUEUE_OPS = 500
 _MAX_ENQUEUE_CHARS = 1 << 20
+#: the longest `reply_spin` taken: each wait may burn that much CPU
+_MAX_REPLY_SPIN = 0.001
 
 
 class RedisMessageBroker(MessageBroker):
@@ -82,7 +85,9 @@ class RedisMessageBroker(MessageBroker):
 
     `max_deliveries` is read by the worker (see `MessageBroker.max_deliveries`);
     `max_message_size` bounds a payload (see `MessageBroker.max_message_size`).
-    `starvation_limit` is K of the anti-starvation rule (see `lua/take.lua`). `retries`,
+    `starvation_limit` is K of the anti-starvation rule (see `lua/take.lua`). `reply_spin`
+    is how long (seconds, 0: never) an enqueue keeps the event loop polling for Redis's
+    reply before it lets the loop sleep (see `repid.brokers.spin`). `retries`,
     `socket_timeout` and `socket_connect_timeout` tune redis-py's reconnects;
     `max_connections` (default 256) and `pool_timeout` (default 30 s) size the connection
     pool commands wait on (see `_client.make_client`); any other keyword goes to redis-py's
@@ -105,6 +110,7 @@ class RedisMessageBroker(MessageBroker):
         socket_timeout: float | None = 5.0,
         socket_connect_timeout: float | None = 5.0,
         client_name: str | None = "repid",
+        reply_spin: float = DEFAULT_REPLY_SPIN,
         **redis_options: Any,
     ) -> None:
         self._dsn = dsn = require_dsn(dsn, "RedisMessageBroker", "redis://localhost:6379/0")
@@ -122,6 +128,11 @@ class RedisMessageBroker(MessageBroker):
         self.maintenance_interval = maintenance_interval
         self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
                                         client_name, redis_options)
+        if not 0.0 <= reply_spin <= _MAX_REPLY_SPIN:
+            raise ValueError(f"reply_spin is {reply_spin!r} s; give 0 (off) to "
+                             f"{_MAX_REPLY_SPIN} s (the default, {DEFAULT_REPLY_SPIN}, suits "
+                             "loopback and a local network)")
+        self._reply_spin = reply_spin
         self._client: Redis | None = None
         #: the connection enqueues go through (see HeldConnection)
         self._producer: HeldConnection | None = None
@@ -145,7 +156,7 @@ class RedisMessageBroker(MessageBroker):
         if self._client is not None:
             return
         self._client = await self._settings.open()
-        self._producer = HeldConnection(self._client)
+        self._producer = HeldConnection(self._client, self._reply_spin)
         self._stopping = False
         self._maintainer = asyncio.create_task(self._maintain_loop(),
                                                name="repid-redis-maintenance")

@@ -491,3 +491,34 @@ async def test_enqueue_to_a_redis_that_stopped_answering_fails_in_time_then_goes
     finally:
         server.resume()
         await broker.disconnect()
+
+
+async def test_an_enqueue_waiting_on_a_silent_redis_spins_only_briefly(
+        private_redis: MakeRedis) -> None:
+    """The held connection keeps the loop polling for its reply (`reply_spin`) only for a
+    moment: an enqueue that waits 0.3 s on a paused Redis leaves the loop asleep for
+    almost all of it, and lands once Redis answers."""
+    server = private_redis()
+    broker = RedisMessageBroker(server.dsn, reply_spin=0.001)  # the longest spin allowed
+    await broker.connect()
+    queue = _name("q")
+    try:
+        await broker.queue_declare(queue)
+        await broker.enqueue(*message(queue))  # the held connection is open
+        server.pause()
+        asyncio.get_running_loop().call_later(0.3, server.resume)
+        started = time.process_time()
+        await asyncio.wait_for(broker.enqueue(*message(queue, id_="late")), 5)
+        spent = time.process_time() - started
+        # a spin that ran until the reply would cost about the whole 0.3 s
+        assert spent < 0.1, spent
+        assert (await broker.queue_stats(queue))["ready"] == 2
+    finally:
+        server.resume()
+        await broker.disconnect()
+
+
+@pytest.mark.parametrize("spin", [-1e-6, 0.0011, float("nan")])
+def test_a_reply_spin_out_of_range_is_refused(spin: float) -> None:
+    with pytest.raises(ValueError, match="reply_spin"):
+        RedisMessageBroker("redis://127.0.0.1:6379/0", reply_spin=spin)

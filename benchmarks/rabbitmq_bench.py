@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from repid import Connection, Job
 from repid.brokers.rabbitmq import RabbitMessageBroker, topology
 from repid.data import Parameters, RoutingKey
+from repid.job import Enqueued
 
 RAW_QUEUE_ARGS: dict[str, Any] = {"x-max-priority": topology.MAX_PRIORITY}
 ROWS: list[tuple[str, float, float, str]] = []
@@ -122,14 +123,19 @@ class Bench:
                                     lambda: self.concurrent(self.raw_publish, n, 100))
         report("enqueue, 100 concurrent producers", r, w)
         await self.purge()
-        # the same through the public API, as users write it: `await Job(...).enqueue()`
-        job = Job("noop", queue=self.queue, args={"x": 1}, _connection=Connection(self.broker))
+        # the same through the public API, as users write it: `await Job(...).enqueue()`,
+        # a Job built for each message
+        connection, queue = Connection(self.broker), self.queue
+
+        def job_enqueue() -> Awaitable[Enqueued]:
+            return Job("noop", queue=queue, args={"x": 1}, _connection=connection).enqueue()
+
         n = self.n(400)
-        r, w = await self.alternate(lambda: self.sequential(job.enqueue, n),
+        r, w = await self.alternate(lambda: self.sequential(job_enqueue, n),
                                     lambda: self.sequential(self.raw_publish, n))
         report("Job(...).enqueue(), sequential", r, w)
         n = self.n(3000)
-        r, w = await self.alternate(lambda: self.concurrent(job.enqueue, n, 100),
+        r, w = await self.alternate(lambda: self.concurrent(job_enqueue, n, 100),
                                     lambda: self.concurrent(self.raw_publish, n, 100))
         report("Job(...).enqueue(), 100 producers", r, w)
         await self.purge()

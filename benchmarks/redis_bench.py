@@ -137,19 +137,23 @@ class Bench:
 
         await compare("enqueue, 100 producers", n, 6, ours_concurrent, raw_concurrent)
 
-        # the same through the public API, as users write it: `await Job(...).enqueue()`
-        job = Job("noop", queue=queue, args={"n": 1}, _connection=self.connection)
+        # the same through the public API, as users write it: `await Job(...).enqueue()`,
+        # a Job built for each message
+        connection = self.connection
+
+        async def job_enqueue() -> None:
+            await Job("noop", queue=queue, args={"n": 1}, _connection=connection).enqueue()
 
         async def job_sequential(count: int) -> None:
             for _ in range(count):
-                await job.enqueue()
+                await job_enqueue()
 
         await compare("Job(...).enqueue(), sequential", n, 6, job_sequential, raw)
 
         async def job_concurrent(count: int) -> None:
             async def producer(k: int) -> None:
                 for _ in range(k):
-                    await job.enqueue()
+                    await job_enqueue()
             await asyncio.gather(*(producer(len(range(i, count, 100))) for i in range(100)))
 
         await compare("Job(...).enqueue(), 100 producers", n, 6, job_concurrent,

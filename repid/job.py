@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -19,6 +20,7 @@ from repid.data import (
     RoutingKey,
     utcnow,
 )
+from repid.data.parameters import NO_DELAY
 from repid.main import Repid, resolve_connection
 from repid.queue import Queue
 from repid.schedule import first_run
@@ -42,8 +44,13 @@ def new_id() -> str:
     return f"{getrandbits(128):032x}"
 
 
-#: the delay of a job that runs at once
-_NOW = DelayProperties()
+
+
+@functools.lru_cache(maxsize=64)
+def _first_try(retries: int) -> RetriesProperties:
+    """The retries of a job's first run (immutable: shared by the jobs that allow as many
+    retries)."""
+    return RetriesProperties(retries, 0)
 
 
 class Enqueued(NamedTuple):
@@ -111,7 +118,7 @@ class Job:
     ) -> None:
         self.name = check_name(name, "job name")
         self.queue = queue if isinstance(queue, Queue) else Queue(queue, _connection)
-        self.priority = PrioritiesT(priority)
+        self.priority = priority if type(priority) is PrioritiesT else PrioritiesT(priority)
         self.id_ = None if id_ is None else check_id(id_, "job id_")
         if cron is not None and deferred_by is not None:
             raise ValueError("a job takes `cron` or `deferred_by`, not both: pick one schedule")
@@ -128,18 +135,18 @@ class Job:
         self.ttl = check_duration(ttl, "ttl")
         #: the arguments refer to an existing bucket: sent as a reference, nothing stored
         self._args_by_reference = args_id is not None and args is None
-        self.args_id = check_id(args_id, "args_id") if args_id is not None else new_id()
+        self._args_id = None if args_id is None else check_id(args_id, "args_id")
         self.args_ttl = check_duration(args_ttl, "args_ttl")
         self.args = args
         self.use_args_bucketer = use_args_bucketer
-        self.result_id = check_id(result_id, "result_id") if result_id else new_id()
+        self._result_id = check_id(result_id, "result_id") if result_id else None
         self.result_ttl = check_duration(result_ttl, "result_ttl")
         self.store_result = store_result
         self.headers = check_headers(headers)
         self._connection = _connection
         self._payload = "" if args is None else encode_args(args)
         self._resolved: Connection | None = None
-        self._retries_props = RetriesProperties(retries, 0)
+        self._retries_props = _first_try(retries)
         self._result_props: ResultProperties | None = None
         self._result_missing = False
         known = _connection if _connection is not None else Repid.get_magic_connection()
@@ -148,6 +155,29 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job(name={self.name!r}, queue={self.queue.name!r}, id_={self.id_!r})"
+
+    # the bucket ids are drawn when first read: most jobs use neither bucket
+    @property
+    def args_id(self) -> str:
+        """The args bucket's id: the one given, else random hex drawn once."""
+        if self._args_id is None:
+            self._args_id = new_id()
+        return self._args_id
+
+    @args_id.setter
+    def args_id(self, value: str) -> None:
+        self._args_id = value
+
+    @property
+    def result_id(self) -> str:
+        """The result bucket's id: the one given, else random hex drawn once."""
+        if self._result_id is None:
+            self._result_id = new_id()
+        return self._result_id
+
+    @result_id.setter
+    def result_id(self, value: str) -> None:
+        self._result_id = value
 
     @property
     def is_deferred(self) -> bool:
@@ -190,7 +220,7 @@ class Job:
         if self._result_missing:
             raise ValueError("store_result=True needs a results bucket broker: pass "
                              "Connection(..., results_bucket_broker=...)")
-        delay = _NOW
+        delay = NO_DELAY
         if self.is_deferred:
             delay = DelayProperties(self._first_at, self.deferred_by, self.cron)
             first = first_run(delay)

@@ -33,10 +33,14 @@ def _default(value: Any) -> Any:
     )
 
 
+#: one encoder for every call (`json.dumps` with options builds one per call)
+_encode = json.JSONEncoder(default=_default, separators=(",", ":")).encode
+
+
 def to_json(value: Any) -> str:
     """Encode to compact JSON; pydantic models, dataclasses, datetimes, UUIDs and enums
     become plain JSON values."""
-    return json.dumps(value, default=_default, separators=(",", ":"))
+    return _encode(value)
 
 
 def encode_args(args: Any) -> str:

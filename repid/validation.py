@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: ids (of jobs, args and result buckets): letters, digits, `-` and `_`
 _ID = re.compile(r"^[A-Za-z0-9_-]+$")
+#: the shortest duration a broker keeps
+_ONE_SECOND = timedelta(seconds=1)
 
 
 def check_name(value: str, what: str) -> str:
@@ -39,12 +41,14 @@ def check_duration(value: timedelta | float | int | None, what: str) -> timedelt
     """A duration of at least one second, given as a timedelta or seconds."""
     if value is None:
         return None
+    if type(value) is timedelta and value >= _ONE_SECOND:  # the common case, checked first
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = timedelta(seconds=value)
     if not isinstance(value, timedelta):
         raise TypeError(f"{what} must be a timedelta or a number of seconds, not a "
                         f"{type(value).__name__}")
-    if value < timedelta(seconds=1):
+    if value < _ONE_SECOND:
         raise ValueError(f"{what} is {value.total_seconds()} s; it must be at least 1 second "
                          "(brokers keep time to the second)")
     return value

@@ -75,7 +75,8 @@ class DelayProperties:
         return self.defer_by is not None or self.cron is not None
 
 
-_NO_DELAY = DelayProperties()
+#: the delay of a message that may run at once (compared by identity first)
+NO_DELAY = DelayProperties()
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class Parameters:
     execution_timeout: timedelta = timedelta(minutes=10)
     retries: RetriesProperties = RetriesProperties()
     result: ResultProperties | None = None
-    delay: DelayProperties = _NO_DELAY
+    delay: DelayProperties = NO_DELAY
     timestamp: datetime = field(default_factory=utcnow)
     ttl: timedelta | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -140,7 +141,7 @@ class Parameters:
         if self.result is not None:
             data["result"] = [self.result.id_, _secs(self.result.ttl)]
         d = self.delay
-        if d is not _NO_DELAY and d != _NO_DELAY:
+        if d is not NO_DELAY and d != NO_DELAY:
             data["delay"] = [_ts(d.delay_until), _secs(d.defer_by), d.cron,
                              _ts(d.next_execution_time)]
         if self.ttl is not None:
@@ -167,7 +168,7 @@ class Parameters:
                 retries=RetriesProperties(int(data["retries"][0]), int(data["retries"][1])),
                 result=None if result is None else ResultProperties(str(result[0]),
                                                                     _td(result[1])),
-                delay=_NO_DELAY if delay is None else DelayProperties(
+                delay=NO_DELAY if delay is None else DelayProperties(
                     _dt(delay[0]), _td(delay[1]), delay[2], _dt(delay[3])),
                 timestamp=datetime.fromtimestamp(float(data["ts"]), _UTC),
                 ttl=_td(data.get("ttl")),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,23 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def pack_bulks(parts: list[bytes], args: Any, encoding: str, errors: str,
+               encode: Callable[[Any], bytes]) -> None:
+    """Append each of `args` to `parts` as a RESP bulk string: str encoded with
+    `encoding`, bytes as they are, anything else through `encode` (redis-py's encoder)."""
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            data = arg.encode(encoding, errors)
+        elif kind is bytes:
+            data = arg
+        else:
+            data = encode(arg)
+        parts.append(b"$%d\r\n" % len(data))
+        parts.append(data)
+        parts.append(b"\r\n")
+
+
 class OneJoinPacking:
     """`pack_command` that builds a command with one join.
 
@@ -47,20 +66,24 @@ class OneJoinPacking:
         elif b" " in first:
             args = (*first.split(), *args[1:])
         encoder = self.encoder  # type: ignore[attr-defined]
-        encoding, errors = encoder.encoding, encoder.encoding_errors
         parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            kind = type(arg)
-            if kind is str:
-                data = arg.encode(encoding, errors)
-            elif kind is bytes:
-                data = arg
-            else:
-                data = encoder.encode(arg)
-            parts.append(b"$%d\r\n" % len(data))
-            parts.append(data)
-            parts.append(b"\r\n")
+        pack_bulks(parts, args, encoder.encoding, encoder.encoding_errors, encoder.encode)
         return [b"".join(parts)]
+
+
+class CommandHead:
+    """The first arguments of a command sent again and again with other arguments after
+    them (a script's `EVALSHA`, SHA, key count and keys, and its first ARGV), packed once
+    as RESP bulk strings in UTF-8 (`HeldConnection.execute_with_head`)."""
+
+    __slots__ = ("args", "packed")
+
+    def __init__(self, *args: str | int) -> None:
+        #: the arguments themselves, for a connection that packs them itself
+        self.args = args
+        parts: list[bytes] = []
+        pack_bulks(parts, args, "utf-8", "strict", lambda n: b"%d" % n)
+        self.packed = b"".join(parts)
 
 
 class HeldConnection:
@@ -102,29 +125,56 @@ class HeldConnection:
         With redis-py `options` the command goes through the pool as usual."""
         if self._busy or options:
             return await self._client.execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return await self._hold(None, args)
+
+    async def execute_with_head(self, head: CommandHead, tail: Sequence[Any]) -> Any:
+        """`execute_command(*head.args, *tail)`, the head's bytes packed once."""
+        if self._busy:
+            return await self._client.execute_command(*head.args, *tail)  # type: ignore[no-untyped-call]
+        return await self._hold(head, tail)
+
+    async def _hold(self, head: CommandHead | None, args: Sequence[Any]) -> Any:
+        """Send `head` and `args` on the held connection, retried on a dropped one."""
         self._busy = True
         try:
             conn = self._conn
             if conn is None:
                 conn = self._conn = self._open()
+            packed = self._pack(conn, head, args)
             return await conn.retry.call_with_retry(
-                lambda: self._send(conn, args), lambda error: conn.disconnect())
+                lambda: self._send(conn, packed), lambda error: conn.disconnect())
         finally:
             self._busy = False
 
+    @staticmethod
+    def _pack(conn: Any, head: CommandHead | None, args: Sequence[Any]) -> list[bytes]:
+        """The command's bytes: the head's as packed (they are UTF-8, redis-py's default
+        encoding; a connection set to another packs the whole command itself)."""
+        if head is None:
+            packed: list[bytes] = conn.pack_command(*args)
+            return packed
+        encoder = conn.encoder
+        encoding = encoder.encoding
+        if encoding != "utf-8" and codecs.lookup(encoding).name != "utf-8":
+            packed = conn.pack_command(*head.args, *args)
+            return packed
+        parts = [b"*%d\r\n" % (len(head.args) + len(args)), head.packed]
+        pack_bulks(parts, args, encoding, encoder.encoding_errors, encoder.encode)
+        return [b"".join(parts)]
+
     if sys.version_info >= (3, 11):
-        async def _send(self, conn: Any, args: tuple[Any, ...]) -> Any:
+        async def _send(self, conn: Any, packed: list[bytes]) -> Any:
             try:
                 async with asyncio.timeout(self._timeout):
-                    await conn.send_command(*args)
+                    await conn.send_packed_command(packed)
                     return await self._reply(conn)
             except TimeoutError as exc:
                 await conn.disconnect(nowait=True)  # a late reply must not answer the next
                 raise RedisTimeoutError(
                     f"Redis did not answer within {self._timeout} s") from exc
     else:  # no asyncio.timeout: the connection keeps its socket timeout (see _open)
-        async def _send(self, conn: Any, args: tuple[Any, ...]) -> Any:
-            await conn.send_command(*args)
+        async def _send(self, conn: Any, packed: list[bytes]) -> Any:
+            await conn.send_packed_command(packed)
             return await self._reply(conn)
 
     async def _reply(self, conn: Any) -> Any:

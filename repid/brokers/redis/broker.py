@@ -50,7 +50,12 @@ from repid.brokers.base import (
 )
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis import scripts
-from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings, HeldConnection
+from repid.brokers.redis._client import (
+    CONNECTION_ERRORS,
+    ClientSettings,
+    CommandHead,
+    HeldConnection,
+)
 from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop_closed
 from repid.brokers.redis.batcher import Batcher, Op
 from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
@@ -141,6 +146,7 @@ class RedisMessageBroker(MessageBroker):
                                  max_chars=_MAX_ENQUEUE_CHARS)
         self._settler = Batcher(self._run_settle, max_ops=MAX_OPS)
         self._queue_keys: dict[str, list[str]] = {}
+        self._enqueue_heads: dict[str, CommandHead] = {}
         self._queues_key = queues_key(prefix)
         #: live consumers and their background tasks, for `disconnect`
         self._tasks = ConsumerTasks()
@@ -205,13 +211,18 @@ class RedisMessageBroker(MessageBroker):
     # --- the scripts ---
 
     async def _run_enqueue(self, queue: str, ops: list[Op]) -> list[bool]:
-        args: list[str | bytes] = [queue]
+        args: list[str | bytes] = []
         for op in ops:
             args.extend(op)
         producer = self._producer
         if producer is None:
             raise self._not_connected()
-        result = await scripts.ENQUEUE(producer, self._keys(queue)[:ENQUEUE_KEYS], args)
+        head = self._enqueue_heads.get(queue)
+        if head is None:
+            # the script, the queue's keys and its name: the same for every enqueue to it
+            head = self._enqueue_heads[queue] = scripts.ENQUEUE.head(
+                self._keys(queue)[:ENQUEUE_KEYS], queue)
+        result = await scripts.ENQUEUE.run_with_head(producer, head, args)
         if result == -1:
             raise QueueNotDeclaredError(queue)
         return [c == "1" for c in result]

@@ -13,7 +13,8 @@ from typing import Any
 from repid.data import Parameters, RoutingKey
 from repid.errors import PayloadDecodeError
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: the body is built here of plain values, with no cycle to look for
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 def list_priority(priority: int) -> int:

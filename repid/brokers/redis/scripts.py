@@ -17,7 +17,7 @@ job runs, so a dead worker's messages come back within a lease.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
-from repid.brokers.redis._client import HeldConnection
+from repid.brokers.redis._client import CommandHead, HeldConnection
 from repid.brokers.redis.keys import ENQUEUE_KEYS, QueueKey, lua_header
 
 #: at most this many wake-up tokens wait in a queue's wake list
@@ -65,13 +65,27 @@ class Script:
         `raw`: the reply's strings stay bytes (only with a `Redis` client), for replies that
         may carry text that is not UTF-8."""
         options = UNDECODED if raw else {}
+        return await self._run(client, lambda: client.execute_command(  # type: ignore[no-untyped-call]
+            "EVALSHA", self.sha, len(keys), *keys, *args, **options))
+
+    def head(self, keys: Sequence[str], *args: str) -> CommandHead:
+        """The start of a run with these keys and first arguments, packed once (for a
+        caller that runs the script with them again and again: `run_with_head`)."""
+        return CommandHead("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def run_with_head(self, client: HeldConnection, head: CommandHead,
+                            args: Sequence[str | bytes]) -> Any:
+        """Run the script from `head` (made by `head`), with `args` after it."""
+        return await self._run(client, lambda: client.execute_with_head(head, args))
+
+    async def _run(self, client: Redis | HeldConnection,
+                   send: Callable[[], Awaitable[Any]]) -> Any:
+        """`send()` the run; after a Redis restart (NOSCRIPT) load the script and again."""
         try:
-            return await client.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self.sha, len(keys), *keys, *args, **options)
+            return await send()
         except NoScriptError:
             await client.execute_command("SCRIPT", "LOAD", self.source)  # type: ignore[no-untyped-call]
-            return await client.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self.sha, len(keys), *keys, *args, **options)
+            return await send()
 
 
 def _load(name: str, *parts: str, keys: int = len(QueueKey)) -> Script:

@@ -749,6 +749,26 @@ def test_one_join_packing_sends_the_same_bytes_as_redis_py() -> None:
                     == b"".join(theirs.pack_command(*case))), case
 
 
+def test_a_command_head_packed_once_sends_the_same_bytes_as_redis_py() -> None:
+    """The producer's script calls start with a head packed once per queue: head and tail
+    together are byte for byte the command redis-py would pack, in UTF-8 and (packed
+    whole by the connection then) in any other encoding."""
+    from redis.asyncio.connection import Connection
+
+    from repid.brokers.redis._client import CommandHead, HeldConnection
+
+    head = CommandHead("EVALSHA", "a" * 40, 3, "repid:{q}:msgs", "repid:{é}:x", "k3", "q")
+    tails: list[list[Any]] = [[], ["id", "1|600000|{}", ""], ["é✓", b"\x00\xff", 7, 1.5],
+                              ["x" * 10000] * 3]
+    for encoding in ("utf-8", "UTF8", "latin-1"):
+        conn: Any = Connection(encoding=encoding)
+        for tail in tails:
+            if encoding == "latin-1" and any(isinstance(a, str) and "✓" in a for a in tail):
+                continue  # not encodable there: redis-py refuses it too
+            assert (b"".join(HeldConnection._pack(conn, head, tail))
+                    == b"".join(conn.pack_command(*head.args, *tail))), (encoding, tail)
+
+
 async def test_idle_consumer_blocks_and_wakes_without_errors(
         broker: RedisMessageBroker, queue: str, caplog: pytest.LogCaptureFixture) -> None:
     """An idle consumer waits on Redis (no error, no polling back-off) and a message

@@ -111,6 +111,25 @@ def test_defaults_match_spec() -> None:
     assert len(job.result_id) == 32 and Job("x").result_id != job.result_id
 
 
+async def test_bucket_ids_are_drawn_once_when_first_needed(make_conn) -> None:  # type: ignore[no-untyped-def]
+    """`args_id` and `result_id` are drawn when first read (by the user or by an enqueue
+    that needs them) and never again: the ids the buckets use are the ones the job shows."""
+    job = Job("x")
+    drawn = (job.args_id, job.result_id)
+    assert (job.args_id, job.result_id) == drawn and drawn[0] != drawn[1]
+    job.result_id = "mine"
+    assert job.result_id == "mine"
+
+    conn = await make_conn(args=True)
+    unread = Job("echo", args={"text": "hi"}, _connection=conn)
+    _, payload, params = await unread.enqueue()
+    assert json.loads(payload) == {"$repid_args_bucket": unread.args_id}
+    assert params.result is not None and params.result.id_ == unread.result_id
+    assert await conn.args_bucket_broker.get_bucket(unread.args_id) is not None  # type: ignore[union-attr]
+    again = await unread.enqueue()  # the same job sent again keeps its bucket ids
+    assert again.args == payload and again.params.result == params.result
+
+
 def test_priority_accepts_int() -> None:
     assert Job("x", priority=2).priority is PrioritiesT.HIGH
     with pytest.raises(ValueError):

@@ -518,6 +518,38 @@ async def test_an_enqueue_waiting_on_a_silent_redis_spins_only_briefly(
         await broker.disconnect()
 
 
+async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
+        private_redis: MakeRedis) -> None:
+    """An enqueue cancelled while it waits for Redis's reply stops its spin: the loop
+    sleeps afterwards; and its late reply answers no later command (the one to an
+    undeclared queue is still refused), so the next enqueues land as they should."""
+    server = private_redis()
+    broker = RedisMessageBroker(server.dsn, reply_spin=0.001)
+    await broker.connect()
+    queue = _name("q")
+    try:
+        await broker.queue_declare(queue)
+        await broker.enqueue(*message(queue))  # the held connection is open
+        server.pause()
+        waiting = asyncio.ensure_future(broker.enqueue(*message(queue)))
+        await asyncio.sleep(0.0005)  # inside its spin
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        started = time.process_time()
+        await asyncio.sleep(0.2)
+        assert time.process_time() - started < 0.05
+        server.resume()
+        with pytest.raises(QueueNotDeclaredError):
+            await asyncio.wait_for(broker.enqueue(*message(_name("undeclared"))), 5)
+        await asyncio.wait_for(broker.enqueue(*message(queue, id_="after")), 5)
+        # the first, "after", and the cancelled one if Redis had read it before it stopped
+        assert (await broker.queue_stats(queue))["ready"] in (2, 3)
+    finally:
+        server.resume()
+        await broker.disconnect()
+
+
 @pytest.mark.parametrize("spin", [-1e-6, 0.0011, float("nan")])
 def test_a_reply_spin_out_of_range_is_refused(spin: float) -> None:
     with pytest.raises(ValueError, match="reply_spin"):

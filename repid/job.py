@@ -53,6 +53,24 @@ def _first_try(retries: int) -> RetriesProperties:
     return RetriesProperties(retries, 0)
 
 
+class _DrawnId:
+    """A `Job` attribute holding an id: the one set (given to the constructor), else random
+    hex drawn when first read and kept."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, job: Any, owner: type | None = None) -> str:
+        found: str | None = getattr(job, self._slot)
+        if found is None:
+            found = new_id()
+            setattr(job, self._slot, found)
+        return found
+
+    def __set__(self, job: Any, value: str | None) -> None:
+        setattr(job, self._slot, value)
+
+
 class Enqueued(NamedTuple):
     """What `await job.enqueue()` returns, as in repid 1.x: `key, args, params = ...`.
 
@@ -135,6 +153,7 @@ class Job:
         self.ttl = check_duration(ttl, "ttl")
         #: the arguments refer to an existing bucket: sent as a reference, nothing stored
         self._args_by_reference = args_id is not None and args is None
+        # the slots `args_id` and `result_id` read (`_DrawnId`), set without a call
         self._args_id = None if args_id is None else check_id(args_id, "args_id")
         self.args_ttl = check_duration(args_ttl, "args_ttl")
         self.args = args
@@ -156,28 +175,10 @@ class Job:
     def __repr__(self) -> str:
         return f"Job(name={self.name!r}, queue={self.queue.name!r}, id_={self.id_!r})"
 
-    # the bucket ids are drawn when first read: most jobs use neither bucket
-    @property
-    def args_id(self) -> str:
-        """The args bucket's id: the one given, else random hex drawn once."""
-        if self._args_id is None:
-            self._args_id = new_id()
-        return self._args_id
-
-    @args_id.setter
-    def args_id(self, value: str) -> None:
-        self._args_id = value
-
-    @property
-    def result_id(self) -> str:
-        """The result bucket's id: the one given, else random hex drawn once."""
-        if self._result_id is None:
-            self._result_id = new_id()
-        return self._result_id
-
-    @result_id.setter
-    def result_id(self, value: str) -> None:
-        self._result_id = value
+    #: the bucket ids: the ones given, else random hex drawn when first read (most jobs
+    #: use neither bucket), the same on every read
+    args_id = _DrawnId()
+    result_id = _DrawnId()
 
     @property
     def is_deferred(self) -> bool:

@@ -460,6 +460,26 @@ async def test_failed_settles_free_capacity_and_leave_redelivery(
                                               "dead": 0}
 
 
+@contextlib.asynccontextmanager
+async def _paused_producer(private_redis: MakeRedis, **options: Any
+                           ) -> AsyncIterator[tuple[PrivateRedis, RedisMessageBroker, str]]:
+    """A broker on a private Redis whose held connection is open (one message enqueued
+    to the declared queue it yields), with that Redis paused (SIGSTOP) until the test
+    resumes it; resumed and disconnected at the end, even on failure."""
+    server = private_redis()
+    broker = RedisMessageBroker(server.dsn, **options)
+    await broker.connect()
+    queue = _name("q")
+    try:
+        await broker.queue_declare(queue)
+        await broker.enqueue(*message(queue))  # the held connection is open
+        server.pause()
+        yield server, broker, queue
+    finally:
+        server.resume()
+        await broker.disconnect()
+
+
 async def test_enqueue_to_a_redis_that_stopped_answering_fails_in_time_then_goes_on(
         private_redis: MakeRedis) -> None:
     """The producer's held connection bounds each command by the socket timeout: an
@@ -467,30 +487,19 @@ async def test_enqueue_to_a_redis_that_stopped_answering_fails_in_time_then_goes
     retries) instead of hanging, and once Redis answers again every enqueue lands."""
     from repid.errors import EnqueueNotConfirmedError
 
-    server = private_redis()
-    broker = RedisMessageBroker(server.dsn, socket_timeout=0.4, retries=1)
-    await broker.connect()
-    queue = _name("q")
-    try:
-        await broker.queue_declare(queue)
-        await broker.enqueue(*message(queue))  # the held connection is open
-        server.pause()
-        try:
-            started = time.monotonic()
-            with pytest.raises(EnqueueNotConfirmedError):
-                await asyncio.wait_for(broker.enqueue(*message(queue, id_="lost?")), 10)
-            assert time.monotonic() - started < 4  # two tries of 0.4 s, and a backoff
-        finally:
-            server.resume()
+    async with _paused_producer(private_redis, socket_timeout=0.4, retries=1) as (
+            server, broker, queue):
+        started = time.monotonic()
+        with pytest.raises(EnqueueNotConfirmedError):
+            await asyncio.wait_for(broker.enqueue(*message(queue, id_="lost?")), 10)
+        assert time.monotonic() - started < 4  # two tries of 0.4 s, and a backoff
+        server.resume()
         later = [message(queue) for _ in range(30)]
         for sent in later:
             await asyncio.wait_for(broker.enqueue(*sent), 5)
         # the first one and the 30, plus the unanswered one if Redis read it before it
         # stopped (its client gave up on it, so it may be there or not: never twice)
         assert (await broker.queue_stats(queue))["ready"] in (31, 32)
-    finally:
-        server.resume()
-        await broker.disconnect()
 
 
 async def test_an_enqueue_waiting_on_a_silent_redis_spins_only_briefly(
@@ -498,14 +507,8 @@ async def test_an_enqueue_waiting_on_a_silent_redis_spins_only_briefly(
     """The held connection keeps the loop polling for its reply (`reply_spin`) only for a
     moment: an enqueue that waits 0.3 s on a paused Redis leaves the loop asleep for
     almost all of it, and lands once Redis answers."""
-    server = private_redis()
-    broker = RedisMessageBroker(server.dsn, reply_spin=0.001)  # the longest spin allowed
-    await broker.connect()
-    queue = _name("q")
-    try:
-        await broker.queue_declare(queue)
-        await broker.enqueue(*message(queue))  # the held connection is open
-        server.pause()
+    # the longest spin allowed
+    async with _paused_producer(private_redis, reply_spin=0.001) as (server, broker, queue):
         asyncio.get_running_loop().call_later(0.3, server.resume)
         started = time.process_time()
         await asyncio.wait_for(broker.enqueue(*message(queue, id_="late")), 5)
@@ -513,9 +516,6 @@ async def test_an_enqueue_waiting_on_a_silent_redis_spins_only_briefly(
         # a spin that ran until the reply would cost about the whole 0.3 s
         assert spent < 0.1, spent
         assert (await broker.queue_stats(queue))["ready"] == 2
-    finally:
-        server.resume()
-        await broker.disconnect()
 
 
 async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
@@ -523,14 +523,7 @@ async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
     """An enqueue cancelled while it waits for Redis's reply stops its spin: the loop
     sleeps afterwards; and its late reply answers no later command (the one to an
     undeclared queue is still refused), so the next enqueues land as they should."""
-    server = private_redis()
-    broker = RedisMessageBroker(server.dsn, reply_spin=0.001)
-    await broker.connect()
-    queue = _name("q")
-    try:
-        await broker.queue_declare(queue)
-        await broker.enqueue(*message(queue))  # the held connection is open
-        server.pause()
+    async with _paused_producer(private_redis, reply_spin=0.001) as (server, broker, queue):
         waiting = asyncio.ensure_future(broker.enqueue(*message(queue)))
         await asyncio.sleep(0.0005)  # inside its spin
         waiting.cancel()
@@ -545,9 +538,6 @@ async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
         await asyncio.wait_for(broker.enqueue(*message(queue, id_="after")), 5)
         # the first, "after", and the cancelled one if Redis had read it before it stopped
         assert (await broker.queue_stats(queue))["ready"] in (2, 3)
-    finally:
-        server.resume()
-        await broker.disconnect()
 
 
 @pytest.mark.parametrize("spin", [-1e-6, 0.0011, float("nan")])

@@ -133,7 +133,7 @@ class RedisMessageBroker(MessageBroker):
         self.maintenance_interval = maintenance_interval
         self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
                                         client_name, redis_options)
-        if not 0.0 <= reply_spin <= _MAX_REPLY_SPIN:
+        if not isinstance(reply_spin, (int, float)) or not 0.0 <= reply_spin <= _MAX_REPLY_SPIN:
             raise ValueError(f"reply_spin is {reply_spin!r} s; give 0 (off) to "
                              f"{_MAX_REPLY_SPIN} s (the default, {DEFAULT_REPLY_SPIN}, suits "
                              "loopback and a local network)")

@@ -540,7 +540,7 @@ async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
         assert (await broker.queue_stats(queue))["ready"] in (2, 3)
 
 
-@pytest.mark.parametrize("spin", [-1e-6, 0.0011, float("nan")])
-def test_a_reply_spin_out_of_range_is_refused(spin: float) -> None:
+@pytest.mark.parametrize("spin", [-1e-6, 0.0011, float("nan"), "50e-6"])
+def test_a_reply_spin_out_of_range_is_refused(spin: Any) -> None:
     with pytest.raises(ValueError, match="reply_spin"):
         RedisMessageBroker("redis://127.0.0.1:6379/0", reply_spin=spin)

@@ -530,8 +530,8 @@ async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
         started = time.process_time()
-        await asyncio.sleep(0.2)
-        assert time.process_time() - started < 0.05
+        await asyncio.sleep(0.3)
+        assert time.process_time() - started < 0.1  # a loop still spinning: about 0.3 s
         server.resume()
         with pytest.raises(QueueNotDeclaredError):
             await asyncio.wait_for(broker.enqueue(*message(_name("undeclared"))), 5)

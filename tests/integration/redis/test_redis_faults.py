@@ -502,13 +502,13 @@ async def test_enqueue_to_a_redis_that_stopped_answering_fails_in_time_then_goes
         assert (await broker.queue_stats(queue))["ready"] in (31, 32)
 
 
+@pytest.mark.parametrize("spin", [0.001, 0.0])  # the longest spin allowed, and none
 async def test_an_enqueue_waiting_on_a_silent_redis_spins_only_briefly(
-        private_redis: MakeRedis) -> None:
+        private_redis: MakeRedis, spin: float) -> None:
     """The held connection keeps the loop polling for its reply (`reply_spin`) only for a
     moment: an enqueue that waits 0.3 s on a paused Redis leaves the loop asleep for
-    almost all of it, and lands once Redis answers."""
-    # the longest spin allowed
-    async with _paused_producer(private_redis, reply_spin=0.001) as (server, broker, queue):
+    almost all of it, and lands once Redis answers (with the spin off, too)."""
+    async with _paused_producer(private_redis, reply_spin=spin) as (server, broker, queue):
         asyncio.get_running_loop().call_later(0.3, server.resume)
         started = time.process_time()
         await asyncio.wait_for(broker.enqueue(*message(queue, id_="late")), 5)

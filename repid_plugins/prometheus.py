@@ -358,7 +358,9 @@ _RUN_FAILED = StashKey[bool]()
 def _timed(call: str) -> Callable[[Callable[..., Any]], Callable[..., Generator[None, Any, Any]]]:
     """Turn `count(self, <the hook's arguments>)`, which picks the counter the call adds
     one to once it succeeded (None: none), into the hook's wrapper: it times the broker
-    call `call` and counts its failures. The wrapper takes the hook's arguments from
+    call `call` and counts its failures. `count` runs only after a call that succeeded,
+    so a call that failed makes no series of its own (a queue that never accepted a
+    message has no enqueued counter). The wrapper takes the hook's arguments from
     `count`'s signature (pluggy and the chains read it through `functools.wraps`), so
     every timed hook is this one generator, with nothing nested in it."""
 
@@ -366,14 +368,14 @@ def _timed(call: str) -> Callable[[Callable[..., Any]], Callable[..., Generator[
         @functools.wraps(count)
         def hook(self: MetricsPlugin, *args: Any) -> Generator[None, Any, Any]:
             timing = self._calls[call]
-            counter = count(self, *args)
             start = time.perf_counter()
             try:
                 result = yield
             except BaseException as exc:
                 timing.failed(time.perf_counter() - start, isinstance(exc, Exception))
                 raise
-            timing.done(time.perf_counter() - start, counter)
+            took = time.perf_counter() - start
+            timing.done(took, count(self, *args))
             return result
 
         marked: Callable[..., Generator[None, Any, Any]] = hookimpl(wrapper=True)(hook)

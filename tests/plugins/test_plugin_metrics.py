@@ -382,3 +382,27 @@ async def test_a_result_store_that_fails_is_counted_and_not_as_an_outcome() -> N
                  {"queue": "default", "actor": "work", "outcome": "dead"}) == 1
     assert value("repid_messages_processed_total",
                  {"queue": "default", "actor": "work", "outcome": "success"}) is None
+
+
+async def test_a_refused_enqueue_makes_no_enqueued_series() -> None:
+    """An enqueue the broker refused (an undeclared queue) is a failed call, and leaves no
+    `enqueued` series for that queue behind, not even one at 0."""
+    from repid import Connection, InMemoryMessageBroker, Queue
+    from repid.errors import QueueNotDeclaredError
+
+    registry = CollectorRegistry()
+    plugin = MetricsPlugin(registry=registry)
+    conn = Connection(InMemoryMessageBroker(), plugins=[plugin])
+    await conn.connect()
+    await Queue("known", _connection=conn).declare()
+    with pytest.raises(QueueNotDeclaredError):
+        await Job("work", queue="typo", _connection=conn).enqueue()
+    await Job("work", queue="known", _connection=conn).enqueue()
+    value = registry.get_sample_value
+    assert value("repid_broker_call_failures_total", {"call": "enqueue"}) == 1
+    assert value("repid_messages_enqueued_total", {"queue": "known"}) == 1
+    enqueued = [sample.labels["queue"] for family in text_string_to_metric_families(
+        plugin.render()[1].decode())
+        if family.name == "repid_messages_enqueued" for sample in family.samples
+        if sample.name == "repid_messages_enqueued_total"]
+    assert enqueued == ["known"]

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from random import getrandbits
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from repid.data import (
     ArgsBucket,
@@ -44,8 +44,6 @@ def new_id() -> str:
     return f"{getrandbits(128):032x}"
 
 
-
-
 @functools.lru_cache(maxsize=64)
 def _first_try(retries: int) -> RetriesProperties:
     """The retries of a job's first run (immutable: shared by the jobs that allow as many
@@ -60,14 +58,22 @@ class _DrawnId:
     def __set_name__(self, owner: type, name: str) -> None:
         self._slot = f"_{name}"
 
-    def __get__(self, job: Any, owner: type | None = None) -> str:
+    @overload
+    def __get__(self, job: None, owner: type) -> _DrawnId: ...
+
+    @overload
+    def __get__(self, job: Job, owner: type | None = None) -> str: ...
+
+    def __get__(self, job: Job | None, owner: type | None = None) -> str | _DrawnId:
+        if job is None:
+            return self  # read on the class (help(), documentation tools)
         found: str | None = getattr(job, self._slot)
         if found is None:
             found = new_id()
             setattr(job, self._slot, found)
         return found
 
-    def __set__(self, job: Any, value: str | None) -> None:
+    def __set__(self, job: Job, value: str | None) -> None:
         setattr(job, self._slot, value)
 
 

@@ -138,7 +138,6 @@ def _unsampled_parent(header: object) -> re.Match[str] | None:
     return match
 
 
-
 class _UnsampledRemoteSpan(NonRecordingSpan):
     """The producer's span of a trace that is not sampled, current while a run that
     records nothing goes on: its `SpanContext` is built only when something asks for it

@@ -130,6 +130,12 @@ async def test_bucket_ids_are_drawn_once_when_first_needed(make_conn) -> None:  
     assert again.args == payload and again.params.result == params.result
 
 
+def test_bucket_ids_read_on_the_class_describe_themselves() -> None:
+    """Documentation tools and help() read `Job.args_id` on the class: no id is drawn."""
+    assert "drawn when first read" in (Job.args_id.__doc__ or "")
+    assert Job.result_id is not Job.args_id
+
+
 def test_priority_accepts_int() -> None:
     assert Job("x", priority=2).priority is PrioritiesT.HIGH
     with pytest.raises(ValueError):

@@ -122,20 +122,16 @@ W3C_PROPAGATOR: TextMapPropagator = _W3CTraceContext()
 _ROOT = Context()
 
 
-#: the all-zero ids, which no valid `traceparent` carries
-_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+#: the `traceparent` of a producer span that was not sampled: version 00, ids that are not
+#: all zeros (no valid `traceparent` carries those), the sampled bit of the flags clear
+_UNSAMPLED_00 = re.compile(
+    "00-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f][02468ace])")
 
 
 def _unsampled_parent(header: object) -> re.Match[str] | None:
-    """The parsed `traceparent` of a producer span that was not sampled (version 00, valid
-    ids, sampled flag clear); None for anything else."""
-    if type(header) is not str:
-        return None
-    match = _TRACEPARENT_00.fullmatch(header)
-    if match is None or int(match[3], 16) & TraceFlags.SAMPLED or \
-            match[1] == _ZERO_TRACE or match[2] == _ZERO_SPAN:
-        return None
-    return match
+    """The parsed `traceparent` of a producer span that was not sampled (one match does
+    every check); None for anything else."""
+    return _UNSAMPLED_00.fullmatch(header) if type(header) is str else None
 
 
 class _UnsampledRemoteSpan(NonRecordingSpan):

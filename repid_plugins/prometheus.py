@@ -438,8 +438,8 @@ class MetricsPlugin:
     def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters
                         ) -> Generator[None, ActorResult, ActorResult]:
         """Observe the delivery lag, track runs in progress, time them, count runs by
-        result and failures by exception type; remember a failed run in the stash (read
-        only then: a successful run makes none)."""
+        result and failures by exception type; remember a failed run in the stash (written
+        only then)."""
         try:
             run = self._runs[key.queue][actor.name]
         except KeyError:

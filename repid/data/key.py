@@ -23,16 +23,9 @@ class RoutingKey:
     queue: str = "default"
     priority: int = PrioritiesT.MEDIUM.value
     handle: Any = field(default=None, compare=False, repr=False)
-    _stash: Stash | None = field(default=None, init=False, compare=False, repr=False)
-
-    @property
-    def stash(self) -> Stash:
-        """The plugins' state for this delivery, made on first use."""
-        stash = self._stash
-        if stash is None:
-            stash = Stash()
-            object.__setattr__(self, "_stash", stash)  # frozen: set once, as a cache
-        return stash
+    #: the plugins' state for this delivery, made with the key: a field, so reading it
+    #: (every hook that names `stash` does) is a slot read, not a call
+    stash: Stash = field(default_factory=Stash, init=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id_, "topic": self.topic, "queue": self.queue, "priority": self.priority}

@@ -1,6 +1,6 @@
 """Stash: the state plugins keep for one delivery of a message, from its take to its settle.
 
-Every consumed `RoutingKey` has one (`key.stash`), made on first use, so a plugin keeps
+Every `RoutingKey` has one (`key.stash`), made with the key, so a plugin keeps
 what it learned about a delivery (its span, when its run started, how the run ended) on
 the delivery itself instead of in a map keyed by message id: nothing to evict, nothing
 shared between two deliveries of one message. Each plugin makes its own typed keys::

@@ -459,6 +459,44 @@ def test_module_propagator_extracts_what_the_sdk_does(headers: dict[str, str]) -
         carried(reference)
 
 
+_PARENT = "00-96f590ea7b58bd1dbc5ac145efb7b553-0e3102925dc6027a-"
+
+
+@pytest.mark.parametrize(("header", "unsampled"), [
+    (_PARENT + "00", True),
+    (_PARENT + "02", True),  # another flag set, not the sampled one
+    (_PARENT + "fe", True),
+    (_PARENT + "01", False),
+    (_PARENT + "03", False),
+    (_PARENT + "ff", False),
+    ("00-00000000000000000000000000000000-0e3102925dc6027a-00", False),
+    ("00-96f590ea7b58bd1dbc5ac145efb7b553-0000000000000000-00", False),
+    ("00-00000000000000000000000000000001-0000000000000001-00", True),
+    (_PARENT.upper() + "00", False),
+    (_PARENT + "00-extra", False),
+    (_PARENT + "0g", False),
+    ("01" + _PARENT[2:] + "00", False),  # another version: the SDK's general path
+    ("garbage", False),
+    (None, False),
+])
+def test_the_unsampled_shortcut_agrees_with_the_sdk(header: str | None,
+                                                    unsampled: bool) -> None:
+    """A run skips its span only for a header the SDK's propagator reads as a valid parent
+    that was not sampled, with the same ids and flags."""
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+
+    from repid_plugins.opentelemetry import _unsampled_parent, _UnsampledRemoteSpan
+
+    match = _unsampled_parent(header)
+    assert (match is not None) is unsampled
+    if match is not None:
+        sdk = trace.get_current_span(TraceContextTextMapPropagator().extract(
+            {"traceparent": header}, context=Context())).get_span_context()
+        assert sdk.is_valid and not sdk.trace_flags.sampled
+        assert _UnsampledRemoteSpan(match).get_span_context() == sdk
+
+
 @pytest.mark.parametrize("make_conn", ["in_memory"], indirect=True)
 @pytest.mark.parametrize(("consumer_sampler", "records"), [
     ("parent_based_default", False),

@@ -494,7 +494,8 @@ async def all_ran(records: Redis, key: str, tally: Tally) -> bool:
 
 async def dead_ids(queue: Queue) -> set[str]:
     """The ids in the queue's dead-letter queue."""
-    return {m.key.id_ async for m in queue.get_messages(category=MessageCategory.DEAD)}
+    return {m.key.id_ async for m in queue.get_messages(category=MessageCategory.DEAD,
+                                                          stop_when_empty=True)}
 
 
 async def drive(settings: Settings, records: Redis, runs_key: str, tally: Tally,

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from repid.brokers.base import BucketBroker, Consumer, MessageBroker
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
+from repid.config import Config
 from repid.connection import Connection
-from repid.converter import ArgumentsError, DefaultConverter
+from repid.converter import ArgumentsError, BasicConverter, DefaultConverter, PydanticConverter
 from repid.data import (
     ArgsBucket,
     MessageCategory,
@@ -80,8 +81,10 @@ __all__ = [
     "ActorTimeoutError",
     "ArgsBucket",
     "ArgumentsError",
+    "BasicConverter",
     "BrokerConnectionError",
     "BucketBroker",
+    "Config",
     "Connection",
     "Consumer",
     "DefaultConverter",
@@ -105,6 +108,7 @@ __all__ = [
     "Parameters",
     "PayloadDecodeError",
     "PrioritiesT",
+    "PydanticConverter",
     "Queue",
     "QueueDeclareError",
     "QueueNotDeclaredError",

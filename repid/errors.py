@@ -12,6 +12,8 @@ knowing repid (a missing queue is a `KeyError`, a lost connection a `ConnectionE
     ├── BrokerConnectionError     (ConnectionError) the broker is unreachable
     ├── EnqueueNotConfirmedError  (ConnectionError) the broker did not confirm an enqueue
     ├── ActorTimeoutError         (TimeoutError)  an actor ran past its job's timeout
+    ├── AlreadySettledError       (RuntimeError, ValueError) a message settled twice
+    ├── NoRetriesLeftError        (ValueError)    `msg.retry()` on a job with no retries left
     └── SettleError                               a failure between a run and its settle
 
 `repid.ArgumentsError` (arguments that do not fit an actor) is a `PayloadDecodeError`.
@@ -89,3 +91,13 @@ class MessageTooLargeError(RepidError, ValueError):
 class ActorTimeoutError(RepidError, TimeoutError):
     """The actor ran past its job's timeout (the run counts as failed, and is retried if
     the job has retries left)."""
+
+
+class AlreadySettledError(RepidError, RuntimeError, ValueError):
+    """A message was settled (acked, nacked, rejected, retried, rescheduled) a second
+    time. Also a `ValueError`, as repid 1.x raised for a read-only message."""
+
+
+class NoRetriesLeftError(RepidError, ValueError):
+    """`msg.retry()` was called on a message whose job has no retries left (repid 1.x
+    raised `ValueError` there too); `msg.force_retry()` retries regardless."""

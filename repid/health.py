@@ -52,9 +52,19 @@ class HealthCheckServerSettings:
     `/healthz` answers 503 (`unhealthy_after`, seconds)."""
 
     address: str = "0.0.0.0"
+    #: a number, or its digits as a string (`port="12345"`, as repid 1.x's docs write it)
     port: int = 8080
     endpoint_name: str = "/healthz"
     unhealthy_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        port: object = self.port
+        if isinstance(port, str) and port.strip().isdigit():
+            port = int(port)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"HealthCheckServerSettings(port={self.port!r}): the port must "
+                             "be a whole number from 0 to 65535, e.g. port=8080")
+        object.__setattr__(self, "port", port)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,40 @@
-"""Message: one message as a consumer sees it, with its eager responses.
+"""Message: one message as a consumer sees it, and the eager responses of an actor.
+
+`Queue.get_messages()` yields `Message`s: settling one (`ack`, `nack`, `reject`, `retry`,
+`force_retry`, `reschedule`) sends that one call to the broker, e.g. to send dead letters
+back with `await msg.reschedule()`.
 
 Inside an actor, a parameter annotated `MessageDependency` receives the message being
-processed; an eager response there (`await msg.ack()`, `await msg.set_result(...)`)
-settles the message or stores the result at once, and the worker then leaves that part
-alone. `Queue.get_messages()` yields the same objects, e.g. to send dead letters back
-with `await msg.reschedule()`.
+processed. There a settling call is an **eager response**, as in repid 1.x:
+
+1. the broker call is sent (exactly one settle per message: a second raises
+   `AlreadySettledError`, which is also a `ValueError`);
+2. the result set by `set_result` / `set_exception` (the latest of the two) is stored and
+   the `add_callback` callbacks run, all in the order they were submitted (a sync
+   callback runs in a thread); a callback that raises stops the rest, and its exception
+   comes out of the eager call, failing the run as in 1.x;
+3. the actor ends there (`EagerExit`): the rest of its body does not run, and its return
+   value is not stored.
+
+When the actor returns without an eager response, the worker settles the message and
+then applies what `set_result` / `set_exception` / `add_callback` submitted, in the same
+order (a result set that way is stored instead of the return value).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
+import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
 from repid.data.headers import FATE_HEADERS
+from repid.errors import AlreadySettledError, NoRetriesLeftError
 from repid.retry_policy import compute_retry_delay
 from repid.schedule import next_run
 from repid.serializer import to_json
@@ -27,13 +45,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("repid.message")
 
+#: what a message's callbacks may be: no arguments, sync or async
+Callback = Callable[[], Any]
+
 
 class Message:
     """A consumed message: `key`, `raw_payload`, `parameters`, `category`, and the
     responses that settle it. Exactly one settling response takes effect."""
 
-    __slots__ = ("_callbacks", "actor", "category", "connection", "is_settled", "key",
-                 "parameters", "raw_payload", "result_stored")
+    __slots__ = ("actor", "category", "connection", "is_settled", "key", "parameters",
+                 "raw_payload")
 
     def __init__(self, key: RoutingKey, raw_payload: str, parameters: Parameters,
                  category: MessageCategory, connection: Connection,
@@ -45,16 +66,15 @@ class Message:
         self.connection = connection
         self.actor = actor
         self.is_settled = False
-        self.result_stored = False
-        self._callbacks: list[Callable[[], Any]] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key={self.key!r}, category={self.category.value})"
 
     def _settle(self, action: str) -> None:
         if self.is_settled:
-            raise RuntimeError(f"cannot {action} message {self.key.id_}: it was already "
-                               "acked, nacked, rejected, retried or rescheduled")
+            raise AlreadySettledError(
+                f"cannot {action} message {self.key.id_}: it was already acked, nacked, "
+                "rejected, retried or rescheduled (a message is settled once)")
         self.is_settled = True
 
     @property
@@ -76,16 +96,23 @@ class Message:
         self._settle("reject")
         await self._broker.reject(self.key)
 
-    async def retry(self, delay: timedelta | float | None = None) -> None:
-        """Run again after `delay` (default: the retry policy) if retries are left,
-        else dead-letter it."""
+    async def retry(self, delay: timedelta | float | None = None, *,
+                    next_retry: timedelta | float | None = None) -> None:
+        """Run again after `delay` (default: the retry policy), counting one more try.
+        Raises `NoRetriesLeftError` (a `ValueError`) when the job has no retries left;
+        `force_retry` retries regardless. `next_retry=` is repid 1.x's name for `delay`."""
         if self.parameters.retries.left <= 0:
-            await self.nack()
-            return
-        await self.force_retry(delay)
+            raise NoRetriesLeftError(
+                f"message {self.key.id_} has no retries left (it allows "
+                f"{self.parameters.retries.max_amount}); use force_retry() to run it again "
+                "anyway, or nack() to dead-letter it")
+        await self.force_retry(delay, next_retry=next_retry)
 
-    async def force_retry(self, delay: timedelta | float | None = None) -> None:
+    async def force_retry(self, delay: timedelta | float | None = None, *,
+                          next_retry: timedelta | float | None = None) -> None:
         """Run again after `delay` (default: the retry policy), retries left or not."""
+        if delay is None:
+            delay = next_retry
         self._settle("retry")
         if delay is None:
             delay = compute_retry_delay(self.connection, self.actor, self.key,
@@ -107,50 +134,137 @@ class Message:
             again.headers = {k: v for k, v in again.headers.items() if k not in FATE_HEADERS}
         await self._broker.requeue(self.key, self.raw_payload, again, "reschedule")
 
-    async def set_result(self, value: Any) -> None:
-        """Store `value` as the successful result now; the actor's return value is then
-        not stored."""
-        await self._store(ResultBucket(
-            data=_plain(value), success=True, started_when=utcnow(), finished_when=utcnow(),
-            ttl=self._result_ttl()))
 
-    async def set_exception(self, exception: BaseException) -> None:
-        """Store a failed result naming `exception` now."""
-        await self._store(ResultBucket(
-            data=None, success=False, exception=describe(exception), started_when=utcnow(),
-            finished_when=utcnow(), ttl=self._result_ttl()))
+class EagerExit(BaseException):
+    """Ends an actor after an eager response (see the module's docstring).
+
+    A `BaseException`, so that an actor's `except Exception:` does not swallow it; the
+    worker catches it around the actor call. `success` and `exception` are the run's
+    outcome: the result set by `set_result` / `set_exception`, else success for `ack` and
+    `reschedule` and failure for `nack`, `reject` and the retries."""
+
+    def __init__(self, success: bool, exception: BaseException | None) -> None:
+        super().__init__()
+        self.success = success
+        self.exception = exception
+
+
+class MessageDependency(Message):
+    """Annotate an actor parameter with this type to receive the message being processed;
+    its settling calls are eager responses (see the module's docstring)."""
+
+    __slots__ = ("_after", "_error", "_result", "_result_at")
+
+    def __init__(self, key: RoutingKey, raw_payload: str, parameters: Parameters,
+                 category: MessageCategory, connection: Connection,
+                 actor: Actor | None = None) -> None:
+        super().__init__(key, raw_payload, parameters, category, connection, actor)
+        #: callbacks in submission order (None until the first)
+        self._after: list[Callback] | None = None
+        #: the result set by set_result / set_exception, and its place among the callbacks
+        self._result: ResultBucket | None = None
+        self._result_at = 0
+        #: the exception given to set_exception, while it is the latest set
+        self._error: BaseException | None = None
+
+    @property
+    def has_result(self) -> bool:
+        """Whether `set_result` or `set_exception` was called."""
+        return self._result is not None
+
+    @property
+    def has_submitted(self) -> bool:
+        """Whether a result or a callback waits for the settle."""
+        return self._result is not None or bool(self._after)
+
+    def set_result(self, value: Any) -> None:
+        """Store `value` as the run's successful result once the message is settled. The
+        value is encoded now, by the actor's converter (a pydantic model keeps only its
+        fields), so a value that cannot be stored raises here."""
+        self._check_result_wanted()
+        text = (to_json(value) if self.actor is None
+                else self.actor.converter.convert_outputs(value))
+        self._set(ResultBucket(data=json.loads(text), success=True, started_when=utcnow(),
+                               finished_when=utcnow(), ttl=self._result_ttl()), None)
+
+    def set_exception(self, exception: BaseException) -> None:
+        """Store a failed result naming `exception` once the message is settled."""
+        self._check_result_wanted()
+        self._set(ResultBucket(data=None, success=False, exception=describe(exception),
+                               started_when=utcnow(), finished_when=utcnow(),
+                               ttl=self._result_ttl()), exception)
+
+    def add_callback(self, fn: Callback) -> None:
+        """Call `fn()` (sync in a thread, or async) once the message is settled."""
+        if self._after is None:
+            self._after = []
+        self._after.append(fn)
+
+    def _check_result_wanted(self) -> None:
+        if self.parameters.result is None or self.connection.results_bucket_broker is None:
+            raise ValueError(
+                f"message {self.key.id_} has no result to store: the job was enqueued "
+                "without store_result, or this worker's Connection has no "
+                "results_bucket_broker")
+
+    def _set(self, bucket: ResultBucket, error: BaseException | None) -> None:
+        self._result, self._error = bucket, error
+        self._result_at = len(self._after or ())
 
     def _result_ttl(self) -> timedelta | None:
         return None if self.parameters.result is None else self.parameters.result.ttl
 
+    async def apply_submitted(self) -> None:
+        """Store the submitted result and run the callbacks, in submission order. The
+        first that raises stops the rest, and its exception propagates."""
+        callbacks = self._after or ()
+        for at in range(len(callbacks) + 1):
+            if self._result is not None and at == self._result_at:
+                await self._store(self._result)
+            if at < len(callbacks):
+                await _call(callbacks[at])
+
     async def _store(self, bucket: ResultBucket) -> None:
         broker = self.connection.results_bucket_broker
-        if broker is None or self.parameters.result is None:
-            raise RuntimeError(f"message {self.key.id_} has no result to store: the job was "
-                               "enqueued without a results bucket broker or store_result")
+        assert broker is not None and self.parameters.result is not None  # _check_result_wanted
         await broker.store_bucket(self.parameters.result.id_, bucket)
-        self.result_stored = True
 
-    def add_callback(self, fn: Callable[[], Any]) -> None:
-        """Call `fn()` (sync or async) once the worker has finished with this message."""
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(fn)
+    async def _respond(self, success: bool) -> NoReturn:
+        await self.apply_submitted()
+        if self._result is not None:
+            success = self._result.success
+        raise EagerExit(success, self._error)
 
-    async def run_callbacks(self) -> None:
-        for fn in self._callbacks or ():
-            try:
-                out = fn()
-                if inspect.isawaitable(out):
-                    await out
-            except Exception:
-                logger.exception("callback %r of message %s raised; ignored", fn, self.key.id_)
+    async def ack(self) -> NoReturn:
+        await super().ack()
+        await self._respond(True)
+
+    async def nack(self) -> NoReturn:
+        await super().nack()
+        await self._respond(False)
+
+    async def reject(self) -> NoReturn:
+        await super().reject()
+        await self._respond(False)
+
+    async def force_retry(self, delay: timedelta | float | None = None, *,
+                          next_retry: timedelta | float | None = None) -> NoReturn:
+        await super().force_retry(delay, next_retry=next_retry)
+        await self._respond(False)
+
+    async def reschedule(self) -> NoReturn:
+        await super().reschedule()
+        await self._respond(True)
 
 
-class MessageDependency(Message):
-    """Annotate an actor parameter with this type to receive the message being processed."""
-
-    __slots__ = ()
+async def _call(fn: Callback) -> None:
+    if inspect.iscoroutinefunction(fn):
+        await fn()
+        return
+    ctx = contextvars.copy_context()
+    out = await asyncio.get_running_loop().run_in_executor(None, ctx.run, fn)
+    if inspect.isawaitable(out):  # e.g. a bound method of a mock, or a partial
+        await out
 
 
 def describe(exception: BaseException) -> str:
@@ -158,9 +272,3 @@ def describe(exception: BaseException) -> str:
     text = str(exception)
     name = type(exception).__name__
     return f"{name}: {text}" if text else name
-
-
-def _plain(value: Any) -> Any:
-    import json
-
-    return json.loads(to_json(value))

@@ -27,7 +27,7 @@ from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, ut
 from repid.data.headers import RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
-from repid.message import MessageDependency, describe
+from repid.message import EagerExit, MessageDependency, describe
 from repid.middleware import Chains
 from repid.middleware.through import around
 from repid.retry_policy import compute_retry_delay
@@ -61,12 +61,18 @@ class Processor:
     """Runs messages through actors for one connection."""
 
     def __init__(self, connection: Connection, actors: dict[str, Actor],
-                 process_pool: Callable[[], Executor]) -> None:
+                 process_pool: Callable[[], Executor], *,
+                 result_before_settle: bool = True) -> None:
         self.connection = connection
         self.broker = connection.message_broker
         #: what runs around actor runs (the connection's middleware)
         self.chains = connection.middleware.chains
         self.actors = actors
+        #: store a run's result before its settle, so that a worker dying between the two
+        #: runs the job again instead of losing its result. False keeps repid 1.x's order
+        #: (settle, then result): the pytest plugin's in-memory app, whose event log 1.x
+        #: tests assert, where a dying process takes its messages with it anyway.
+        self._result_first = result_before_settle
         self.process_pool = process_pool
         self._warned_topics: set[str] = set()
 
@@ -100,10 +106,18 @@ class Processor:
             return True
         message = MessageDependency(key, payload, params, MessageCategory.NORMAL,
                                     self.connection, actor)
+        settled_by_actor = False
         try:
             result = await self._run_hooked(actor, message)
-            if not message.is_settled:
+            settled_by_actor = message.is_settled
+            if not settled_by_actor:
                 await self._settle(actor, message, result)
+            elif not result.reporting_done:
+                logger.error("actor %r raised after its eager response settled message %s: "
+                             "%s", actor.name, key.id_, result.exception,
+                             exc_info=result.exception)
+            if not self._result_first:
+                await self._store_if_wanted(actor, message, result)
         except asyncio.CancelledError:
             # shutdown past its grace time: back to the queue, no retry counted
             if not message.is_settled:
@@ -114,8 +128,12 @@ class Processor:
             if message.is_settled:
                 raise  # the settle call itself failed: the broker delivers it again
             await self._recover(message, exc)
-        if message._callbacks:
-            await message.run_callbacks()
+        if not settled_by_actor and message.has_submitted:
+            try:
+                await message.apply_submitted()
+            except Exception:
+                logger.exception("a callback of message %s (%s) raised after its settle; "
+                                 "the callbacks after it did not run", key.id_, key.topic)
         return True
 
     @around("actor_run", "_run", _ACTOR_RUN_ARGS, chains=_own_chains)
@@ -158,21 +176,34 @@ class Processor:
                                   "unknown_topic")
 
     async def _run(self, actor: Actor, message: MessageDependency) -> ActorResult:
-        """Run the actor and store its result: both inside `repid_actor_run`, so a trace
-        span around the run covers the result's write too."""
+        """Run the actor and, where the broker's messages outlive this process, store its
+        result before the settle: both inside `repid_actor_run`, so a trace span around
+        the run covers the result's write too."""
         result = await self._execute(actor, message)
-        params = message.parameters
-        if params.result is not None and not message.result_stored:
-            await self._store_result(actor, params, result)
+        if self._result_first:
+            await self._store_if_wanted(actor, message, result)
         return result
 
     async def _execute(self, actor: Actor, message: MessageDependency) -> ActorResult:
         started = utcnow()
         try:
             data = await self._call(actor, message)
+        except EagerExit as done:  # the actor settled its message itself
+            return ActorResult(None, done.success, done.exception, started, utcnow(),
+                               reporting_done=True)
         except Exception as exc:
             return ActorResult(None, False, exc, started, utcnow())
         return ActorResult(data, True, None, started, utcnow())
+
+    async def _store_if_wanted(self, actor: Actor, message: MessageDependency,
+                               result: ActorResult) -> None:
+        """Store the run's outcome as its result, unless the job wants none, an eager
+        response ended the run (it stored what `set_result` gave), or `set_result` /
+        `set_exception` gave the result to store."""
+        params = message.parameters
+        if params.result is not None and not result.reporting_done and \
+                not message.has_result:
+            await self._store_result(actor, params, result)
 
     async def _call(self, actor: Actor, message: MessageDependency) -> Any:
         payload = message.raw_payload

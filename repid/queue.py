@@ -49,17 +49,25 @@ class Queue:
         topics: Iterable[str] | None = None,
         max_unacked_messages: int | None = None,
         category: MessageCategory = MessageCategory.NORMAL,
+        *,
+        stop_when_empty: bool = False,
     ) -> AsyncIterator[Message]:
         """The queue's messages of one category.
 
-        NORMAL waits for new messages until you stop iterating; DELAYED and DEAD yield what
-        is there and end. Each message taken from NORMAL must be settled (`ack`, `nack`,
-        `reject`, `retry`, `reschedule`); a DEAD one stays dead until you `reschedule` it
-        (sends it back to the queue) or `ack` it (deletes it).
+        Every category waits for new messages until you stop iterating, as in repid 1.x
+        (bound a wait with `asyncio.wait_for(anext(iterator), timeout)`: it raises
+        TimeoutError and the message it was about to take stays in the queue).
+        `stop_when_empty=True` reads the DELAYED or DEAD messages there are now and ends
+        (ValueError for NORMAL, which always waits).
+
+        Each message taken from NORMAL must be settled (`ack`, `nack`, `reject`, `retry`,
+        `reschedule`); a DEAD one stays dead until you `reschedule` it (sends it back to the
+        queue) or `ack` it (deletes it).
         """
         connection = self.connection
         consumer = connection.message_broker.consume(
-            self.name, topics, max_unacked_messages, category)
+            self.name, topics, max_unacked_messages, category,
+            stop_when_empty=stop_when_empty)
         await consumer.start()
         try:
             async for key, payload, params in consumer:

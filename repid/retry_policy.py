@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from repid.data import Parameters, RoutingKey
 from repid.middleware import hookimpl
@@ -15,23 +15,33 @@ if TYPE_CHECKING:
 RetryPolicyT = Callable[[int], "timedelta | float | int"]
 
 
+class DefaultRetryPolicyT(Protocol):
+    """A policy made by `default_retry_policy_factory`: `policy()` is the first retry's
+    wait, as in repid 1.x."""
+
+    def __call__(self, retry_number: int = 1) -> timedelta: ...
+
+
 def default_retry_policy_factory(
-    min_backoff: timedelta | float = 1,
-    max_backoff: timedelta | float = timedelta(days=1),
+    min_backoff: timedelta | float = 10,
+    max_backoff: timedelta | float = 86400,
     multiplier: float = 5,
     max_exponent: int = 15,
-) -> Callable[[int], timedelta]:
-    """A policy waiting `min_backoff * multiplier ** (n - 1)` before retry n, capped.
+) -> DefaultRetryPolicyT:
+    """repid 1.x's exponential policy: before retry n (1 for the first retry, the default,
+    so `policy()` is the first wait) it waits `multiplier * 2 ** min(n, max_exponent)`
+    seconds, at most `max_backoff` and at least `min_backoff` (the minimum wins).
 
-    `n` is the retry number (1 for the first retry, the default as in repid 1.x, so
-    `policy()` is the first wait). With the defaults: 1 s, 5 s, 25 s, ... up to one day.
+    With the defaults: 10 s, 20 s, 40 s, ... up to one day; `(60, 86400, 5, 15)` gives
+    60 s, 60 s, 60 s, 80 s, 160 s, ... There is no jitter. Backoffs are seconds or
+    timedeltas.
     """
     low = _seconds(min_backoff)
     high = _seconds(max_backoff)
 
     def policy(retry_number: int = 1) -> timedelta:
-        exponent = min(max(retry_number - 1, 0), max_exponent)
-        return timedelta(seconds=min(high, low * multiplier**exponent))
+        exponent = min(retry_number, max_exponent)
+        return timedelta(seconds=max(low, min(multiplier * 2**exponent, high)))
 
     return policy
 

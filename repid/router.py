@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
-from repid.converter import ConverterT, DefaultConverter
+from repid.config import Config
+from repid.converter import ConverterT, make_converter
 from repid.dependencies.resolver import Injection, injections_of
 from repid.validation import check_name
 
@@ -25,13 +26,16 @@ def _where(fn: Callable[..., Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ActorResult:
-    """The outcome of one actor run: the return value (`data`) or the `exception`."""
+    """The outcome of one actor run: the return value (`data`) or the `exception`.
+    `reporting_done` is True when the actor settled its message itself (an eager
+    response), as in repid 1.x: the worker then neither settles it nor stores `data`."""
 
     data: Any
     success: bool
     exception: BaseException | None
     started_when: datetime
     finished_when: datetime
+    reporting_done: bool = False
 
 
 @dataclass(eq=False)
@@ -65,8 +69,8 @@ class Actor:
             raise ValueError(f"actor {self.name!r}: run_in_process=True needs a sync "
                              "function (async actors already run on the event loop)")
         self.injections = injections_of(self.fn)
-        cls: Any = self.converter_class or DefaultConverter
-        self.converter = cls(self.fn, frozenset(i.name for i in self.injections))
+        self.converter = make_converter(self.converter_class or Config.CONVERTER, self.fn,
+                                        frozenset(i.name for i in self.injections))
 
     def __repr__(self) -> str:
         return f"Actor(name={self.name!r}, queue={self.queue!r})"

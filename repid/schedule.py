@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from repid.data import DelayProperties, utcnow
 
 
 def next_cron_time(expression: str, after: datetime) -> datetime:
+    """The next time after `after` that `expression` names on the local wall clock (as in
+    repid 1.x: `0 12 * * *` is noon where the process runs), as an aware UTC datetime."""
     from croniter import croniter
 
-    return croniter(expression, after).get_next(datetime)
+    local = after.astimezone().replace(tzinfo=None)
+    return croniter(expression, local).get_next(datetime).astimezone(timezone.utc)
 
 
 def first_run(delay: DelayProperties) -> datetime | None:

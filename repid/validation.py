@@ -55,7 +55,9 @@ def check_duration(value: timedelta | float | int | None, what: str) -> timedelt
 
 
 def check_datetime(value: datetime | float | int | None, what: str) -> datetime | None:
-    """A moment as an aware datetime; naive datetimes are taken as UTC, numbers as epoch."""
+    """A moment as an aware datetime: a naive datetime is the process's local time, as in
+    repid 1.x (`datetime.now() + timedelta(seconds=5)` is five seconds from now); a number
+    is a UNIX timestamp."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -63,7 +65,12 @@ def check_datetime(value: datetime | float | int | None, what: str) -> datetime 
     if not isinstance(value, datetime):
         raise TypeError(f"{what} must be a datetime or a UNIX timestamp, not a "
                         f"{type(value).__name__}")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if value.tzinfo is not None:
+        return value
+    try:
+        return value.astimezone(timezone.utc)  # a naive datetime is read as local time
+    except (OverflowError, OSError):  # the local offset of a far date is unknown
+        return value.replace(tzinfo=timezone.utc)
 
 
 def check_headers(headers: dict[str, str] | None) -> dict[str, str]:

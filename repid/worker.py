@@ -85,10 +85,13 @@ class Worker(Router):
 
     async def run(self) -> Runner:
         """Run until stopped; returns the runner (`runner.processed` counts messages)."""
-        if not self.actors:
-            raise ValueError("this Worker has no actors: register some with @router.actor "
-                             "and pass Worker(routers=[router])")
         connection = self.connection
+        if not self.actors:  # as in repid 1.x: nothing to run, so it is done
+            logger.warning("this Worker has no actors, so it has nothing to run and returns "
+                           "at once: register some with @router.actor and pass "
+                           "Worker(routers=[router])")
+            self.runner = Runner(self, connection)
+            return self.runner
         opened_here = not connection.is_open
         if opened_here:
             await connection.connect()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from repid import default_retry_policy_factory, hookimpl
+from repid import hookimpl
 
 if TYPE_CHECKING:
     from repid import Parameters
@@ -40,16 +40,23 @@ def exponential(
     multiplier: float = 5,
     max_exponent: int = 15,
 ) -> RetryPolicy:
-    """Wait `min_backoff * multiplier ** (n - 1)` before retry n, capped at `max_backoff`.
+    """Wait `min_backoff * multiplier ** (n - 1)` before retry n, capped at `max_backoff`:
+    with the defaults 1 s, 5 s, 25 s, ... up to one day.
 
-    The defaults are repid 1.x's (and `repid.default_retry_policy_factory()`'s): 1 s, 5 s,
-    25 s, ... up to one day.
+    This is a plain geometric backoff starting at `min_backoff`; repid 1.x's formula
+    (a floor of `min_backoff` under `multiplier * 2 ** n`) is
+    `repid.default_retry_policy_factory`.
     """
-    _to_timedelta(min_backoff, "min_backoff")
-    _to_timedelta(max_backoff, "max_backoff")
+    low = _to_timedelta(min_backoff, "min_backoff").total_seconds()
+    high = _to_timedelta(max_backoff, "max_backoff").total_seconds()
     if multiplier < 1:
         raise ValueError(f"multiplier is {multiplier!r}; it must be at least 1")
-    return default_retry_policy_factory(min_backoff, max_backoff, multiplier, max_exponent)
+
+    def policy(retry_number: int) -> timedelta:
+        exponent = min(max(retry_number - 1, 0), max_exponent)
+        return timedelta(seconds=min(high, low * multiplier**exponent))
+
+    return policy
 
 
 def fixed(delay: timedelta | float) -> RetryPolicy:

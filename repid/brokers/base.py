@@ -9,8 +9,9 @@ underscored methods.
 Delivery promises of every `MessageBroker`:
 
 1. **Confirmed enqueue.** `enqueue` returns only once the broker has stored the message;
-   otherwise it raises (`QueueNotDeclaredError` for an unknown queue, a
-   `ConnectionError` when the broker cannot confirm). Nothing is dropped silently.
+   otherwise it raises (`QueueNotDeclaredError` for a queue that is not declared, where
+   the broker requires it: RabbitMQ, Redis and in-memory with `require_declared_queues=True`;
+   a `ConnectionError` when the broker cannot confirm). Nothing is dropped silently.
 2. **At-least-once delivery.** A consumed message stays owned by the broker until it is
    settled with exactly one of `ack`, `nack`, `reject` or `requeue`. If the consumer
    dies first (even `kill -9`), the message is delivered again.
@@ -177,17 +178,27 @@ class MessageBroker(_HasMiddleware, ABC):
         topics: Iterable[str] | None = None,
         max_unacked_messages: int | None = None,
         category: MessageCategory = MessageCategory.NORMAL,
+        *,
+        stop_when_empty: bool = False,
     ) -> Consumer:
         """A consumer of one queue's messages of one category.
 
         `topics` limits what it takes where the broker can filter (others may still
         arrive); `max_unacked_messages` bounds how many it holds unsettled at once.
+        Every category waits for new messages until `finish()` (as in repid 1.x);
+        `stop_when_empty=True` makes a DELAYED or DEAD consumer read what is there and end
+        (a NORMAL consumer always waits: it raises ValueError).
         """
+        if stop_when_empty and category is MessageCategory.NORMAL:
+            raise ValueError(
+                "stop_when_empty=True applies to the DELAYED and DEAD categories; a NORMAL "
+                "consumer waits for messages until you stop iterating (or finish() it)")
         return self._consumer(
             queue_name,
             None if topics is None else frozenset(topics),
             max_unacked_messages,
             category,
+            stop_when_empty,
         )
 
     # --- what a concrete broker implements ---
@@ -224,6 +235,7 @@ class MessageBroker(_HasMiddleware, ABC):
         topics: frozenset[str] | None,
         max_unacked_messages: int | None,
         category: MessageCategory,
+        stop_when_empty: bool,
     ) -> Consumer: ...
 
     def delivery_count(self, key: RoutingKey) -> int:
@@ -244,8 +256,10 @@ class MessageBroker(_HasMiddleware, ABC):
 class Consumer(ABC):
     """Takes messages of one queue and category, one `__anext__` at a time.
 
-    NORMAL consumers wait for messages until `finish()`; DELAYED and DEAD consumers read
-    what is there and end. A message taken is owned by the consumer's broker until settled.
+    Consumers wait for messages until `finish()`; DELAYED and DEAD consumers made with
+    `stop_when_empty=True` read what is there and end. A message taken is owned by the
+    consumer's broker until settled; a cancelled `__anext__` loses no message (one taken
+    but not yet handed out is handed out next, or goes back when the consumer finishes).
     """
 
     def __init__(self, broker: MessageBroker, queue_name: str, category: MessageCategory) -> None:
@@ -293,7 +307,7 @@ class Consumer(ABC):
     @abstractmethod
     async def _next(self) -> RawMessage:
         """The next message; raise StopAsyncIteration once finished (or, for DELAYED and
-        DEAD, once nothing is left)."""
+        DEAD with `stop_when_empty`, once nothing is left)."""
 
 
 class BucketBroker(_HasMiddleware, ABC):

@@ -66,15 +66,23 @@ class InMemoryQueue:
 
 
 class InMemoryMessageBroker(MessageBroker):
-    """Queues in this process's memory. No extra dependencies; made for examples and tests."""
+    """Queues in this process's memory. No extra dependencies; made for examples and tests.
+
+    An enqueue declares its queue, as on Redis (so the pytest plugin's in-memory app takes
+    the jobs of repid 1.x's testing guide without a declaration);
+    `require_declared_queues=True` makes it refuse a queue nobody declared
+    (`QueueNotDeclaredError`) instead.
+    """
 
     system = "in_memory"
 
     def __init__(self, *, max_deliveries: int = DEFAULT_MAX_DELIVERIES,
-                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+                 max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 require_declared_queues: bool = False) -> None:
         self.queues: dict[str, InMemoryQueue] = {}
         self.max_deliveries = max_deliveries
         self.max_message_size = max_message_size
+        self.require_declared_queues = require_declared_queues
 
     def __repr__(self) -> str:
         return f"InMemoryMessageBroker(queues={sorted(self.queues)})"
@@ -116,7 +124,12 @@ class InMemoryMessageBroker(MessageBroker):
                              payload, params)
 
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
-        self._store(self._queue(key.queue), self._new(key, payload, params))
+        queue = self.queues.get(key.queue)
+        if queue is None:
+            if self.require_declared_queues:
+                raise QueueNotDeclaredError(key.queue)
+            queue = self.queues[key.queue] = InMemoryQueue(key.queue)
+        self._store(queue, self._new(key, payload, params))
 
     def _take_back(self, key: RoutingKey) -> tuple[InMemoryQueue, StoredMessage | None]:
         """Remove a settled message from wherever it is: in flight, dead, or delayed."""
@@ -185,10 +198,10 @@ class InMemoryMessageBroker(MessageBroker):
 
     def _consumer(self, queue_name: str, topics: frozenset[str] | None,
                   max_unacked_messages: int | None,
-                  category: MessageCategory) -> Consumer:
+                  category: MessageCategory, stop_when_empty: bool) -> Consumer:
         if category is MessageCategory.NORMAL:
             return _ReadyConsumer(self, queue_name, category)
-        return _SnapshotConsumer(self, queue_name, category)
+        return _PartReader(self, queue_name, category, stop_when_empty)
 
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
         q = self._queue(queue_name)
@@ -222,26 +235,54 @@ class _ReadyConsumer(Consumer):
         return message.key, message.payload, message.params
 
 
-class _SnapshotConsumer(Consumer):
-    """Reads the delayed or dead messages there are now, leaving them in place until the
-    reader acks (deletes) or requeues (sends back) them."""
+class _PartReader(Consumer):
+    """Reads the delayed or dead messages of a queue, leaving them in place until the
+    reader acks (deletes) or requeues (sends back) them.
+
+    `stop_when_empty`: the messages there are at the first take, then the end. Otherwise
+    (repid 1.x's behaviour) it looks again every `POLL_INTERVAL` for messages it has not
+    yielded yet and waits until the caller stops iterating. Nothing is taken out of the
+    queue, so a cancelled wait loses nothing. A message is known by its handle, which a
+    requeue replaces: one sent back and dead-lettered again is yielded again.
+    """
 
     broker: InMemoryMessageBroker
 
+    #: seconds between two looks at a part with nothing new
+    POLL_INTERVAL = 0.05
+
     def __init__(self, broker: InMemoryMessageBroker, queue_name: str,
-                 category: MessageCategory) -> None:
+                 category: MessageCategory, stop_when_empty: bool) -> None:
         super().__init__(broker, queue_name, category)
+        self._stop_when_empty = stop_when_empty
         self._items: list[StoredMessage] | None = None
+        self._seen: set[object] = set()  # handles of the messages yielded
+        self._finished = False
+
+    async def finish(self) -> None:
+        self._finished = True
+
+    def _part(self) -> list[StoredMessage]:
+        queue = self.broker._queue(self.queue_name)
+        return list(queue.dead if self.category is MessageCategory.DEAD
+                    else queue.delayed.values())
 
     async def _next(self) -> RawMessage:
         if self._items is None:
-            queue = self.broker._queue(self.queue_name)
-            source = queue.dead if self.category is MessageCategory.DEAD else queue.delayed.values()
-            self._items = list(source)
-        if not self._items:
-            raise StopAsyncIteration
-        message = self._items.pop(0)
-        return message.key, message.payload, message.params
+            self._items = self._part()
+        while not self._finished:
+            if self._items:
+                message = self._items.pop(0)
+                self._seen.add(message.key.handle)
+                return message.key, message.payload, message.params
+            if self._stop_when_empty:
+                break
+            await asyncio.sleep(self.POLL_INTERVAL)
+            part = self._part()
+            # forget what left the part, so the set holds no more than the part does
+            self._seen.intersection_update(m.key.handle for m in part)
+            self._items = [m for m in part if m.key.handle not in self._seen]
+        raise StopAsyncIteration
 
 
 class InMemoryBucketBroker(BucketBroker):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from repid.cli.migrate_v1 import migrate_v1_command
 from repid.cli.queues import dead_group, queues_group
 from repid.cli.worker import worker_command
 
@@ -29,5 +30,6 @@ def main() -> None:
 main.add_command(worker_command)
 main.add_command(queues_group)
 main.add_command(dead_group)
+main.add_command(migrate_v1_command)
 
 __all__ = ["main"]

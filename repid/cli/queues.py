@@ -170,7 +170,8 @@ def list_command(queue_name: str, app: str | None) -> None:
     async def action(connection: Connection) -> int:
         count = 0
         (bound,) = bind([queue], connection)
-        async for message in bound.get_messages(category=MessageCategory.DEAD):
+        async for message in bound.get_messages(category=MessageCategory.DEAD,
+                                                stop_when_empty=True):
             click.echo(dead_line(message.key, message.parameters))
             count += 1
         return count
@@ -189,7 +190,8 @@ def requeue_command(queue_name: str, app: str | None) -> None:
     async def action(connection: Connection) -> int:
         count = 0
         (bound,) = bind([queue], connection)
-        async for message in bound.get_messages(category=MessageCategory.DEAD):
+        async for message in bound.get_messages(category=MessageCategory.DEAD,
+                                                stop_when_empty=True):
             await message.reschedule()
             count += 1
         return count

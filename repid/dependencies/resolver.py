@@ -40,7 +40,8 @@ def injections_of(fn: Callable[..., Any]) -> tuple[Injection, ...]:
     found = []
     for p in inspect.signature(fn).parameters.values():
         hint = hints.get(p.name, p.annotation)
-        if isinstance(hint, str) and "Depends(" in hint:
+        if isinstance(hint, str) and ("Depends(" in hint or hint.replace(" ", "").startswith(
+                ("Annotated[", "typing.Annotated[", "t.Annotated["))):
             raise TypeError(
                 f"cannot resolve the type hint of parameter {p.name!r} of "
                 f"{getattr(fn, '__qualname__', fn)} ({hint!r}): define the dependency at "

@@ -51,8 +51,11 @@ The order in which hooks fire for one message a worker handles::
 
 A message that has expired, or was delivered too often, goes from `repid_consume`
 straight to `repid_nack`; one for a topic no actor here handles goes straight to
-`repid_requeue`. An eager response in the actor (`await msg.ack()`) fires its settle hook
-inside `repid_actor_run`, and the worker settles nothing after it.
+`repid_requeue`. In the pytest plugin's in-memory app the result's `repid_store_bucket`
+comes after the settle, outside `repid_actor_run`, as in repid 1.x. An eager response in
+the actor (`await msg.ack()`) fires its settle hook inside `repid_actor_run`, then the
+`repid_store_bucket` of a result given to `msg.set_result`, and the worker settles
+nothing after it.
 
 For one enqueue::
 

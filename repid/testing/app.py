@@ -8,8 +8,9 @@ Guarantees (as the repid 1.x plugin gave them):
   enqueue (in any queue) before the outer `enqueue()` returns. Jobs for a later time stay
   in the queue; messages for topics no actor in the routers handles are left in the queue
   untouched (they are taken aside while the others run and put back in order).
-- Mocks: each actor runs through a mock that calls the real function, so the result is
-  the real one until the test replaces `side_effect` or `return_value`.
+- Mocks: each actor runs through a `MagicMock` that wraps the real function (as in repid
+  1.x), so the result is the real one until the test sets `side_effect` or
+  `return_value`; an async actor's mock is also an `AsyncMock` (`assert_awaited_*`).
 - Binding: `bind()` makes the connection the one `Job`, `Queue` and `Worker` find by
   magic; `close()` unbinds it (only if it is still the bound one).
 """
@@ -28,6 +29,10 @@ from repid.processor import Processor
 from repid.router import Actor
 from repid.testing.event_log import EventLogPlugin
 from repid.testing.markers import MarkerSettings
+
+
+class _AsyncActorMock(AsyncMock, MagicMock):
+    """The mock of an async actor: awaited like the actor, and a `MagicMock` to the test."""
 
 
 class InMemoryTestApp:
@@ -49,7 +54,9 @@ class InMemoryTestApp:
                 if name not in self.actors:
                     self._mock(name, actor)
         self._pool: ThreadPoolExecutor | None = None
-        self.processor = Processor(self.connection, self.actors, self._executor)
+        # repid 1.x's order, settle then result, which 1.x tests read in the event log
+        self.processor = Processor(self.connection, self.actors, self._executor,
+                                   result_before_settle=False)
         self._pending: set[str] = set()
         self._draining = False
         if settings.declare_all_known_queues:
@@ -60,8 +67,7 @@ class InMemoryTestApp:
             self.bind()
 
     def _mock(self, name: str, actor: Actor) -> None:
-        mock: MagicMock = AsyncMock(side_effect=actor.fn) if actor.is_async else MagicMock(
-            side_effect=actor.fn)
+        mock = (_AsyncActorMock if actor.is_async else MagicMock)(wraps=actor.fn)
         mocked = copy.copy(actor)  # the router's own actor stays as it is
         mocked.call = mock
         mocked.run_in_process = False  # a mock cannot cross into another process

@@ -1,4 +1,5 @@
-"""A plugin recording every broker call and actor run as an EventLog, in call order."""
+"""A plugin recording every broker call as an EventLog, in call order (as repid 1.x's
+event log did: broker calls only, not actor runs)."""
 
 from __future__ import annotations
 
@@ -76,10 +77,3 @@ class EventLogPlugin:
     @hookimpl(wrapper=True)
     def repid_delete_bucket(self, id_: str) -> Generator[None, Any, Any]:
         return (yield from self._record("delete_bucket", {"id_": id_}))
-
-    @hookimpl(wrapper=True)
-    def repid_actor_run(self, actor: Any, key: Any, params: Any,
-                        payload: Any) -> Generator[None, Any, Any]:
-        return (yield from self._record("actor_run", {"actor": actor, "key": key,
-                                                      "parameters": params,
-                                                      "payload": payload}))

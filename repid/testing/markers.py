@@ -5,7 +5,8 @@ markers nearer the test come first. Each argument is read this way:
 
 - `autoconnection` comes from the nearest marker (a bare `@pytest.mark.repid` on the
   function binds the app even when the module says `autoconnection=False`); default True.
-- `declare_all_known_queues` comes from the nearest marker that sets it; default True.
+- `declare_all_known_queues` comes from the nearest marker that sets it; default False,
+  as in repid 1.x.
 - `routers` gathers the routers of every marker, so a function marker adds to the
   module's routers; when two actors share a name, the one nearer the test wins.
 """
@@ -29,7 +30,7 @@ class MarkerSettings:
     """The merged arguments of a test's `repid` markers (defaults when it has none)."""
 
     routers: tuple[Router, ...] = ()
-    declare_all_known_queues: bool = True
+    declare_all_known_queues: bool = False
     autoconnection: bool = True
 
 
@@ -57,7 +58,7 @@ def read_markers(markers: Iterable[pytest.Mark]) -> MarkerSettings | None:
     if not found:
         return None
     declare = next((kw["declare_all_known_queues"] for kw in found
-                    if "declare_all_known_queues" in kw), True)
+                    if "declare_all_known_queues" in kw), False)
     routers = tuple(r for kw in found for r in kw.get("routers", ()))
     return MarkerSettings(routers, bool(declare), bool(found[0].get("autoconnection", True)))
 

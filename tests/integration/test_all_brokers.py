@@ -75,7 +75,7 @@ async def run_worker(connection: Connection, router: Router, limit: int, **kwarg
 async def dead_letters(connection: Connection, queue: str) -> list[Any]:
     async def read() -> list[Any]:
         return [m async for m in Queue(queue, _connection=connection).get_messages(
-            category=MessageCategory.DEAD)]
+            category=MessageCategory.DEAD, stop_when_empty=True)]
 
     return await asyncio.wait_for(read(), TIMEOUT)
 

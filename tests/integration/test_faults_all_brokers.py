@@ -206,7 +206,8 @@ async def test_an_actor_that_kills_its_process_is_dead_lettered_and_the_rest_run
             await Job("good", queue=queue_name, args={"n": n}, _connection=conn).enqueue()
 
         async def dead() -> list[Any]:
-            return [m async for m in queue.get_messages(category=MessageCategory.DEAD)]
+            return [m async for m in queue.get_messages(category=MessageCategory.DEAD,
+                                                        stop_when_empty=True)]
 
         # Supervise as a process manager would: start the worker again each time it dies,
         # until the good jobs ran and the bad one was dead-lettered. (A worker may run

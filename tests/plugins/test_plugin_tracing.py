@@ -274,6 +274,7 @@ async def test_headers_carry_w3c_traceparent(make_conn: Any, queue_name: str,
 async def test_failed_broker_call_marks_its_span(make_conn: Any, provider: TracerProvider,
                                                  exporter: InMemorySpanExporter) -> None:
     conn = await make_conn(plugins=[TracingPlugin(tracer_provider=provider)])
+    conn.message_broker.require_declared_queues = True  # so the enqueue below is refused
     with pytest.raises(KeyError):
         await Job("work", queue="never_declared", _connection=conn).enqueue()
     send = one(exporter.get_finished_spans(), "send never_declared")
@@ -347,9 +348,11 @@ async def test_eager_settle_in_the_actor_ends_the_span_once(
 
     @router.actor(name="work", queue=queue_name)
     async def work(msg: MessageDependency) -> None:
-        await msg.ack()
         from opentelemetry import trace
-        after_ack.append(trace.get_current_span().is_recording())  # still running
+
+        # a callback runs right after the eager ack, still inside the run's span
+        msg.add_callback(lambda: after_ack.append(trace.get_current_span().is_recording()))
+        await msg.ack()
 
     await Job("work", queue=queue_name, _connection=conn).enqueue()
     await run_worker(conn, router, 1)

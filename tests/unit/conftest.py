@@ -105,7 +105,7 @@ def messages_of() -> GetMessages:
 
         async def collect() -> list[Message]:
             return [m async for m in Queue(queue, _connection=conn).get_messages(
-                category=category)]
+                category=category, stop_when_empty=True)]
 
         return await asyncio.wait_for(collect(), TIMEOUT)
 

@@ -137,11 +137,11 @@ def test_priorities_order() -> None:
 
 
 def test_default_retry_policy_is_exponential_and_capped() -> None:
-    policy = default_retry_policy_factory()
-    assert [policy(n).total_seconds() for n in (1, 2, 3)] == [1, 5, 25]
+    policy = default_retry_policy_factory()  # repid 1.x's: multiplier * 2 ** n, floored
+    assert [policy(n).total_seconds() for n in (1, 2, 3)] == [10, 20, 40]
     assert policy(100) == timedelta(days=1)
     custom = default_retry_policy_factory(min_backoff=2, max_backoff=10, multiplier=3)
-    assert [custom(n).total_seconds() for n in (1, 2, 3)] == [2, 6, 10]
+    assert [custom(n).total_seconds() for n in (1, 2, 3)] == [6, 10, 10]
 
 
 def test_schedule_periods_do_not_drift_and_skip_missed_runs() -> None:

@@ -194,11 +194,12 @@ async def test_injected_parameters_are_not_taken_from_the_payload(conn: Connecti
     async def actor(v: str = Depends(dep)) -> str:
         return v
 
-    # the payload offering `v` is an unknown argument: it cannot override the dependency
+    # the payload offering `v` is an unknown argument, ignored (as in repid 1.x): it
+    # cannot override the dependency
     job = await run(conn, run_worker, router, args={"v": "from payload"})
     result = await job.result
-    assert result is not None and result.success is False
-    assert "unknown arguments ['v']" in (result.exception or "")
+    assert result is not None and result.success is True
+    assert result.data == "injected"
 
 
 def test_depends_needs_a_callable() -> None:
@@ -222,6 +223,25 @@ def test_unresolvable_depends_hint_is_a_clear_error_at_registration() -> None:
         "    router = Router()\n"
         "    @router.actor\n"
         "    async def actor(x: int, d: Annotated[int, Depends(local_dep)]) -> None: ...\n"
+        "    return router\n",
+        namespace,
+    )
+    with pytest.raises(TypeError, match=r"parameter 'd'.*module level"):
+        namespace["build"]()  # type: ignore[operator]
+
+
+def test_a_local_dependency_named_in_an_annotated_string_hint_is_refused() -> None:
+    """`Annotated[int, dep]` with `dep` a local variable cannot be resolved either."""
+    namespace: dict[str, object] = {}
+    exec(
+        "from __future__ import annotations\n"
+        "from typing import Annotated\n"
+        "from repid import Depends, Router\n"
+        "def build():\n"
+        "    dep = Depends(lambda: 5)\n"
+        "    router = Router()\n"
+        "    @router.actor\n"
+        "    async def actor(x: int, d: Annotated[int, dep]) -> None: ...\n"
         "    return router\n",
         namespace,
     )

@@ -1,5 +1,6 @@
-"""Eager responses on MessageDependency inside an actor: each settles the message (or
-stores the result) at once, and the worker then leaves that part alone."""
+"""Eager responses on MessageDependency inside an actor: each settles the message at once,
+applies what set_result / add_callback submitted, and ends the actor; the worker then
+leaves the message alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from repid import Connection, Job, MessageCategory, MessageDependency, Router
+from repid.errors import AlreadySettledError
 from repid.testing.event_log import EventLogPlugin
 
 SETTLES = ("ack", "nack", "reject", "requeue")
@@ -43,30 +45,42 @@ async def run_one(conn: Connection, run_worker, body: Callable[[MessageDependenc
 async def test_ack(logged, run_worker, stats) -> None:
     conn, log = logged
 
+    in_flight: list[int] = []
+
+    async def callback() -> None:
+        in_flight.append((await stats(conn))["in_flight"])  # settled at once
+
     async def body(msg: MessageDependency) -> str:
+        msg.add_callback(callback)
         await msg.ack()
-        assert (await stats(conn))["in_flight"] == 0  # settled at once, not at the end
-        return "value"
+        return "value"  # not reached: the eager response ended the actor
 
     job, [msg] = await run_one(conn, run_worker, body, retries=2)
     assert msg.is_settled
+    assert in_flight == [0]
     assert settles(log) == ["ack"]
     assert await stats(conn) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
-    assert (await job.result).data == "value"  # type: ignore[union-attr]
+    assert await job.result is None  # nothing was set with set_result
 
 
-async def test_ack_then_raise_is_not_retried(logged, run_worker, stats) -> None:
+async def test_an_actor_catching_exception_still_ends_at_its_ack(logged, run_worker,
+                                                                 stats) -> None:
     conn, log = logged
+    reached: list[str] = []
 
     async def body(msg: MessageDependency) -> None:
-        await msg.ack()
+        try:
+            await msg.ack()
+        except Exception:  # the eager exit is not an Exception: this does not catch it
+            reached.append("except")
+        reached.append("after")
         raise ValueError("after ack")
 
     job, _ = await run_one(conn, run_worker, body, retries=2)
+    assert reached == []
     assert settles(log) == ["ack"]
     assert await stats(conn) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
-    result = await job.result
-    assert result is not None and result.exception == "ValueError: after ack"
+    assert await job.result is None
 
 
 async def test_nack(logged, run_worker, stats, messages_of) -> None:
@@ -121,14 +135,24 @@ async def test_retry_uses_actor_retry_policy_by_default(logged, run_worker, stat
     assert stored.params.retries.already_tried == 1
 
 
-async def test_retry_without_retries_left_dead_letters(logged, run_worker, stats) -> None:
+async def test_retry_without_retries_left_raises_and_the_run_fails(logged, run_worker,
+                                                                   stats) -> None:
     conn, log = logged
+    raised: list[BaseException] = []
 
     async def body(msg: MessageDependency) -> None:
-        await msg.retry()
+        try:
+            await msg.retry()
+        except ValueError as exc:
+            raised.append(exc)
+            raise
 
-    await run_one(conn, run_worker, body, retries=0)
-    assert settles(log) == ["nack"]
+    job, _ = await run_one(conn, run_worker, body, retries=0)
+    assert len(raised) == 1 and "no retries left" in str(raised[0])
+    assert settles(log) == ["nack"]  # the failed run, with no retries left
+    result = await job.result
+    assert result is not None and result.exception is not None
+    assert result.exception.startswith("NoRetriesLeftError")
     assert await stats(conn) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 1}
 
 
@@ -183,7 +207,7 @@ async def test_set_result_replaces_return_value(logged, run_worker, stats) -> No
     conn, log = logged
 
     async def body(msg: MessageDependency) -> str:
-        await msg.set_result({"early": [1, 2]})
+        msg.set_result({"early": [1, 2]})
         return "returned"
 
     job, _ = await run_one(conn, run_worker, body)
@@ -199,7 +223,7 @@ async def test_set_exception_stores_failure_and_message_is_acked(logged, run_wor
     conn, log = logged
 
     async def body(msg: MessageDependency) -> str:
-        await msg.set_exception(LookupError("not found"))
+        msg.set_exception(LookupError("not found"))
         return "returned"
 
     job, _ = await run_one(conn, run_worker, body)
@@ -216,8 +240,8 @@ async def test_set_result_without_results_broker_raises(make_conn, run_worker) -
 
     async def body(msg: MessageDependency) -> None:
         try:
-            await msg.set_result(1)
-        except RuntimeError as exc:
+            msg.set_result(1)
+        except ValueError as exc:
             errors.append(str(exc))
 
     await run_one(conn, run_worker, body)
@@ -264,35 +288,39 @@ async def test_add_callback_sync_and_async_run_after_processing(logged, run_work
     assert calls[1][1:] == (0, True)
 
 
-async def test_failing_callback_is_logged_and_others_still_run(conn: Connection, run_worker,
-                                                               caplog) -> None:
+async def test_failing_callback_after_a_return_is_logged_and_stops_the_rest(
+        conn: Connection, run_worker, caplog) -> None:
     calls = []
 
     def bad() -> None:
         raise RuntimeError("callback broke")
 
     async def body(msg: MessageDependency) -> None:
+        msg.add_callback(lambda: calls.append("before"))
         msg.add_callback(bad)
         msg.add_callback(lambda: calls.append("after"))
 
     await run_one(conn, run_worker, body)
-    assert calls == ["after"]
+    assert calls == ["before"]
     assert "callback broke" in caplog.text
 
 
-async def test_settling_twice_is_refused(logged, run_worker, stats) -> None:
+async def test_settling_twice_is_refused(logged, run_worker, messages_of) -> None:
     conn, log = logged
-    errors = []
 
     async def body(msg: MessageDependency) -> None:
-        await msg.ack()
-        for second in (msg.nack, msg.reject, msg.ack, msg.force_retry, msg.reschedule):
-            try:
-                await second()
-            except RuntimeError as exc:
-                errors.append(str(exc))
+        await msg.nack()
 
-    await run_one(conn, run_worker, body, retries=2)
+    await run_one(conn, run_worker, body)
+    [dead] = await messages_of(conn, category=MessageCategory.DEAD)
+    await dead.reschedule()
+    errors = []
+    for second in (dead.nack, dead.reject, dead.ack, dead.force_retry, dead.reschedule):
+        try:
+            await second()
+        except AlreadySettledError as exc:
+            assert isinstance(exc, ValueError) and isinstance(exc, RuntimeError)
+            errors.append(str(exc))
     assert len(errors) == 5
     assert all("already acked" in e for e in errors)
-    assert settles(log) == ["ack"]
+    assert settles(log) == ["nack", "requeue"]

@@ -118,7 +118,8 @@ async def test_a_result_store_that_keeps_failing_ends_in_the_dead_letters() -> N
     messages = Queue(_connection=conn)
 
     async def dead() -> list[object]:
-        return [m async for m in messages.get_messages(category=MessageCategory.DEAD)]
+        return [m async for m in messages.get_messages(category=MessageCategory.DEAD,
+                                                       stop_when_empty=True)]
 
     await _wait_for(lambda: bool(conn.message_broker.queues["default"].dead))  # type: ignore[attr-defined]
     [message] = await dead()
@@ -148,7 +149,7 @@ async def test_a_retry_policy_that_raises_is_recovered_then_dead_lettered() -> N
     runner = await asyncio.wait_for(worker.run(), TIMEOUT)
     assert runner.settle_failures == 2
     [dead] = [m async for m in Queue(_connection=conn).get_messages(
-        category=MessageCategory.DEAD)]
+        category=MessageCategory.DEAD, stop_when_empty=True)]
     assert dead.parameters.headers[DEAD_REASON_HEADER].endswith("RuntimeError: policy bug")
 
 
@@ -324,7 +325,7 @@ async def test_suspects_run_alone_and_past_the_limit_are_dead_lettered() -> None
     assert all("suspect" not in others for others in beside.values())
     assert "worn" not in beside  # delivered 6 times (limit 5): never run
     [dead] = [m async for m in Queue(_connection=conn).get_messages(
-        category=MessageCategory.DEAD)]
+        category=MessageCategory.DEAD, stop_when_empty=True)]
     assert dead.key.topic == "worn"
     assert dead.parameters.headers[DEAD_REASON_HEADER].startswith(
         "delivered 6 times without being settled (limit 5)")
@@ -345,7 +346,8 @@ async def test_a_rescheduled_dead_letter_starts_afresh() -> None:
     await asyncio.wait_for(Worker(routers=[router], _connection=conn,
                                   messages_limit=1).run(), TIMEOUT)
     queue = Queue(_connection=conn)
-    [dead] = [m async for m in queue.get_messages(category=MessageCategory.DEAD)]
+    [dead] = [m async for m in queue.get_messages(category=MessageCategory.DEAD,
+                                                  stop_when_empty=True)]
     assert DEAD_REASON_HEADER in dead.parameters.headers
     await dead.reschedule()
     seen: list[dict[str, str]] = []

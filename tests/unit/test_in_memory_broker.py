@@ -59,6 +59,9 @@ async def test_delete_removes_the_queue(conn: Connection) -> None:
     await Job("a", _connection=conn).enqueue()
     await Queue(_connection=conn).delete()
     with pytest.raises(QueueNotDeclaredError):
+        await Queue(_connection=conn).stats()
+    conn.message_broker.require_declared_queues = True
+    with pytest.raises(QueueNotDeclaredError):
         await Job("a", _connection=conn).enqueue()
     await Queue(_connection=conn).delete()  # deleting again is harmless
     await Queue(_connection=conn).declare()

@@ -163,12 +163,12 @@ def test_is_overdue() -> None:
     assert not Job("x", deferred_until=utcnow() + timedelta(hours=1)).is_overdue
 
 
-def test_deferred_until_is_kept_as_given_and_read_as_utc() -> None:
+def test_deferred_until_is_kept_as_given_and_read_as_local_time() -> None:
     naive = datetime(2030, 1, 2, 3, 4, 5)
     job = Job("x", deferred_until=naive)
     assert job.deferred_until is naive  # as in repid 1.x: exactly the value passed
     assert job._params(Connection(InMemoryMessageBroker())).delay.delay_until == \
-        naive.replace(tzinfo=timezone.utc)  # the broker side reads naive as UTC
+        naive.astimezone(timezone.utc)  # as in 1.x, naive is local (tests/v1/test_time_v1.py)
     assert Job("x", deferred_until=0)._params(
         Connection(InMemoryMessageBroker())).delay.delay_until == \
         datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -179,12 +179,19 @@ def test_deferred_until_is_kept_as_given_and_read_as_utc() -> None:
 
 async def test_enqueue_to_undeclared_queue_raises_key_error_naming_queue(
         conn: Connection) -> None:
+    conn.message_broker.require_declared_queues = True
     with pytest.raises(KeyError) as info:
         await Job("x", queue="nowhere", _connection=conn).enqueue()
     assert isinstance(info.value, QueueNotDeclaredError)
     assert info.value.queue == "nowhere"
     text = str(info.value)
     assert "'nowhere'" in text and "declare" in text.lower()
+
+
+async def test_enqueue_to_undeclared_queue_declares_it_by_default(conn: Connection,
+                                                                 stats) -> None:
+    await Job("x", queue="fresh", _connection=conn).enqueue()
+    assert (await stats(conn, "fresh"))["ready"] == 1
 
 
 async def test_enqueue_returns_the_key_and_stores_the_message(conn: Connection,

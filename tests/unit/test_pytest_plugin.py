@@ -18,7 +18,6 @@ from repid import (
     MessageDependency,
     NoConnectionError,
     Queue,
-    QueueNotDeclaredError,
     Repid,
     Router,
 )
@@ -56,7 +55,7 @@ async def child(n: int) -> int:
     return n
 
 
-pytestmark = pytest.mark.repid.with_args(routers=[router])
+pytestmark = pytest.mark.repid.with_args(routers=[router], declare_all_known_queues=True)
 
 
 async def test_mocked_actor_is_called_inside_enqueue(
@@ -93,15 +92,17 @@ async def test_event_log_in_call_order(repid_get_event_log: GetEventLogT) -> Non
     key, _, _ = await job.enqueue()
     log = repid_get_event_log()
     assert all(isinstance(e, EventLog) for e in log)
-    # args go to the args bucket first, then the message runs within the enqueue
-    assert [e.function for e in log] == ["store_bucket", "enqueue", "consume", "actor_run",
-                                        "get_bucket", "store_bucket", "ack"]
+    # args go to the args bucket first, then the message runs within the enqueue; broker
+    # calls only, the result after the ack, as in repid 1.x
+    assert [e.function for e in log] == ["store_bucket", "enqueue", "consume", "get_bucket",
+                                        "ack", "store_bucket"]
     enqueue = log[1]
     assert enqueue.kwargs["key"] == key and enqueue.args[0] == key
     assert set(enqueue.kwargs) == {"key", "payload", "params"}
-    assert log[3].result.success is True and log[3].result.data == 5
+    assert log[3].kwargs["id_"] == job.args_id
+    assert log[4].args == (log[4].kwargs["key"],) and log[4].kwargs["key"].id_ == key.id_
     assert log[5].kwargs["id_"] == job.result_id
-    assert log[6].args == (log[6].kwargs["key"],)
+    assert log[5].kwargs["payload"].success is True and log[5].kwargs["payload"].data == 5
     stamps = [e.perf_counter for e in log]
     assert stamps == sorted(stamps)
     assert all(e.timestamp > 0 for e in log)
@@ -112,8 +113,7 @@ async def test_event_log_of_a_retry(repid_get_event_log: GetEventLogT) -> None:
     await job.enqueue()
     names = [e.function for e in repid_get_event_log() if e.function not in (
         "consume", "get_bucket")]
-    assert names == ["enqueue", "actor_run", "store_bucket", "requeue", "actor_run",
-                     "store_bucket", "ack"]
+    assert names == ["enqueue", "requeue", "store_bucket", "ack", "store_bucket"]
     assert (await job.result).data == "ok"  # type: ignore[union-attr]
 
 
@@ -150,8 +150,6 @@ async def test_repid_app_and_connection_are_bound(repid_app: Repid,
 async def test_queue_is_none_until_declared(repid_get_in_memory_queue: GetInMemoryQueueT,
                                             repid_get_mocked_actor: GetMockedActorT) -> None:
     assert repid_get_in_memory_queue("default") is None
-    with pytest.raises(QueueNotDeclaredError):
-        await Job("add", args={"a": 1, "b": 1}).enqueue()
     await Queue().declare()
     queue = repid_get_in_memory_queue("default")
     assert queue is not None and queue.simple.qsize() == 0

@@ -185,11 +185,11 @@ async def test_the_actor_registered_last_handles_the_jobs(
 def test_default_retry_policy_takes_v1_arguments_and_defaults_to_the_first_retry() -> None:
     policy = default_retry_policy_factory(min_backoff=2, max_backoff=100, multiplier=3,
                                           max_exponent=2)
-    assert policy() == timedelta(seconds=2)
-    assert policy(2) == timedelta(seconds=6)
-    assert policy(3) == policy(4) == timedelta(seconds=18)  # exponent capped at 2
-    assert default_retry_policy_factory(max_backoff=timedelta(seconds=4))(9) == \
-        timedelta(seconds=4)
+    assert policy() == timedelta(seconds=6)  # 1.x: multiplier * 2 ** n, at least min
+    assert policy(2) == timedelta(seconds=12)
+    assert policy(3) == policy(4) == timedelta(seconds=12)  # exponent capped at 2
+    assert default_retry_policy_factory(min_backoff=1, max_backoff=timedelta(seconds=4))(9) \
+        == timedelta(seconds=4)
 
 
 # --- 10. a DSN read from an unset variable -----------------------------------------------

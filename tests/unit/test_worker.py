@@ -78,9 +78,10 @@ def test_worker_defaults_and_validation() -> None:
         Worker(messages_limit=0)
 
 
-async def test_worker_without_actors_says_so(conn: Connection) -> None:
-    with pytest.raises(ValueError, match="no actors"):
-        await Worker(_connection=conn).run()
+async def test_worker_without_actors_says_so_and_returns(conn: Connection, caplog) -> None:
+    runner = await asyncio.wait_for(Worker(_connection=conn).run(), 5)
+    assert runner.processed == 0
+    assert "no actors" in caplog.text
 
 
 async def test_worker_auto_declares_its_queues(make_conn, run_worker) -> None:

@@ -34,7 +34,7 @@ from pamqp.commands import Basic
 
 from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, MessageBroker, RawMessage
 from repid.brokers.dsn import mask_dsn, require_dsn
-from repid.brokers.rabbitmq import codec, management, topology
+from repid.brokers.rabbitmq import codec, management, topology, v1_migration
 from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
 from repid.brokers.rabbitmq.consumer import (
     Delivery,
@@ -284,14 +284,16 @@ class RabbitMessageBroker(MessageBroker):
                 await ch.queue_bind(queue_name, topology.DELIVER_EXCHANGE,
                                     routing_key=topology.deliver_pattern(queue_name))
         except ChannelClosed as exc:
-            raise QueueDeclareError(
+            v1 = await v1_migration.explain_declare_failure(self.dsn, queue_name)
+            raise QueueDeclareError(v1 or
                 f"cannot declare queue {queue_name!r} on RabbitMQ: {exc}. If it exists "
                 "with other arguments (not declared by repid 2), delete it first.") from None
         self._known_queues.add(queue_name)
 
     async def _drop_delayed(self, queue_name: str) -> None:
         """Delete the queue's messages waiting in the shared delay levels."""
-        scan = RabbitScanConsumer(self, self._link(queue_name), MessageCategory.DELAYED)
+        scan = RabbitScanConsumer(self, self._link(queue_name), MessageCategory.DELAYED,
+                                  stop_when_empty=True)
         try:
             while True:
                 try:
@@ -568,6 +570,7 @@ class RabbitMessageBroker(MessageBroker):
         topics: frozenset[str] | None,
         max_unacked_messages: int | None,
         category: MessageCategory,
+        stop_when_empty: bool,
     ) -> Consumer:
         # RabbitMQ cannot filter one queue by topic, so `topics` is not applied here: the
         # worker returns messages of topics it does not handle.
@@ -575,7 +578,8 @@ class RabbitMessageBroker(MessageBroker):
         if category is MessageCategory.NORMAL:
             consumer = RabbitConsumer(self, self._link(queue_name), max_unacked_messages)
         else:
-            consumer = RabbitScanConsumer(self, self._link(queue_name), category)
+            consumer = RabbitScanConsumer(self, self._link(queue_name), category,
+                                          stop_when_empty)
         self._consumers.add(consumer)
         return consumer
 

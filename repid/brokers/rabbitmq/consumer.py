@@ -1,5 +1,5 @@
 """Consumers of the RabbitMQ broker: a push subscription for NORMAL messages, and a
-`basic.get` scan for the DELAYED and DEAD parts of a queue.
+`basic.get` scan for the DELAYED and DEAD parts of a queue (one pass, or waiting).
 
 Deliveries counted (promise 8). RabbitMQ 3.10 classic queues keep no delivery count, only
 the `redelivered` flag, so the count travels in the message's `x-repid-deliveries` header:
@@ -450,12 +450,22 @@ class RabbitConsumer(RabbitConsumerBase):
 
 
 class RabbitScanConsumer(RabbitConsumerBase):
-    """DELAYED or DEAD messages of one queue, read with basic.get until none is left.
+    """DELAYED or DEAD messages of one queue, read with basic.get.
 
     DEAD reads `<queue>:dead`. DELAYED reads the shared delay-level queues and hands out
-    only the messages bound for this queue. Every other message read (another queue's, a
-    poison one in the DLQ, one held with `reject`/`nack`) stays unacked until the scan
-    ends and then goes back to where it was, so the scan sees each message once.
+    only the messages bound for this queue. Every other message read (a poison one in the
+    DLQ, one held with `reject`/`nack`) stays unacked until the scan ends and then goes
+    back to where it was, so the scan sees each message once. Another queue's delayed
+    message goes back when the pass over the levels that read it ends.
+
+    With `stop_when_empty` the scan makes one pass over its queues and ends. Otherwise (as
+    repid 1.x's consumers did) it waits: after a pass that found nothing more it waits
+    `POLL_INTERVAL` and passes again, until it is finished; a lost connection is waited
+    out (reported through `report_problem`), a deleted queue raises QueueNotDeclaredError.
+
+    A basic.get cancelled while RabbitMQ answers (`wait_for(anext(...))` timing out) is
+    waited for, and the message it brought is handed out by the next take or, if the scan
+    finishes first, returned where it was: a cancelled take never strands a message.
 
     A handed-out message stays owned by the scan until it is settled, even after the scan
     ended, so it can be settled after the loop that read it. A later scan of the same part
@@ -465,12 +475,21 @@ class RabbitScanConsumer(RabbitConsumerBase):
     BrokerConnectionError and leaves it where it is.
     """
 
+    #: seconds between two passes of a waiting scan that found nothing more
+    POLL_INTERVAL = 0.5
+
     def __init__(self, broker: MessageBroker, link: ConsumerLink,
-                 category: MessageCategory) -> None:
+                 category: MessageCategory, stop_when_empty: bool) -> None:
         super().__init__(broker, link, category)
+        self._stop_when_empty = stop_when_empty
         self._sources: list[str] = []
         self._index = 0
+        #: read and kept (unacked) until the scan ends
         self._held: list[DeliveredMessage] = []
+        #: other queues' delayed messages, returned when the pass ends
+        self._foreign: list[DeliveredMessage] = []
+        #: brought by a cancelled basic.get, handed out by the next take
+        self._received: list[DeliveredMessage] = []
         self._started = False
 
     async def start(self) -> None:
@@ -494,24 +513,35 @@ class RabbitScanConsumer(RabbitConsumerBase):
         return await self.read()
 
     async def read(self) -> RawMessage:
-        """The next message the scan hands out (StopAsyncIteration once none is left),
-        without the consume hooks: the broker's own scans (flush, delete) use it."""
+        """The next message the scan hands out (StopAsyncIteration once it ends), without
+        the consume hooks: the broker's own scans (flush, delete) use it."""
         if not self._started:
             await self.start()
         while not self._finished:
-            if self._index >= len(self._sources):
-                await self._end()
-                break
-            assert self._channel is not None
-            underlay = await self._channel.get_underlay_channel()
-            message = await underlay.basic_get(self._sources[self._index], no_ack=False,
-                                               timeout=self._link.settings.operation_timeout)
-            if isinstance(message.delivery, Basic.GetEmpty):
-                self._index += 1
+            if self._received:
+                message = self._received.pop(0)
+            elif self._index >= len(self._sources):
+                if self._stop_when_empty:
+                    await self._end()
+                    break
+                await self._next_pass()
                 continue
+            else:
+                try:
+                    got = await self._get(self._sources[self._index])
+                except CHANNEL_ERRORS as exc:
+                    if self._stop_when_empty:
+                        raise
+                    await self._wait_out(exc)
+                    continue
+                self.report_problem(None)
+                if got is None:
+                    self._index += 1
+                    continue
+                message = got
             if (self.category is MessageCategory.DELAYED
                     and topology.destination_of(message.routing_key or "") != self.queue_name):
-                self._held.append(message)  # another queue's delayed message
+                self._foreign.append(message)  # another queue's delayed message
                 continue
             delivery = Delivery(message, self.category, self)
             try:
@@ -529,6 +559,54 @@ class RabbitScanConsumer(RabbitConsumerBase):
             return self._hand_out(item)
         raise StopAsyncIteration
 
+    async def _get(self, source: str) -> DeliveredMessage | None:
+        """basic.get one message of `source` (None when it is empty). If the caller is
+        cancelled meanwhile, the answer is still awaited and a message it brings is kept
+        for the next take (or returned when the scan ends), then the cancel goes on."""
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        get = asyncio.ensure_future(underlay.basic_get(
+            source, no_ack=False, timeout=self._link.settings.operation_timeout))
+        try:
+            message = await asyncio.shield(get)
+        except asyncio.CancelledError:
+            await asyncio.wait({get})  # bounded by the get's own timeout
+            if not get.cancelled() and get.exception() is None:
+                late = get.result()
+                if not isinstance(late.delivery, Basic.GetEmpty):
+                    self._received.append(late)
+            raise
+        return None if isinstance(message.delivery, Basic.GetEmpty) else message
+
+    async def _next_pass(self) -> None:
+        """A waiting scan found nothing more: return other queues' delayed messages (their
+        time runs), wait, and read the queues again from the first."""
+        foreign, self._foreign = self._foreign, []
+        for message in foreign:
+            await return_to_queue(message)
+        await asyncio.sleep(self.POLL_INTERVAL)
+        self._index = 0
+
+    async def _wait_out(self, exc: BaseException) -> None:
+        """A waiting scan lost its channel: what it held went back with it. Raise
+        QueueNotDeclaredError if the queue is gone, else try again after a while."""
+        self._held.clear()
+        self._foreign.clear()
+        self._received.clear()
+        try:
+            await self._link.check_queue()
+        except QueueNotDeclaredError:
+            raise
+        except Exception as check:  # still unreachable: wait as for the first error
+            exc = check
+        if self.problem is None:
+            logger.warning("reading the %s messages of %r failed (%s: %s); retrying",
+                           self.category.name, self.queue_name, type(exc).__name__, exc)
+        self.report_problem(f"RabbitMQ unreachable for {self.queue_name!r}: "
+                            f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(self.POLL_INTERVAL)
+        self._index = 0
+
     async def hold(self, delivery: Delivery) -> None:
         """Leave the message where it was: returned now if the scan is over, else at its end."""
         if self._finished:
@@ -540,7 +618,8 @@ class RabbitScanConsumer(RabbitConsumerBase):
     async def _end(self) -> None:
         """Nothing left to read: return what was held; close once all is settled."""
         self._finished = True
-        held, self._held = self._held, []
+        held = [*self._received, *self._held, *self._foreign]
+        self._received, self._held, self._foreign = [], [], []
         for message in held:
             await return_to_queue(message)
         if self._outstanding <= 0:

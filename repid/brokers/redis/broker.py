@@ -4,8 +4,10 @@ How each promise of `repid.brokers.base` is kept (the design is in docs/brokers/
 the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
 
 1. Confirmed enqueue: `_enqueue` returns only after the ENQUEUE script replied; a lost
-   connection raises `EnqueueNotConfirmedError`, an undeclared queue (checked inside the
-   script) `QueueNotDeclaredError`.
+   connection raises `EnqueueNotConfirmedError`. The script declares the queue in the same
+   atomic run (as repid 1.x did), so a stored message is always in a declared queue, even
+   after Redis lost its data; with `require_declared_queues=True` it refuses an undeclared
+   queue instead (`QueueNotDeclaredError`), which catches a mistyped name.
 2. At-least-once: TAKE puts each message under a short lease (`lease_time`) in the queue's
    in-flight set; the consumer extends the leases of all it holds every third of a lease
    until each is settled (`consumer.py`). A settle removes it only if the lease is still
@@ -59,10 +61,12 @@ from repid.brokers.redis._client import (
 from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop_closed
 from repid.brokers.redis.batcher import Batcher, Op
 from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
-from repid.brokers.redis.consumer import RedisConsumer, RedisSnapshotConsumer
+from repid.brokers.redis.consumer import RedisConsumer
 from repid.brokers.redis.handle import RedisHandle
 from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys, queues_key
+from repid.brokers.redis.part_reader import RedisPartReader
 from repid.brokers.redis.queue_ops import MAX_OPS, QueueOps
+from repid.brokers.redis.v1_detect import warn_if_v1_data
 from repid.brokers.spin import DEFAULT_REPLY_SPIN
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
@@ -87,6 +91,11 @@ class RedisMessageBroker(MessageBroker):
     second), and a live one keeps them however long its jobs run (the extender runs on the
     event loop: an async actor that blocks the loop for longer than a lease loses its
     message to another worker; sync actors run in threads and do not).
+
+    An enqueue declares its queue (repid 1.x's behaviour), so a producer needs no
+    `Queue.declare()`; `require_declared_queues=True` makes it refuse a queue nobody
+    declared (`QueueNotDeclaredError`) instead, so a mistyped queue name fails loudly
+    rather than filling a queue no worker reads.
 
     `max_deliveries` is read by the worker (see `MessageBroker.max_deliveries`);
     `max_message_size` bounds a payload (see `MessageBroker.max_message_size`).
@@ -116,6 +125,7 @@ class RedisMessageBroker(MessageBroker):
         socket_connect_timeout: float | None = 5.0,
         client_name: str | None = "repid",
         reply_spin: float = DEFAULT_REPLY_SPIN,
+        require_declared_queues: bool = False,
         **redis_options: Any,
     ) -> None:
         self._dsn = dsn = require_dsn(dsn, "RedisMessageBroker", "redis://localhost:6379/0")
@@ -138,6 +148,7 @@ class RedisMessageBroker(MessageBroker):
                              f"{_MAX_REPLY_SPIN} s (the default, {DEFAULT_REPLY_SPIN}, suits "
                              "loopback and a local network)")
         self._reply_spin = reply_spin
+        self._require_declared = bool(require_declared_queues)
         self._client: Redis | None = None
         #: the connection enqueues go through (see HeldConnection)
         self._producer: HeldConnection | None = None
@@ -154,6 +165,12 @@ class RedisMessageBroker(MessageBroker):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dsn={mask_dsn(self._dsn)!r})"
+
+    @property
+    def require_declared_queues(self) -> bool:
+        """True: an enqueue to a queue nobody declared raises `QueueNotDeclaredError`;
+        False (the default, as in repid 1.x): the enqueue declares it."""
+        return self._require_declared
 
     # --- connection ---
 
@@ -219,9 +236,11 @@ class RedisMessageBroker(MessageBroker):
             raise self._not_connected()
         head = self._enqueue_heads.get(queue)
         if head is None:
-            # the script, the queue's keys and its name: the same for every enqueue to it
+            # the script, the queue's keys, its name and whether an undeclared queue is
+            # refused: the same for every enqueue to it
             head = self._enqueue_heads[queue] = scripts.ENQUEUE.head(
-                self._keys(queue)[:ENQUEUE_KEYS], queue)
+                self._keys(queue)[:ENQUEUE_KEYS], queue,
+                "1" if self._require_declared else "0")
         result = await scripts.ENQUEUE.run_with_head(producer, head, args)
         if result == -1:
             raise QueueNotDeclaredError(queue)
@@ -302,6 +321,10 @@ class RedisMessageBroker(MessageBroker):
                     f"{queue!r} (an unsettled message is delivered again once its lease "
                     f"ends): {exc}",
                 ) from exc
+            if handle is not None and done[0]:
+                # what SETTLE leaves in the dead or delayed part (see lua/settle.lua)
+                handle.moved = action not in ("reject", "release") and not (
+                    action == "nack" and handle.where == "dead")
         finally:
             if handle is not None:
                 handle.release()
@@ -335,6 +358,7 @@ class RedisMessageBroker(MessageBroker):
     async def _queue_declare(self, queue_name: str) -> None:
         try:
             await self._redis().sadd(self._queues_key, queue_name)
+            await warn_if_v1_data(self._redis(), queue_name)  # repid 1.x keys: say so
         except CONNECTION_ERRORS as exc:
             raise BrokerConnectionError(f"cannot declare queue {queue_name!r}: {exc}") from exc
 
@@ -361,10 +385,11 @@ class RedisMessageBroker(MessageBroker):
         topics: frozenset[str] | None,
         max_unacked_messages: int | None,
         category: MessageCategory,
+        stop_when_empty: bool,
     ) -> Consumer:
         if category is MessageCategory.NORMAL:
             return RedisConsumer(self, self.queue_ops(queue_name), max_unacked_messages)
-        return RedisSnapshotConsumer(self, self.queue_ops(queue_name), category)
+        return RedisPartReader(self, self.queue_ops(queue_name), category, stop_when_empty)
 
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
         """Counts of the queue's messages: ready, delayed, in_flight (leased), dead; a due

@@ -1,5 +1,5 @@
-"""The consumers of the Redis broker: `RedisConsumer` takes NORMAL messages under leases,
-`RedisSnapshotConsumer` reads the DEAD or DELAYED part of a queue once.
+"""The consumer of the Redis broker's NORMAL messages: `RedisConsumer` takes them under
+leases (the DEAD and DELAYED parts are read by `part_reader.RedisPartReader`).
 
 They reach the broker only through the `QueueOps` it gives them. Promises of
 `repid.brokers.base` kept here (the numbers are those of `broker.py`'s list):
@@ -10,8 +10,6 @@ They reach the broker only through the `QueueOps` it gives them. Promises of
    attempted, so a settle that failed leaves it to run out its lease and come back.
 3. Delays: an idle consumer blocks no longer than until the next ready time (at most a
    second, `queue_ops.block_time`), so neither a long delay nor an idle queue holds it.
-6. Dead letters: a DEAD consumer reads each dead message with the reason it was
-   dead-lettered in `DEAD_REASON_HEADER`.
 7. Poison: TAKE's reply is read undecoded and each message decoded on its own
    (`_decode_entry`); one that fails, for any reason, is dead-lettered alone with the
    reason logged and stored, the others are handed out, and the consumer goes on.
@@ -25,7 +23,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
-from repid.brokers.base import DEAD_REASON_HEADER, Consumer, MessageBroker, RawMessage
+from repid.brokers.base import Consumer, MessageBroker, RawMessage
 from repid.brokers.redis._client import CONNECTION_ERRORS
 from repid.brokers.redis.background import cancel_requested, loop_closed
 from repid.brokers.redis.batcher import Op
@@ -33,7 +31,7 @@ from repid.brokers.redis.codec import decode_stored, short_reason
 from repid.brokers.redis.handle import RedisHandle
 from repid.brokers.redis.queue_ops import QueueOps
 from repid.data import MessageCategory
-from repid.errors import BrokerConnectionError, PayloadDecodeError, QueueNotDeclaredError
+from repid.errors import PayloadDecodeError, QueueNotDeclaredError
 
 logger = logging.getLogger("repid.brokers.redis")
 
@@ -327,75 +325,3 @@ def _decode_entry(entry: bytes, consumer: RedisConsumer) -> tuple[RawMessage | N
                      "list", id_, queue, reason)
         return None, ("nack", "inflight", id_, token, reason)
 
-
-class RedisSnapshotConsumer(Consumer):
-    """Reads the dead or delayed messages of a queue as they were at the first take, then ends.
-
-    What it yields stays where it is until settled: `ack` deletes it, `requeue` moves it to
-    the queue (ready at the new parameters' time), `nack` (of a delayed message) dead-letters
-    it, `reject` leaves it. A dead message carries the reason it was dead-lettered, if one
-    was given, in `params.headers[DEAD_REASON_HEADER]`. Everything is read undecoded and
-    decoded per message: a dead message that cannot be decoded is skipped with an error
-    logged (it stays in the dead list), a delayed one is dead-lettered with the reason.
-    """
-
-    _CHUNK = 100
-
-    def __init__(self, broker: MessageBroker, ops: QueueOps,
-                 category: MessageCategory) -> None:
-        super().__init__(broker, ops.queue, category)
-        self._ops = ops
-        self._where = "dead" if category is MessageCategory.DEAD else "delayed"
-        self._ids: deque[bytes] | None = None
-        self._messages: deque[RawMessage] = deque()
-
-    async def finish(self) -> None:
-        """Stop reading."""
-        self._ids = deque()
-        self._messages.clear()
-
-    async def _next(self) -> RawMessage:
-        try:
-            return await self._read()
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(
-                f"cannot read the {self._where} messages of queue {self.queue_name!r}: {exc}",
-            ) from exc
-
-    async def _read(self) -> RawMessage:
-        ops = self._ops
-        ops.ensure_connected()
-        if self._ids is None:
-            self._ids = deque(await ops.snapshot_ids(self._where))
-        while not self._messages:
-            if not self._ids:
-                raise StopAsyncIteration
-            chunk = [self._ids.popleft() for _ in range(min(self._CHUNK, len(self._ids)))]
-            bodies, reasons = await ops.stored(chunk, with_reasons=self._where == "dead")
-            poison: list[Op] = []
-            for id_b, body, reason in zip(chunk, bodies, reasons, strict=True):
-                if body is None:
-                    continue  # settled since the snapshot was taken
-                try:
-                    id_ = id_b.decode()
-                    handle = RedisHandle(self.queue_name, id_, self._where, "")
-                    message = decode_stored(body, handle)
-                    if reason is not None:
-                        message[2].headers[DEAD_REASON_HEADER] = reason.decode(errors="replace")
-                except Exception as exc:
-                    why = ("the stored message cannot be decoded: "
-                           f"{exc if isinstance(exc, PayloadDecodeError) else short_reason(exc)}")
-                    if self._where == "dead":
-                        logger.error("dead message %r in queue %r cannot be decoded (%s); "
-                                     "skipped, it stays in the dead-letter list", id_b,
-                                     self.queue_name, why)
-                    else:
-                        logger.error("delayed message %r in queue %r cannot be decoded (%s); "
-                                     "moved to the dead-letter list", id_b, self.queue_name,
-                                     why)
-                        poison.append(("nack", "delayed", id_b, "", why))
-                    continue
-                self._messages.append(message)
-            if poison:
-                await ops.settle(poison)
-        return self._messages.popleft()

@@ -27,6 +27,10 @@ class RedisHandle:
     #: how many of the message's leases ran out before this delivery
     returns: int = 0
     released: bool = False
+    #: set before `release()` when the settle took the message out of where it was held
+    #: (an ack, a requeue, a nack of a delayed message), so a reader of the dead or delayed
+    #: part yields it again if it comes back there
+    moved: bool = False
 
     def release(self) -> None:
         """Give the consumer its capacity back and stop extending the lease, once, whatever

@@ -73,7 +73,7 @@ async def test_nack_goes_to_dlq_and_requeue_brings_it_back(
     stats = await broker.queue_stats(queue)
     assert (stats["ready"], stats["dead"]) == (0, 1)
 
-    dead = broker.consume(queue, category=MessageCategory.DEAD)
+    dead = broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True)
     dk, payload, dparams = await take(dead)
     assert (dk.id_, payload, dparams.headers) == ("dead-1", "payload", headers)
     await broker.requeue(dk, payload, dparams)
@@ -97,12 +97,12 @@ async def test_dead_consumer_ack_deletes_and_reject_keeps(
         await broker.enqueue(key(queue, f"d{i}"), str(i), params())
         await broker.nack((await take(c))[0])
     await c.finish()
-    dead = broker.consume(queue, category=MessageCategory.DEAD)
+    dead = broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True)
     first, second = await drain(dead)  # each read once, although neither is gone yet
     await broker.ack(first[0])
     await broker.reject(second[0])  # stays in the DLQ
     assert (await broker.queue_stats(queue))["dead"] == 1
-    again = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    again = await drain(broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True))
     assert [m[0].id_ for m in again] == [second[0].id_]
     await broker.ack(again[0][0])
     assert (await broker.queue_stats(queue))["dead"] == 0
@@ -177,7 +177,8 @@ async def test_poison_messages_go_to_dlq_and_consuming_goes_on(
     assert any("repid-params" in r for r in reasons)
     assert any("correlation_id" in r for r in reasons)
     # the DEAD consumer leaves undecodable messages where they are
-    assert await drain(broker.consume(queue, category=MessageCategory.DEAD)) == []
+    assert await drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                      stop_when_empty=True)) == []
     assert (await broker.queue_stats(queue))["dead"] == 3
 
 
@@ -304,8 +305,10 @@ async def test_flush_removes_ready_delayed_and_dead(
         await broker.queue_flush(queue)
         stats = await broker.queue_stats(queue)
         assert (stats["ready"], stats["dead"]) == (0, 0)
-        assert await drain(broker.consume(queue, category=MessageCategory.DELAYED)) == []
-        others = await drain(broker.consume(other, category=MessageCategory.DELAYED))
+        assert await drain(broker.consume(queue, category=MessageCategory.DELAYED,
+                                          stop_when_empty=True)) == []
+        others = await drain(broker.consume(other, category=MessageCategory.DELAYED,
+                                            stop_when_empty=True))
         assert [m[0].id_ for m in others] == ["other-later"]  # untouched
         await broker.ack(others[0][0])
     finally:
@@ -384,4 +387,5 @@ async def test_dead_and_delayed_consumers_of_unknown_queue_raise(
 ) -> None:
     for category in (MessageCategory.DEAD, MessageCategory.DELAYED):
         with pytest.raises(QueueNotDeclaredError):
-            await take(broker.consume(unique("never-declared"), category=category))
+            await take(broker.consume(unique("never-declared"), category=category,
+                                      stop_when_empty=True))

@@ -38,7 +38,7 @@ async def test_requeue_with_delay_arrives_on_time_not_before(
     # headers survive the dead-letter queue after a delayed retry, too
     await broker.nack(k2)
     await c.finish()
-    dead = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    dead = await drain(broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True))
     assert [(m[0].id_, m[2].headers, m[2].retries.already_tried) for m in dead] == [
         ("retry-me", {"trace": "t-1"}, 1)]
     await broker.ack(dead[0][0])
@@ -63,7 +63,8 @@ async def test_short_delay_is_not_held_back_by_a_long_one(
     await broker.ack(k)
     assert await nothing_within(c, 0.5)  # the hour-long one is still waiting
     await c.finish()
-    delayed = await drain(broker.consume(queue, category=MessageCategory.DELAYED))
+    delayed = await drain(broker.consume(queue, category=MessageCategory.DELAYED,
+                                         stop_when_empty=True))
     assert [m[0].id_ for m in delayed] == ["hour"]
     await broker.ack(delayed[0][0])
 
@@ -89,7 +90,7 @@ async def test_delayed_consumer_reads_and_requeue_makes_ready(
 ) -> None:
     await broker.enqueue(key(queue, "d1"), "one", params(delay=600, headers={"a": "b"}))
     await broker.enqueue(key(queue, "d2"), "two", params(delay=900))
-    delayed = broker.consume(queue, category=MessageCategory.DELAYED)
+    delayed = broker.consume(queue, category=MessageCategory.DELAYED, stop_when_empty=True)
     first = await take(delayed)
     second = await take(delayed)
     assert {first[0].id_, second[0].id_} == {"d1", "d2"}
@@ -102,7 +103,8 @@ async def test_delayed_consumer_reads_and_requeue_makes_ready(
         await take(delayed)
     stats = await broker.queue_stats(queue)
     assert (stats["ready"], stats["dead"]) == (1, 1)
-    assert await drain(broker.consume(queue, category=MessageCategory.DELAYED)) == []
+    assert await drain(broker.consume(queue, category=MessageCategory.DELAYED,
+                                      stop_when_empty=True)) == []
 
 
 async def test_early_message_is_delayed_again(
@@ -130,7 +132,7 @@ async def test_reject_of_delayed_message_leaves_it_waiting(
     broker: RabbitMessageBroker, queue: str,
 ) -> None:
     await broker.enqueue(key(queue, "w"), "x", params(delay=2.2))
-    delayed = broker.consume(queue, category=MessageCategory.DELAYED)
+    delayed = broker.consume(queue, category=MessageCategory.DELAYED, stop_when_empty=True)
     k, _, _ = await take(delayed)
     await broker.reject(k)
     with pytest.raises(StopAsyncIteration):

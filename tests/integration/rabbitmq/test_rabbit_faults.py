@@ -136,8 +136,10 @@ async def test_a_later_dead_scan_takes_over_unsettled_reads(
     k, _, _ = await take(c)
     await broker.nack(k, "dead")
     await c.finish()
-    (read_only,) = await drain(broker.consume(queue, category=MessageCategory.DEAD))
-    (again,) = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    (read_only,) = await drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                              stop_when_empty=True))
+    (again,) = await drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                          stop_when_empty=True))
     assert again[0].id_ == read_only[0].id_ == "d"
     with pytest.raises(BrokerConnectionError):  # taken over by the later scan
         await broker.ack(read_only[0])
@@ -166,7 +168,8 @@ async def test_each_worker_killed_by_its_actor_sees_a_higher_count(
     assert await asyncio.to_thread(last.wait, 15) == 0
     counts = [line.split() for line in log.read_text().splitlines()]
     assert counts == [["1", "crasher"], ["2", "crasher"], ["3", "crasher"], ["4", "crasher"]]
-    (message,) = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    (message,) = await drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                            stop_when_empty=True))
     assert message[0].id_ == "crasher"
     assert "delivered 4 times" in message[2].headers[DEAD_REASON_HEADER]
     await broker.ack(message[0])
@@ -185,9 +188,10 @@ async def test_nack_reason_reaches_the_dead_consumer(broker: RabbitMessageBroker
         k, _, _ = await take(c)
         await broker.nack(k, "because é" if k.id_ == "why" else None)
     await c.finish()
-    (k, _, _), = await drain(broker.consume(queue, category=MessageCategory.DELAYED))
+    (k, _, _), = await drain(broker.consume(queue, category=MessageCategory.DELAYED,
+                                            stop_when_empty=True))
     await broker.nack(k, "x" * 10_000)  # a long reason is cut to fit an AMQP frame
-    read = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    read = await drain(broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True))
     dead = {k.id_: (body, p.headers) for k, body, p in read}
     for k, _, _ in read:
         await broker.reject(k)  # it stays dead
@@ -253,7 +257,8 @@ async def test_bad_messages_each_dead_lettered_alone_with_reason_good_ones_run(
         assert isinstance(reason, str) and reason and fragment in reason, (id_, reason)
         assert dead[id_].body == body
     # the decodable one reads back through the DEAD consumer with its reason
-    readable = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    readable = await drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                          stop_when_empty=True))
     assert [(k.id_, bool(p.headers[DEAD_REASON_HEADER])) for k, _, p in readable] == [
         ("nested", True)]
     await broker.reject(readable[0][0])

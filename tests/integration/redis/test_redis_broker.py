@@ -137,20 +137,30 @@ async def test_idle_consumers_all_wake_for_a_burst(broker: RedisMessageBroker,
             await c.finish()
 
 
-async def test_undeclared_queue_raises(broker: RedisMessageBroker) -> None:
-    missing = _name("never-declared")
-    with pytest.raises(QueueNotDeclaredError) as info:
-        await broker.enqueue(*message(missing))
-    assert info.value.queue == missing
-    assert isinstance(info.value, KeyError)
-    assert "declare" in str(info.value)
+async def test_undeclared_queue_raises_when_declared_queues_are_required(
+        redis_dsn: str) -> None:
+    strict = RedisMessageBroker(redis_dsn, require_declared_queues=True)
+    assert strict.require_declared_queues
+    await strict.connect()
+    try:
+        missing = _name("never-declared")
+        with pytest.raises(QueueNotDeclaredError) as info:
+            await strict.enqueue(*message(missing))
+        assert info.value.queue == missing
+        assert isinstance(info.value, KeyError)
+        assert "declare" in str(info.value)
+        with pytest.raises(QueueNotDeclaredError):
+            await strict.enqueue_many([message(missing)])
+        assert (await strict.queue_stats(missing))["ready"] == 0  # nothing stored
+    finally:
+        await strict.disconnect()
 
 
 async def test_consuming_an_undeclared_queue_raises_until_declared(
         broker: RedisMessageBroker) -> None:
     missing = _name("later")
     with pytest.raises(QueueNotDeclaredError):
-        await drain(broker.consume(missing, category=MessageCategory.DEAD))
+        await drain(broker.consume(missing, category=MessageCategory.DEAD, stop_when_empty=True))
     consumer = broker.consume(missing, max_unacked_messages=5)
     await consumer.start()
     try:
@@ -177,7 +187,8 @@ async def test_nack_dead_list_and_requeue_back(broker: RedisMessageBroker, queue
     assert await broker.queue_stats(queue) == {"ready": 0, "delayed": 0, "in_flight": 0,
                                                "dead": 1}
 
-    dead = await asyncio.wait_for(drain(broker.consume(queue, category=MessageCategory.DEAD)), 3)
+    dead = await asyncio.wait_for(drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                                       stop_when_empty=True)), 3)
     assert len(dead) == 1
     dead_key, dead_payload, dead_params = dead[0]
     assert dead_key == key
@@ -192,10 +203,12 @@ async def test_nack_dead_list_and_requeue_back(broker: RedisMessageBroker, queue
         await broker.nack(back)
 
     # a dead message read and acked is deleted
-    dead = await asyncio.wait_for(drain(broker.consume(queue, category=MessageCategory.DEAD)), 3)
+    dead = await asyncio.wait_for(drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                                       stop_when_empty=True)), 3)
     await broker.ack(dead[0][0])
     assert (await broker.queue_stats(queue))["dead"] == 0
-    assert await drain(broker.consume(queue, category=MessageCategory.DEAD)) == []
+    assert await drain(broker.consume(queue, category=MessageCategory.DEAD,
+                                      stop_when_empty=True)) == []
 
 
 async def test_reject_returns_message_unchanged(broker: RedisMessageBroker, queue: str) -> None:
@@ -248,7 +261,7 @@ async def test_delayed_snapshot_and_move_now(broker: RedisMessageBroker, queue: 
     await broker.enqueue(*message(queue, ready_at_in=60, headers={"d": "1"}))
     await broker.enqueue(*message(queue, ready_at_in=90))
     delayed = await asyncio.wait_for(
-        drain(broker.consume(queue, category=MessageCategory.DELAYED)), 3)
+        drain(broker.consume(queue, category=MessageCategory.DELAYED, stop_when_empty=True)), 3)
     assert len(delayed) == 2
     key, payload, params = delayed[0]
     assert params.headers == {"d": "1"}
@@ -326,7 +339,7 @@ async def test_headers_intact_through_requeue_and_dead_letter(broker: RedisMessa
         key, payload, params = await take(consumer)
         assert params.headers == headers
         await broker.nack(key)
-    dead = await drain(broker.consume(queue, category=MessageCategory.DEAD))
+    dead = await drain(broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True))
     assert dead[0][2].headers == headers
 
 
@@ -680,8 +693,11 @@ async def test_flush_keeps_declaration_and_delete_removes_it(broker: RedisMessag
     await broker.enqueue(*message(queue))
     await broker.queue_delete(queue)
     assert (await broker.queue_stats(queue))["ready"] == 0
-    with pytest.raises(QueueNotDeclaredError):
-        await broker.enqueue(*message(queue))
+    with pytest.raises(QueueNotDeclaredError):  # no longer declared
+        await drain(broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True))
+    await broker.enqueue(*message(queue))  # declares it again, as in repid 1.x
+    assert (await broker.queue_stats(queue))["ready"] == 1
+    await broker.queue_delete(queue)
 
 
 async def test_several_queues_consumed_at_once(broker: RedisMessageBroker) -> None:

@@ -174,7 +174,7 @@ async def test_poison_bodies_are_dead_lettered_alone_with_reasons(
     assert await broker.queue_stats(queue) == {"ready": 0, "delayed": 0, "in_flight": 0,
                                                "dead": len(bad)}
     # the DEAD consumer skips what it cannot decode, and never raises
-    dead = broker.consume(queue, category=MessageCategory.DEAD)
+    dead = broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True)
     assert [m async for m in dead] == []
     # a flush takes the reasons with the messages
     await broker.queue_flush(queue)
@@ -186,7 +186,7 @@ async def test_poison_delayed_body_is_dead_lettered_by_the_delayed_reader(
     keys = broker._keys(queue)
     await raw.hset(keys[MSGS], b"late", b"1|1000|\xff")
     await raw.zadd(keys[DELAYED], {b"late": time.time() * 1000 + 600_000})
-    reader = broker.consume(queue, category=MessageCategory.DELAYED)
+    reader = broker.consume(queue, category=MessageCategory.DELAYED, stop_when_empty=True)
     assert [m async for m in reader] == []
     assert await raw.lrange(keys[DEAD], 0, -1) == [b"late"]
     assert b"UnicodeDecodeError" in await raw.hget(keys[REASONS], b"late")
@@ -202,7 +202,8 @@ async def test_nack_reason_reaches_the_dead_reader_and_is_cleared(
     got, _, _ = await take(consumer)
     await broker.nack(got, reason="ValueError: bad input")
 
-    dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD)]
+    dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD,
+                                            stop_when_empty=True)]
     assert len(dead) == 1
     dead_key, dead_payload, dead_params = dead[0]
     assert dead_payload == '{"n": 7}'
@@ -214,13 +215,15 @@ async def test_nack_reason_reaches_the_dead_reader_and_is_cleared(
     assert DEAD_REASON_HEADER not in again_params.headers
     # nacked without a reason: dead, with no reason header
     await broker.nack(again)
-    dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD)]
+    dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD,
+                                            stop_when_empty=True)]
     assert DEAD_REASON_HEADER not in dead[0][2].headers
     # nacked with a reason again, then acked from the dead list: everything gone
     await broker.requeue(dead[0][0], dead[0][1], params)
     third, _, _ = await take(consumer)
     await broker.nack(third, reason="twice")
-    dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD)]
+    dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD,
+                                            stop_when_empty=True)]
     assert dead[0][2].headers[DEAD_REASON_HEADER] == "twice"
     await broker.ack(dead[0][0])
     await consumer.finish()
@@ -523,7 +526,8 @@ async def test_a_cancelled_enqueue_leaves_the_loop_free_to_sleep(
     """An enqueue cancelled while it waits for Redis's reply stops its spin: the loop
     sleeps afterwards; and its late reply answers no later command (the one to an
     undeclared queue is still refused), so the next enqueues land as they should."""
-    async with _paused_producer(private_redis, reply_spin=0.001) as (server, broker, queue):
+    async with _paused_producer(private_redis, reply_spin=0.001,
+                                require_declared_queues=True) as (server, broker, queue):
         waiting = asyncio.ensure_future(broker.enqueue(*message(queue)))
         await asyncio.sleep(0.0005)  # inside its spin
         waiting.cancel()

@@ -218,7 +218,8 @@ async def test_worker_dead_letters_a_message_delivered_too_often(redis_dsn: str)
                             _connection=conn)
             await asyncio.wait_for(worker.run(), 10)
             assert ran == set()  # the third delivery is not run: dead-lettered with why
-            dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD)]
+            dead = [m async for m in broker.consume(queue, category=MessageCategory.DEAD,
+                                                    stop_when_empty=True)]
             assert len(dead) == 1
             assert "delivered 3 times" in dead[0][2].headers[DEAD_REASON_HEADER]
         finally:

@@ -28,14 +28,17 @@ class Repid:
         return getattr(cls._local, "connection", None)
 
     @classmethod
-    def _set(cls, connection: Connection | None) -> None:
+    def bind(cls, connection: Connection | None) -> None:
+        """Make `connection` the one found by magic in this thread (None: unbind). What
+        `magic_connect()` does after connecting; the pytest plugin binds its in-memory
+        app with it."""
         cls._local.connection = connection
 
     async def magic_connect(self) -> Connection:
         """Connect (if not open yet) and bind this app's connection."""
         if not self.connection.is_open:
             await self.connection.connect()
-        self._set(self.connection)
+        self.bind(self.connection)
         return self.connection
 
     async def magic_disconnect(self) -> None:
@@ -43,7 +46,7 @@ class Repid:
         if self.connection.is_open:
             await self.connection.disconnect()
         if self.get_magic_connection() is self.connection:
-            self._set(None)
+            self.bind(None)
 
     @asynccontextmanager
     async def magic(self, auto_disconnect: bool = False) -> AsyncIterator[Connection]:

@@ -28,8 +28,6 @@ from repid.data.headers import RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
 from repid.message import EagerExit, MessageDependency, describe
-from repid.middleware import Chains
-from repid.middleware.through import around
 from repid.retry_policy import compute_retry_delay
 from repid.router import Actor, ActorResult
 from repid.schedule import next_run
@@ -45,16 +43,6 @@ UNKNOWN_TOPIC_DELAY = timedelta(seconds=1)
 #: how long a message waits before it runs again after a failure between its run and its
 #: settle (see `Processor._recover`)
 RECOVER_DELAY = timedelta(seconds=2)
-
-
-#: the `repid_actor_run` hook's arguments, read from `Processor._run_hooked`'s
-_ACTOR_RUN_ARGS = {"connection": "self.connection", "actor": "actor", "key": "message.key",
-                   "payload": "message.raw_payload", "params": "message.parameters",
-                   "stash": "message.key.stash"}
-
-
-def _own_chains(processor: Processor) -> Chains:
-    return processor.chains
 
 
 class Processor:
@@ -136,10 +124,16 @@ class Processor:
                                  "the callbacks after it did not run", key.id_, key.topic)
         return True
 
-    @around("actor_run", "_run", _ACTOR_RUN_ARGS, chains=_own_chains)
     async def _run_hooked(self, actor: Actor, message: MessageDependency) -> ActorResult:
         """`_run` inside the `repid_actor_run` wrappers, when a plugin has any."""
-        return await self._run(actor, message)
+        chain = self.chains.actor_run
+        if chain is None:
+            return await self._run(actor, message)
+        key = message.key
+        return await chain.around(
+            {"connection": self.connection, "actor": actor, "key": key,
+             "payload": message.raw_payload, "params": message.parameters,
+             "stash": key.stash}, self._run, actor, message)
 
     async def _recover(self, message: MessageDependency, exc: Exception) -> None:
         """Something failed after the message was taken and before its settle was sent

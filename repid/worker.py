@@ -65,6 +65,12 @@ class Worker(Router):
     def connection(self, value: Connection) -> None:
         self._connection = value
 
+    @property
+    def own_connection(self) -> Connection | None:
+        """The connection given to this worker (`_connection=`, or set), None when it uses
+        the one bound by magic."""
+        return self._connection
+
     async def declare_queues(self) -> None:
         """Declare every queue an actor of this worker reads."""
         broker = self.connection.message_broker

@@ -3,8 +3,8 @@
 A message is a `(key, payload, params)` triple: a `RoutingKey`, the encoded arguments
 (a string), and `Parameters`. Brokers store and move messages; they never run actors and
 never decide retries. The public methods here pass each call through the middleware
-(one `is None` check when no plugin is registered); concrete brokers implement the
-underscored methods.
+(one `is None` check when no plugin is registered; see `repid.middleware.chain`);
+concrete brokers implement the underscored methods.
 
 Delivery promises of every `MessageBroker`:
 
@@ -43,13 +43,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
 from repid.middleware.hooked import Hooked
-from repid.middleware.through import around, chains_of_broker
 
 if TYPE_CHECKING:
     pass
@@ -68,23 +67,46 @@ REQUEUE_REASONS = ("retry", "schedule", "reschedule", "recovery", "unknown_topic
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
-# --- the hooks' keyword arguments, read from a call only when a plugin runs around it ---
-
-_BROKER_ARGS = {"connection": "self.hook_connection", "broker": "self"}
-_MESSAGE_ARGS = {**_BROKER_ARGS, "queue": "key.queue", "key": "key", "payload": "payload",
-                 "params": "params"}
-_REQUEUE_ARGS = {**_MESSAGE_ARGS, "reason": "reason", "stash": "key.stash"}
-_KEY_ARGS = {**_BROKER_ARGS, "queue": "key.queue", "key": "key", "stash": "key.stash"}
-_NACK_ARGS = {**_KEY_ARGS, "reason": "reason"}
-_QUEUE_ARGS = {**_BROKER_ARGS, "queue": "queue_name"}
-_BUCKET_ARGS = {**_BROKER_ARGS, "id_": "id_"}
-_STORE_ARGS = {**_BUCKET_ARGS, "payload": "payload"}
-_CONSUME_ARGS = {"connection": "self.broker.hook_connection", "broker": "self.broker",
-                 "queue": "self.queue_name", "category": "self.category"}
+# --- the hooks' arguments, built only when something runs around the call ---
 
 
-def _check_size(broker: MessageBroker, key: RoutingKey, payload: str,
-                params: Parameters) -> None:
+def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
+                  params: Parameters) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
+            "key": key, "payload": payload, "params": params}
+
+
+def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str, params: Parameters,
+                  reason: str | None) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
+            "key": key, "payload": payload, "params": params, "reason": reason,
+            "stash": key.stash}
+
+
+def _key_args(broker: MessageBroker, key: RoutingKey) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
+            "key": key, "stash": key.stash}
+
+
+def _nack_args(broker: MessageBroker, key: RoutingKey, reason: str | None) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
+            "key": key, "stash": key.stash, "reason": reason}
+
+
+def _queue_args(broker: MessageBroker, queue_name: str) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "queue": queue_name}
+
+
+def _bucket_args(broker: BucketBroker, id_: str) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "id_": id_}
+
+
+def _store_args(broker: BucketBroker, id_: str, payload: BucketT) -> dict[str, Any]:
+    return {"connection": broker.hook_connection, "broker": broker, "id_": id_,
+            "payload": payload}
+
+
+def _check_size(broker: MessageBroker, key: RoutingKey, payload: str) -> None:
     if len(payload) > broker.max_message_size >> 2:  # a character is 1 to 4 bytes
         broker.check_size(key, payload)
 
@@ -116,12 +138,16 @@ class MessageBroker(_HasMiddleware, ABC):
 
     # --- public calls, through the middleware ---
 
-    @around("enqueue", "_enqueue", _MESSAGE_ARGS, check=_check_size)
     async def enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         """Store a new message (ready at `params.delay.next_execution_time`, or now).
 
         `MessageTooLargeError` when the payload is over `max_message_size`."""
-        return await self._enqueue(key, payload, params)
+        _check_size(self, key, payload)
+        chain = self._chains.enqueue
+        if chain is None:
+            return await self._enqueue(key, payload, params)
+        return await chain.around(_message_args(self, key, payload, params), self._enqueue,
+                                  key, payload, params)
 
     def check_size(self, key: RoutingKey, payload: str) -> None:
         """Refuse a payload over `max_message_size` bytes (`MessageTooLargeError`)."""
@@ -134,43 +160,61 @@ class MessageBroker(_HasMiddleware, ABC):
         for key, payload, params in messages:
             await self.enqueue(key, payload, params)
 
-    @around("requeue", "_requeue", _REQUEUE_ARGS)
     async def requeue(self, key: RoutingKey, payload: str, params: Parameters,
                       reason: str | None = None) -> None:
         """Replace a consumed message by one with new parameters, ready at its delay;
         `reason` says why, for plugins (one of `REQUEUE_REASONS`)."""
-        return await self._requeue(key, payload, params, reason)
+        chain = self._chains.requeue
+        if chain is None:
+            return await self._requeue(key, payload, params, reason)
+        return await chain.around(_requeue_args(self, key, payload, params, reason),
+                                  self._requeue, key, payload, params, reason)
 
-    @around("ack", "_ack", _KEY_ARGS)
     async def ack(self, key: RoutingKey) -> None:
         """The message is done: remove it."""
-        return await self._ack(key)
+        chain = self._chains.ack
+        if chain is None:
+            return await self._ack(key)
+        return await chain.around(_key_args(self, key), self._ack, key)
 
-    @around("nack", "_nack", _NACK_ARGS)
     async def nack(self, key: RoutingKey, reason: str | None = None) -> None:
         """Move the message to its queue's dead-letter part; `reason`, when given, is kept
         in the dead message's `headers[DEAD_REASON_HEADER]`."""
-        return await self._nack(key, reason)
+        chain = self._chains.nack
+        if chain is None:
+            return await self._nack(key, reason)
+        return await chain.around(_nack_args(self, key, reason), self._nack, key, reason)
 
-    @around("reject", "_reject", _KEY_ARGS)
     async def reject(self, key: RoutingKey) -> None:
         """Return the message to its queue as it was, no retry counted."""
-        return await self._reject(key)
+        chain = self._chains.reject
+        if chain is None:
+            return await self._reject(key)
+        return await chain.around(_key_args(self, key), self._reject, key)
 
-    @around("queue_declare", "_queue_declare", _QUEUE_ARGS)
     async def queue_declare(self, queue_name: str) -> None:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
-        return await self._queue_declare(queue_name)
+        chain = self._chains.queue_declare
+        if chain is None:
+            return await self._queue_declare(queue_name)
+        return await chain.around(_queue_args(self, queue_name), self._queue_declare,
+                                  queue_name)
 
-    @around("queue_flush", "_queue_flush", _QUEUE_ARGS)
     async def queue_flush(self, queue_name: str) -> None:
         """Remove every message of the queue: ready, delayed, dead and in flight."""
-        return await self._queue_flush(queue_name)
+        chain = self._chains.queue_flush
+        if chain is None:
+            return await self._queue_flush(queue_name)
+        return await chain.around(_queue_args(self, queue_name), self._queue_flush,
+                                  queue_name)
 
-    @around("queue_delete", "_queue_delete", _QUEUE_ARGS)
     async def queue_delete(self, queue_name: str) -> None:
         """Delete the queue and everything in it."""
-        return await self._queue_delete(queue_name)
+        chain = self._chains.queue_delete
+        if chain is None:
+            return await self._queue_delete(queue_name)
+        return await chain.around(_queue_args(self, queue_name), self._queue_delete,
+                                  queue_name)
 
     def consume(
         self,
@@ -266,6 +310,9 @@ class Consumer(ABC):
         self.broker = broker
         self.queue_name = queue_name
         self.category = category
+        #: what runs around `__anext__`: the broker's chains, as they are when it was made
+        #: (and after: a middleware's chains are updated in place)
+        self._chains = broker.chains
         #: why the consumer cannot take messages now, and since when (`time.monotonic()`);
         #: None while it can (an idle consumer waiting on an empty queue is fine)
         self.problem: tuple[str, float] | None = None
@@ -283,10 +330,15 @@ class Consumer(ABC):
     def __aiter__(self) -> AsyncIterator[RawMessage]:
         return self
 
-    @around("consume", "_next", _CONSUME_ARGS, chains=chains_of_broker)
     async def __anext__(self) -> RawMessage:
         """The next message (see `_next`), through the `repid_consume` wrappers."""
-        return await self._next()
+        chain = self._chains.consume
+        if chain is None:
+            return await self._next()
+        broker = self.broker
+        return await chain.around(
+            {"connection": broker.hook_connection, "broker": broker,
+             "queue": self.queue_name, "category": self.category}, self._next)
 
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
@@ -322,20 +374,27 @@ class BucketBroker(_HasMiddleware, ABC):
     @abstractmethod
     async def disconnect(self) -> None: ...
 
-    @around("get_bucket", "_get_bucket", _BUCKET_ARGS)
     async def get_bucket(self, id_: str) -> BucketT | None:
         """The bucket stored under `id_`, or None (never stored, deleted or expired)."""
-        return await self._get_bucket(id_)
+        chain = self._chains.get_bucket
+        if chain is None:
+            return await self._get_bucket(id_)
+        return await chain.around(_bucket_args(self, id_), self._get_bucket, id_)
 
-    @around("store_bucket", "_store_bucket", _STORE_ARGS)
     async def store_bucket(self, id_: str, payload: BucketT) -> None:
         """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
-        return await self._store_bucket(id_, payload)
+        chain = self._chains.store_bucket
+        if chain is None:
+            return await self._store_bucket(id_, payload)
+        return await chain.around(_store_args(self, id_, payload), self._store_bucket, id_,
+                                  payload)
 
-    @around("delete_bucket", "_delete_bucket", _BUCKET_ARGS)
     async def delete_bucket(self, id_: str) -> None:
         """Delete the bucket stored under `id_` (nothing happens if there is none)."""
-        return await self._delete_bucket(id_)
+        chain = self._chains.delete_bucket
+        if chain is None:
+            return await self._delete_bucket(id_)
+        return await chain.around(_bucket_args(self, id_), self._delete_bucket, id_)
 
     @abstractmethod
     async def _get_bucket(self, id_: str) -> BucketT | None: ...

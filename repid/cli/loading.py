@@ -230,7 +230,7 @@ def load_connection(app: str | None, worker: Worker | None = None) -> Connection
     """The connection to use: `--app`, else the worker's own, else the DSN variables."""
     if app is not None:
         return load_app(app)
-    own = worker._connection if worker is not None else None
+    own = worker.own_connection if worker is not None else None
     if own is not None:
         return own
     return connection_from_env()

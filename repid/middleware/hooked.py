@@ -1,8 +1,8 @@
 """Hooked: what an object needs to run its calls through a middleware (brokers are).
 
 A `Connection` hands each of its brokers its `Middleware` (`broker.middleware = ...`);
-from then on the broker's around calls (`repid.middleware.through.around`) find their
-chains here, and hooks receive `hook_connection` as `connection`.
+from then on the broker's around calls (`repid.middleware.chain`) find their chains
+here, and hooks receive `hook_connection` as `connection`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ class Hooked:
         self._middleware = value
         self._chains = NO_CHAINS if value is None else value.chains
         self._owner = None if value is None else value.connection
+
+    @property
+    def chains(self) -> Chains:
+        """What runs around this object's calls, one slot per call (updated in place when
+        plugins come and go); its consumers take it when they are made."""
+        return self._chains
 
     @property
     def hook_connection(self) -> Connection | None:

@@ -86,7 +86,7 @@ class InMemoryTestApp:
             self.broker.queues.setdefault(actor.queue, InMemoryQueue(actor.queue))
 
     def bind(self) -> None:
-        Repid._set(self.connection)
+        Repid.bind(self.connection)
 
     async def after_enqueue(self, key: RoutingKey) -> None:
         """A v1 subscriber: run the ready messages of the job's queue before the enqueue
@@ -124,6 +124,6 @@ class InMemoryTestApp:
 
     def close(self) -> None:
         if Repid.get_magic_connection() is self.connection:
-            Repid._set(None)
+            Repid.bind(None)
         if self._pool is not None:
             self._pool.shutdown(wait=False)

@@ -61,9 +61,9 @@ def _broker(request: pytest.FixtureRequest, kind: str) -> Any:
 @pytest.fixture(autouse=True)
 def _unbind_magic() -> Any:
     """Nothing bound through `Repid` before or after a test."""
-    Repid._set(None)
+    Repid.bind(None)
     yield
-    Repid._set(None)
+    Repid.bind(None)
 
 
 @pytest.fixture(params=["in_memory", "redis", "rabbitmq"])

@@ -32,9 +32,9 @@ TIMEOUT = 5
 def _unbind_magic() -> Iterator[None]:
     """`Repid` keeps the bound connection in a class-level thread-local: start and end
     every test with nothing bound, so tests cannot leak into each other."""
-    Repid._set(None)
+    Repid.bind(None)
     yield
-    Repid._set(None)
+    Repid.bind(None)
 
 
 MakeConn = Callable[..., Awaitable[Connection]]

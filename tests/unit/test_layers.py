@@ -72,3 +72,42 @@ def test_no_module_imports_a_private_name_from_another_package() -> None:
                 if alias.name.startswith("_") and not target.startswith(package):
                     wrong.append(f"{module} imports {alias.name} from {target}")
     assert wrong == []
+
+
+#: underscore names that are public API: namedtuple's methods
+PUBLIC_UNDERSCORED = frozenset({"_replace", "_asdict", "_fields", "_make"})
+
+
+def private_names_of(tree: ast.Module) -> set[str]:
+    """The underscore names a module defines itself: its functions, classes and globals,
+    the attributes its classes declare or set on `self` / `cls`, their `__slots__`."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in ("self", "cls"):
+            names.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # a __slots__ entry
+    return {name for name in names if name.startswith("_")}
+
+
+def test_no_module_reads_another_modules_private_attributes() -> None:
+    """`obj._x` is allowed only on `self` / `cls`, or for a name the module defines
+    itself; any other reach into a private attribute needs a small public interface."""
+    wrong = []
+    for path in sources():
+        tree = ast.parse(path.read_text())
+        own = private_names_of(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") \
+                    or node.attr.startswith("__") or node.attr in PUBLIC_UNDERSCORED:
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            if node.attr not in own:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert wrong == []

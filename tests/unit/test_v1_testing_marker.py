@@ -291,7 +291,7 @@ async def test_a_fixture_of_the_test_uses_the_app(declared, repid_get_in_memory_
 class TestASuiteThatResetsTheBinding:
     @pytest.fixture(autouse=True)
     def unbinds_everything(self):
-        Repid._set(None)  # runs after the plugin made the app
+        Repid.bind(None)  # runs after the plugin made the app
         yield
 
     @pytest.mark.repid

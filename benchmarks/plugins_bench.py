@@ -43,7 +43,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import NoopPlugin
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -186,6 +188,7 @@ def dropped_tracing() -> list[object]:
 #: each variant's plugins, made fresh for every measurement
 VARIANTS: dict[str, Callable[[], list[object]]] = {
     "none": list,
+    "noop": lambda: [NoopPlugin()],
     "metrics": metrics_only,
     "dropped": dropped_tracing,
     "floor": lambda: [RequiredSpansOnly()],

@@ -98,22 +98,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--brokers", default="in_memory,redis,rabbitmq")
+    parser.add_argument("--variants", default=",".join(bench.VARIANTS),
+                        help="which of the variants to count (all by default)")
     args = parser.parse_args()
+    variants = args.variants.split(",")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on PATH (apt-get install -y valgrind)")
-    print(f"{'broker':<10}" + "".join(f"{v:>10}" for v in bench.VARIANTS)
+    print(f"{'broker':<10}" + "".join(f"{v:>10}" for v in variants)
           + "   (worker instructions per no-op message, thousands)")
     with ThreadPoolExecutor(2) as pool:
         for kind in args.brokers.split(","):
             if isinstance(bench.broker_factory(kind), str):
                 print(f"{kind}: skipped, {bench.broker_factory(kind)}")
                 continue
-            counts = {v: per_message(kind, v, args.messages, pool) for v in bench.VARIANTS}
+            counts = {v: per_message(kind, v, args.messages, pool) for v in variants}
             print(f"{kind:<10}" + "".join(f"{counts[v] / 1000:>10.1f}" for v in counts))
             lost = {v: bench.lost(counts["none"], counts[v]) for v in counts}
-            print(f"{'  lost':<10}" + "".join(f"{lost[v]:>9.1f}%" for v in counts)
-                  + f"   full-floor {lost['full'] - lost['floor']:.1f} pt, full-attrs "
-                  f"{lost['full'] - lost['attrs']:.1f} pt", flush=True)
+            spans = (f"   full-floor {lost['full'] - lost['floor']:.1f} pt, full-attrs "
+                     f"{lost['full'] - lost['attrs']:.1f} pt"
+                     if {"full", "floor", "attrs"} <= set(lost) else "")
+            print(f"{'  lost':<10}" + "".join(f"{lost[v]:>9.1f}%" for v in counts) + spans,
+                  flush=True)
 
 
 if __name__ == "__main__":

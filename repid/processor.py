@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import timedelta
@@ -28,6 +28,7 @@ from repid.data.headers import RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
 from repid.message import EagerExit, MessageDependency, describe
+from repid.middleware.chain import NO_ARGS
 from repid.retry_policy import compute_retry_delay
 from repid.router import Actor, ActorResult
 from repid.schedule import next_run
@@ -124,16 +125,17 @@ class Processor:
                                  "the callbacks after it did not run", key.id_, key.topic)
         return True
 
-    async def _run_hooked(self, actor: Actor, message: MessageDependency) -> ActorResult:
-        """`_run` inside the `repid_actor_run` wrappers, when a plugin has any."""
+    def _run_hooked(self, actor: Actor,
+                    message: MessageDependency) -> Coroutine[Any, Any, ActorResult]:
+        """`_run`, inside the `repid_actor_run` wrappers when a plugin has any."""
         chain = self.chains.actor_run
         if chain is None:
-            return await self._run(actor, message)
+            return self._run(actor, message)
         key = message.key
-        return await chain.around(
-            {"connection": self.connection, "actor": actor, "key": key,
-             "payload": message.raw_payload, "params": message.parameters,
-             "stash": key.stash}, self._run, actor, message)
+        hook_args = NO_ARGS if not chain.takes_args else {
+            "connection": self.connection, "actor": actor, "key": key,
+            "payload": message.raw_payload, "params": message.parameters, "stash": key.stash}
+        return chain.around(hook_args, self._run, actor, message)
 
     async def _recover(self, message: MessageDependency, exc: Exception) -> None:
         """Something failed after the message was taken and before its settle was sent

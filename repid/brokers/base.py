@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
+from repid.middleware.chain import NO_ARGS
 from repid.middleware.hooked import Hooked
 
 if TYPE_CHECKING:
@@ -67,41 +68,44 @@ REQUEUE_REASONS = ("retry", "schedule", "reschedule", "recovery", "unknown_topic
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
-# --- the hooks' arguments, built only when something runs around the call ---
+# --- the hooks' arguments, built only when a wrapper or a v1 subscriber names one
+# (`HookChain.takes_args`) ---
 
 
 def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
-                  params: Parameters) -> dict[str, Any]:
+                  params: Parameters) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
             "key": key, "payload": payload, "params": params}
 
 
-def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str, params: Parameters,
-                  reason: str | None) -> dict[str, Any]:
+def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str,
+                  params: Parameters, reason: str | None) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
             "key": key, "payload": payload, "params": params, "reason": reason,
             "stash": key.stash}
 
 
-def _key_args(broker: MessageBroker, key: RoutingKey) -> dict[str, Any]:
+def _key_args(broker: MessageBroker, key: RoutingKey) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
             "key": key, "stash": key.stash}
 
 
-def _nack_args(broker: MessageBroker, key: RoutingKey, reason: str | None) -> dict[str, Any]:
+def _nack_args(broker: MessageBroker, key: RoutingKey,
+               reason: str | None) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
             "key": key, "stash": key.stash, "reason": reason}
 
 
-def _queue_args(broker: MessageBroker, queue_name: str) -> dict[str, Any]:
+def _queue_args(broker: MessageBroker, queue_name: str) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "queue": queue_name}
 
 
-def _bucket_args(broker: BucketBroker, id_: str) -> dict[str, Any]:
+def _bucket_args(broker: BucketBroker, id_: str) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "id_": id_}
 
 
-def _store_args(broker: BucketBroker, id_: str, payload: BucketT) -> dict[str, Any]:
+def _store_args(broker: BucketBroker, id_: str,
+                payload: BucketT) -> Mapping[str, Any]:
     return {"connection": broker.hook_connection, "broker": broker, "id_": id_,
             "payload": payload}
 
@@ -138,16 +142,17 @@ class MessageBroker(_HasMiddleware, ABC):
 
     # --- public calls, through the middleware ---
 
-    async def enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+    def enqueue(self, key: RoutingKey, payload: str,
+                params: Parameters) -> Coroutine[Any, Any, None]:
         """Store a new message (ready at `params.delay.next_execution_time`, or now).
 
         `MessageTooLargeError` when the payload is over `max_message_size`."""
         _check_size(self, key, payload)
         chain = self._chains.enqueue
         if chain is None:
-            return await self._enqueue(key, payload, params)
-        return await chain.around(_message_args(self, key, payload, params), self._enqueue,
-                                  key, payload, params)
+            return self._enqueue(key, payload, params)
+        hook_args = _message_args(self, key, payload, params) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._enqueue, key, payload, params)
 
     def check_size(self, key: RoutingKey, payload: str) -> None:
         """Refuse a payload over `max_message_size` bytes (`MessageTooLargeError`)."""
@@ -160,61 +165,65 @@ class MessageBroker(_HasMiddleware, ABC):
         for key, payload, params in messages:
             await self.enqueue(key, payload, params)
 
-    async def requeue(self, key: RoutingKey, payload: str, params: Parameters,
-                      reason: str | None = None) -> None:
+    def requeue(self, key: RoutingKey, payload: str, params: Parameters,
+                reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Replace a consumed message by one with new parameters, ready at its delay;
         `reason` says why, for plugins (one of `REQUEUE_REASONS`)."""
         chain = self._chains.requeue
         if chain is None:
-            return await self._requeue(key, payload, params, reason)
-        return await chain.around(_requeue_args(self, key, payload, params, reason),
-                                  self._requeue, key, payload, params, reason)
+            return self._requeue(key, payload, params, reason)
+        hook_args = (_requeue_args(self, key, payload, params, reason) if chain.takes_args
+                     else NO_ARGS)
+        return chain.around(hook_args, self._requeue, key, payload, params, reason)
 
-    async def ack(self, key: RoutingKey) -> None:
+    def ack(self, key: RoutingKey) -> Coroutine[Any, Any, None]:
         """The message is done: remove it."""
         chain = self._chains.ack
         if chain is None:
-            return await self._ack(key)
-        return await chain.around(_key_args(self, key), self._ack, key)
+            return self._ack(key)
+        hook_args = _key_args(self, key) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._ack, key)
 
-    async def nack(self, key: RoutingKey, reason: str | None = None) -> None:
+    def nack(self, key: RoutingKey, reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Move the message to its queue's dead-letter part; `reason`, when given, is kept
         in the dead message's `headers[DEAD_REASON_HEADER]`."""
         chain = self._chains.nack
         if chain is None:
-            return await self._nack(key, reason)
-        return await chain.around(_nack_args(self, key, reason), self._nack, key, reason)
+            return self._nack(key, reason)
+        hook_args = _nack_args(self, key, reason) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._nack, key, reason)
 
-    async def reject(self, key: RoutingKey) -> None:
+    def reject(self, key: RoutingKey) -> Coroutine[Any, Any, None]:
         """Return the message to its queue as it was, no retry counted."""
         chain = self._chains.reject
         if chain is None:
-            return await self._reject(key)
-        return await chain.around(_key_args(self, key), self._reject, key)
+            return self._reject(key)
+        hook_args = _key_args(self, key) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._reject, key)
 
-    async def queue_declare(self, queue_name: str) -> None:
+    def queue_declare(self, queue_name: str) -> Coroutine[Any, Any, None]:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
         chain = self._chains.queue_declare
         if chain is None:
-            return await self._queue_declare(queue_name)
-        return await chain.around(_queue_args(self, queue_name), self._queue_declare,
-                                  queue_name)
+            return self._queue_declare(queue_name)
+        hook_args = _queue_args(self, queue_name) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._queue_declare, queue_name)
 
-    async def queue_flush(self, queue_name: str) -> None:
+    def queue_flush(self, queue_name: str) -> Coroutine[Any, Any, None]:
         """Remove every message of the queue: ready, delayed, dead and in flight."""
         chain = self._chains.queue_flush
         if chain is None:
-            return await self._queue_flush(queue_name)
-        return await chain.around(_queue_args(self, queue_name), self._queue_flush,
-                                  queue_name)
+            return self._queue_flush(queue_name)
+        hook_args = _queue_args(self, queue_name) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._queue_flush, queue_name)
 
-    async def queue_delete(self, queue_name: str) -> None:
+    def queue_delete(self, queue_name: str) -> Coroutine[Any, Any, None]:
         """Delete the queue and everything in it."""
         chain = self._chains.queue_delete
         if chain is None:
-            return await self._queue_delete(queue_name)
-        return await chain.around(_queue_args(self, queue_name), self._queue_delete,
-                                  queue_name)
+            return self._queue_delete(queue_name)
+        hook_args = _queue_args(self, queue_name) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._queue_delete, queue_name)
 
     def consume(
         self,
@@ -330,15 +339,16 @@ class Consumer(ABC):
     def __aiter__(self) -> AsyncIterator[RawMessage]:
         return self
 
-    async def __anext__(self) -> RawMessage:
+    def __anext__(self) -> Coroutine[Any, Any, RawMessage]:
         """The next message (see `_next`), through the `repid_consume` wrappers."""
         chain = self._chains.consume
         if chain is None:
-            return await self._next()
+            return self._next()
         broker = self.broker
-        return await chain.around(
-            {"connection": broker.hook_connection, "broker": broker,
-             "queue": self.queue_name, "category": self.category}, self._next)
+        hook_args = NO_ARGS if not chain.takes_args else {
+            "connection": broker.hook_connection, "broker": broker,
+            "queue": self.queue_name, "category": self.category}
+        return chain.around(hook_args, self._next)
 
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
@@ -374,27 +384,29 @@ class BucketBroker(_HasMiddleware, ABC):
     @abstractmethod
     async def disconnect(self) -> None: ...
 
-    async def get_bucket(self, id_: str) -> BucketT | None:
+    def get_bucket(self, id_: str) -> Coroutine[Any, Any, BucketT | None]:
         """The bucket stored under `id_`, or None (never stored, deleted or expired)."""
         chain = self._chains.get_bucket
         if chain is None:
-            return await self._get_bucket(id_)
-        return await chain.around(_bucket_args(self, id_), self._get_bucket, id_)
+            return self._get_bucket(id_)
+        hook_args = _bucket_args(self, id_) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._get_bucket, id_)
 
-    async def store_bucket(self, id_: str, payload: BucketT) -> None:
+    def store_bucket(self, id_: str, payload: BucketT) -> Coroutine[Any, Any, None]:
         """Store `payload` under `id_`; it expires after `payload.ttl` when set."""
         chain = self._chains.store_bucket
         if chain is None:
-            return await self._store_bucket(id_, payload)
-        return await chain.around(_store_args(self, id_, payload), self._store_bucket, id_,
-                                  payload)
+            return self._store_bucket(id_, payload)
+        hook_args = _store_args(self, id_, payload) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._store_bucket, id_, payload)
 
-    async def delete_bucket(self, id_: str) -> None:
+    def delete_bucket(self, id_: str) -> Coroutine[Any, Any, None]:
         """Delete the bucket stored under `id_` (nothing happens if there is none)."""
         chain = self._chains.delete_bucket
         if chain is None:
-            return await self._delete_bucket(id_)
-        return await chain.around(_bucket_args(self, id_), self._delete_bucket, id_)
+            return self._delete_bucket(id_)
+        hook_args = _bucket_args(self, id_) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._delete_bucket, id_)
 
     @abstractmethod
     async def _get_bucket(self, id_: str) -> BucketT | None: ...

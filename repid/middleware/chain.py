@@ -3,14 +3,18 @@
 Every around call of repid is plain code of the same shape: a broker method, the
 consumer's `__anext__` (`repid_consume`) and the worker's actor run (`repid_actor_run`)::
 
-    async def ack(self, key):
+    def ack(self, key):
         chain = self._chains.ack
         if chain is None:                      # nothing registered: the call, directly
-            return await self._ack(key)
-        return await chain.around(self._key_args(key), self._ack, key)
+            return self._ack(key)
+        return chain.around(_key_args(chain, self, key), self._ack, key)
 
-`hook_args` holds every argument of the hook, by the names of its hookspec
-(`repid.middleware.hookspecs`); each wrapper is called with the ones it names. One
+The public method is a plain function that returns the coroutine to await: the
+implementation's own, or the chain's around it; so a call costs no coroutine more than
+its implementation with no plugin, and one more with plugins. `hook_args` holds every
+argument of the hook, by the names of its hookspec (`repid.middleware.hookspecs`), and
+is built only when a wrapper (or a v1 subscriber) names one (`takes_args`; `NO_ARGS`
+otherwise); each wrapper is called with the arguments it names. One
 semantics whatever the number of wrappers: each wrapper sees the call's result or error
 and may replace it (a value instead of an error, or another value); a wrapper that fails
 before its yield is logged and skipped, and one that raises something else after it is
@@ -20,7 +24,8 @@ logged and ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar
 
 logger = logging.getLogger("repid.middleware")
@@ -33,6 +38,8 @@ Gen = Generator[None, Any, Any]
 Wrapper = tuple[Callable[..., Gen], tuple[str, ...], str]
 #: the wrappers started for one call, outermost first: (generator, wrapper index)
 Started = list[tuple[Gen, int]]
+#: the hook arguments of a call when no wrapper names any
+NO_ARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class Subscriber:
@@ -61,7 +68,8 @@ class HookChain:
     """Everything that runs around one kind of call. Exists only when something is there,
     so a call with no plugin costs one `is None` check (see the module's docstring)."""
 
-    __slots__ = ("after", "aliases", "before", "event", "name", "wrappers")
+    __slots__ = ("after", "aliases", "before", "event", "name", "single", "takes_args",
+                 "wrappers")
 
     def __init__(
         self,
@@ -70,7 +78,7 @@ class HookChain:
         wrappers: tuple[Wrapper, ...],
         before: tuple[Subscriber, ...],
         after: tuple[Subscriber, ...],
-        aliases: Callable[[dict[str, Any]], dict[str, Any]],
+        aliases: Callable[[Mapping[str, Any]], dict[str, Any]],
     ) -> None:
         self.event = event
         self.name = name
@@ -79,11 +87,46 @@ class HookChain:
         self.after = after
         #: the hook's arguments under the names v1 subscribers know them by
         self.aliases = aliases
+        #: whether a call must build its hook arguments (else it passes `NO_ARGS`)
+        self.takes_args = bool(before or after) or any(names for _, names, _ in wrappers)
+        #: the only wrapper, when there is one and no v1 subscriber (the common case)
+        self.single = wrappers[0] if len(wrappers) == 1 and not (before or after) else None
 
-    async def around(self, hook_args: dict[str, Any], call: Callable[P, Awaitable[R]],
+    async def around(self, hook_args: Mapping[str, Any], call: Callable[P, Awaitable[R]],
                      *args: P.args, **kwargs: P.kwargs) -> R:
         """Await `call(*args, **kwargs)` inside the wrappers (and between the v1
         `before_*` and `after_*` subscribers); return what the outermost wrapper leaves."""
+        single = self.single
+        if single is None:
+            return await self._around_all(hook_args, call, *args, **kwargs)
+        # one wrapper and no subscriber, the common case: `_enter` and `_leave` written
+        # out for it
+        function, argnames, _ = single
+        try:
+            gen = function(*map(hook_args.__getitem__, argnames)) if argnames \
+                else function()
+            next(gen)
+        except Exception as exc:
+            self._skipped(0, exc)
+            return await call(*args, **kwargs)
+        try:
+            result = await call(*args, **kwargs)
+        except BaseException as exc:
+            return self._unwind([(gen, 0)], None, exc)  # type: ignore[no-any-return]
+        try:
+            gen.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except BaseException as exc:
+            self._ignored(0, exc)
+        else:
+            self._yielded_twice(gen, 0)
+        return result
+
+    async def _around_all(self, hook_args: Mapping[str, Any],
+                          call: Callable[P, Awaitable[R]], *args: P.args,
+                          **kwargs: P.kwargs) -> R:
+        """`around` with several wrappers, or v1 subscribers."""
         if self.before or self.after:
             return await self._with_subscribers(hook_args, call, *args, **kwargs)
         started = self._enter(hook_args)
@@ -93,12 +136,13 @@ class HookChain:
             return self._unwind(started, None, exc)  # type: ignore[no-any-return]
         return self._leave(started, result)  # type: ignore[no-any-return]
 
-    def _enter(self, hook_args: dict[str, Any]) -> Started:
+    def _enter(self, hook_args: Mapping[str, Any]) -> Started:
         """Start every wrapper, outermost first, with the hook arguments it names."""
         started = []
         for index, (function, argnames, _) in enumerate(self.wrappers):
             try:
-                gen = function(*[hook_args[name] for name in argnames])
+                gen = function(*map(hook_args.__getitem__, argnames)) if argnames \
+                    else function()
                 next(gen)
             except Exception as exc:
                 self._skipped(index, exc)
@@ -164,7 +208,7 @@ class HookChain:
         logger.error("plugin %s: %s wrapper yielded twice; ignored", self.wrappers[index][2],
                      self.name)
 
-    async def _with_subscribers(self, hook_args: dict[str, Any],
+    async def _with_subscribers(self, hook_args: Mapping[str, Any],
                                 call: Callable[P, Awaitable[R]],
                                 *args: P.args, **kwargs: P.kwargs) -> R:
         """`around`, between the v1 `before_*` subscribers and the `after_*` ones (which

@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from repid.middleware.chain import Subscriber
@@ -42,7 +42,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def v1_values(kwargs: dict[str, Any]) -> dict[str, Any]:
+def v1_values(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The hook's arguments under their v1 names."""
     values = dict(kwargs)
     if "queue" in kwargs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from repid.app import Repid
 from repid.brokers.base import BucketBroker, Consumer, MessageBroker
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
 from repid.config import Config
@@ -36,9 +37,7 @@ from repid.errors import (
     RepidError,
     SettleError,
 )
-from repid.health import HealthCheckServerSettings
 from repid.job import Job, enqueue_many
-from repid.main import Repid
 from repid.message import Message, MessageDependency
 from repid.middleware import Middleware, hookimpl
 from repid.queue import Queue
@@ -46,6 +45,7 @@ from repid.retry_policy import default_retry_policy_factory
 from repid.router import Actor, ActorResult, Router
 from repid.testing.types import EventLog, GetEventLogT, GetInMemoryQueueT, GetMockedActorT
 from repid.worker import Worker
+from repid.worker.health import HealthCheckServerSettings
 
 if TYPE_CHECKING:  # `X as X`: re-exported for type checkers, imported lazily at run time
     from repid.brokers.rabbitmq import RabbitMessageBroker as RabbitMessageBroker

@@ -137,6 +137,8 @@ class DefaultConverter:
 
     def convert_inputs(self, data: str) -> Params:
         given = self._arguments(_decode(data))
+        if not given and not self.params:  # an actor that takes nothing, given nothing
+            return [], {}
         return self._call_args(self._validate(given), given)
 
     def convert_outputs(self, data: Any) -> str:
@@ -152,8 +154,8 @@ class DefaultConverter:
         if not isinstance(data, dict):
             raise ArgumentsError(f"payload must be a JSON object of arguments, got "
                                  f"{type(data).__name__}")
-        missing = [self.keys[name][0] for name in self.required
-                   if not any(key in data for key in self.keys[name])]
+        missing = self.required and [self.keys[name][0] for name in self.required
+                                     if not any(key in data for key in self.keys[name])]
         if missing:
             raise ArgumentsError(f"{self.name} is missing required arguments "
                                  f"{sorted(missing)}")

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from random import getrandbits
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
+from repid.app import Repid, resolve_connection
 from repid.data import (
     ArgsBucket,
     DelayProperties,
@@ -21,7 +22,6 @@ from repid.data import (
     utcnow,
 )
 from repid.data.parameters import NO_DELAY
-from repid.main import Repid, resolve_connection
 from repid.queue import Queue
 from repid.schedule import first_run
 from repid.serializer import ARGS_BUCKET_MARKER, encode_args

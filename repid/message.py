@@ -2,7 +2,8 @@
 
 `Queue.get_messages()` yields `Message`s: settling one (`ack`, `nack`, `reject`, `retry`,
 `force_retry`, `reschedule`) sends that one call to the broker, e.g. to send dead letters
-back with `await msg.reschedule()`.
+back with `await msg.reschedule()`. A dead message that cannot be decoded (`is_poison`) can
+only be deleted with `await msg.ack()`: sending it back raises `PoisonMessageError`.
 
 Inside an actor, a parameter annotated `MessageDependency` receives the message being
 processed. There a settling call is an **eager response**, as in repid 1.x:
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from repid.brokers.poison import PoisonKey, refuse_requeue
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
 from repid.data.headers import FATE_HEADERS
 from repid.errors import AlreadySettledError, NoRetriesLeftError
@@ -69,6 +71,14 @@ class Message:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key={self.key!r}, category={self.category.value})"
+
+    @property
+    def is_poison(self) -> bool:
+        """Whether this is a dead message that cannot be decoded (`repid.brokers.poison`):
+        its `raw_payload` is the stored body as text, its `parameters` are default ones
+        with the reason in `headers[DEAD_REASON_HEADER]`; it can only be deleted (`ack`),
+        `reschedule` and the retries raise `PoisonMessageError`."""
+        return isinstance(self.key, PoisonKey)
 
     def _settle(self, action: str) -> None:
         if self.is_settled:
@@ -113,6 +123,7 @@ class Message:
         """Run again after `delay` (default: the retry policy), retries left or not."""
         if delay is None:
             delay = next_retry
+        refuse_requeue(self.key, "retry")
         self._settle("retry")
         if delay is None:
             delay = compute_retry_delay(self.connection, self.actor, self.key,
@@ -124,7 +135,9 @@ class Message:
 
     async def reschedule(self) -> None:
         """Send the message back with its tries reset: a recurring job to its next time,
-        any other (e.g. a dead letter) to its queue at once."""
+        any other (e.g. a dead letter) to its queue at once. A poison message (`is_poison`)
+        cannot go back: `PoisonMessageError`, and it stays unsettled (`ack` deletes it)."""
+        refuse_requeue(self.key, "reschedule")
         self._settle("reschedule")
         params = self.parameters
         when = next_run(params.delay) if params.delay.is_recurring else None
@@ -153,7 +166,7 @@ class MessageDependency(Message):
     """Annotate an actor parameter with this type to receive the message being processed;
     its settling calls are eager responses (see the module's docstring)."""
 
-    __slots__ = ("_after", "_error", "_result", "_result_at")
+    __slots__ = ("_after", "_error", "_result", "_result_at", "has_submitted")
 
     def __init__(self, key: RoutingKey, raw_payload: str, parameters: Parameters,
                  category: MessageCategory, connection: Connection,
@@ -166,16 +179,13 @@ class MessageDependency(Message):
         self._result_at = 0
         #: the exception given to set_exception, while it is the latest set
         self._error: BaseException | None = None
+        #: whether a result or a callback waits for the settle
+        self.has_submitted = False
 
     @property
     def has_result(self) -> bool:
         """Whether `set_result` or `set_exception` was called."""
         return self._result is not None
-
-    @property
-    def has_submitted(self) -> bool:
-        """Whether a result or a callback waits for the settle."""
-        return self._result is not None or bool(self._after)
 
     def set_result(self, value: Any) -> None:
         """Store `value` as the run's successful result once the message is settled. The
@@ -199,6 +209,7 @@ class MessageDependency(Message):
         if self._after is None:
             self._after = []
         self._after.append(fn)
+        self.has_submitted = True
 
     def _check_result_wanted(self) -> None:
         if self.parameters.result is None or self.connection.results_bucket_broker is None:
@@ -210,6 +221,7 @@ class MessageDependency(Message):
     def _set(self, bucket: ResultBucket, error: BaseException | None) -> None:
         self._result, self._error = bucket, error
         self._result_at = len(self._after or ())
+        self.has_submitted = True
 
     def _result_ttl(self) -> timedelta | None:
         return None if self.parameters.result is None else self.parameters.result.ttl

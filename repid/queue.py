@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
+from repid.app import resolve_connection
 from repid.data import MessageCategory
-from repid.main import resolve_connection
 from repid.message import Message
 from repid.validation import check_name
 
@@ -62,7 +62,9 @@ class Queue:
 
         Each message taken from NORMAL must be settled (`ack`, `nack`, `reject`, `retry`,
         `reschedule`); a DEAD one stays dead until you `reschedule` it (sends it back to the
-        queue) or `ack` it (deletes it).
+        queue) or `ack` it (deletes it). A DEAD one that cannot be decoded is yielded too,
+        as a poison message (`msg.is_poison`: its raw body as text, its reason in
+        `parameters.headers[DEAD_REASON_HEADER]`), which can only be deleted (`ack`).
         """
         connection = self.connection
         consumer = connection.message_broker.consume(

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar, overload
+from typing import Any, NamedTuple, TypeVar, overload
 
 from repid.config import Config
 from repid.converter import ConverterT, make_converter
@@ -24,11 +24,12 @@ def _where(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-@dataclass(frozen=True, slots=True)
-class ActorResult:
+class ActorResult(NamedTuple):
     """The outcome of one actor run: the return value (`data`) or the `exception`.
     `reporting_done` is True when the actor settled its message itself (an eager
-    response), as in repid 1.x: the worker then neither settles it nor stores `data`."""
+    response), as in repid 1.x: the worker then neither settles it nor stores `data`.
+    A named tuple, as in 1.x (and about a tenth of a frozen dataclass's cost to make,
+    once per message)."""
 
     data: Any
     success: bool

@@ -26,8 +26,11 @@ Delivery promises of every `MessageBroker`:
    `nack` is in the dead message's `params.headers[DEAD_REASON_HEADER]`.
 7. **Poison isolated.** A stored message that cannot be decoded, for any reason, is
    moved to the dead-letter part by the consumer, alone, with the reason logged and in its
-   `DEAD_REASON_HEADER`; the rest of what was taken with it is handed out, and consuming
-   goes on.
+   `DEAD_REASON_HEADER`, through the `repid_nack` hook like every dead-lettering
+   (`Consumer.poison_nack`); the rest of what was taken with it is handed out, and
+   consuming goes on. `consume(category=DEAD)` hands it out as a poison message (its id,
+   its raw body as text, its reason; see `repid.brokers.poison`), which `ack` deletes and
+   nothing sends back to the queue.
 8. **Deliveries counted.** `delivery_count(key)` tells how many times a consumed message
    was delivered without being settled, so the worker can dead-letter one that keeps
    killing its process (`max_deliveries`).
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
@@ -160,9 +163,22 @@ class MessageBroker(_HasMiddleware, ABC):
         if size > self.max_message_size:
             raise MessageTooLargeError(key, size, self.max_message_size)
 
+    def check_sizes(self, messages: Iterable[RawMessage]) -> list[RawMessage]:
+        """`messages` as a list, once no payload is over `max_message_size`
+        (`MessageTooLargeError` names the first that is). Every `enqueue_many` calls it
+        before it stores anything, so a batch with one message too large stores none; like
+        `enqueue`, it encodes only a payload long enough to be over."""
+        batch = list(messages)
+        quarter = self.max_message_size >> 2  # a character is 1 to 4 bytes
+        for key, payload, _ in batch:
+            if len(payload) > quarter:
+                self.check_size(key, payload)
+        return batch
+
     async def enqueue_many(self, messages: Iterable[RawMessage]) -> None:
-        """Store many messages; brokers may confirm them in one round."""
-        for key, payload, params in messages:
+        """Store many messages; brokers may confirm them in one round. Sizes are checked
+        first (`check_sizes`): nothing is stored when one is too large."""
+        for key, payload, params in self.check_sizes(messages):
             await self.enqueue(key, payload, params)
 
     def requeue(self, key: RoutingKey, payload: str, params: Parameters,
@@ -305,6 +321,11 @@ class MessageBroker(_HasMiddleware, ABC):
         (-1 where the broker cannot tell)."""
         return {"ready": -1, "delayed": -1, "in_flight": -1, "dead": -1}
 
+    async def queue_names(self) -> list[str] | None:
+        """The names of the declared queues, sorted; None where the broker cannot list
+        them."""
+        return None
+
 
 class Consumer(ABC):
     """Takes messages of one queue and category, one `__anext__` at a time.
@@ -350,6 +371,19 @@ class Consumer(ABC):
             "queue": self.queue_name, "category": self.category}
         return chain.around(hook_args, self._next)
 
+    def poison_nack(self, id_: str, reason: str,
+                    dead_letter: Callable[[], Awaitable[None]]) -> Awaitable[None]:
+        """Poison isolated (promise 7) through the `repid_nack` hook, as every
+        dead-lettering: `dead_letter()` moves the undecodable message `id_` of this queue
+        to its dead-letter part (raising if it could not). The hook's key holds only what
+        is known without decoding: `id_`, the queue, topic "" (see `repid_nack`)."""
+        chain = self._chains.nack
+        if chain is None:
+            return dead_letter()
+        key = RoutingKey(id_, "", self.queue_name)
+        hook_args = _nack_args(self.broker, key, reason) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, dead_letter)
+
     async def start(self) -> None:
         """Begin receiving (subscribe, start prefetching). Called before the first take."""
 
@@ -357,7 +391,7 @@ class Consumer(ABC):
         """Hold nothing that was not handed out: give back what was received but not yet
         handed out (deliberately: not counted as a delivery) and receive nothing more until
         `resume()`, except what `__anext__` asks for. The worker pauses its consumers while
-        a suspect runs alone (`repid.isolation`). Nothing to do for a consumer that holds
+        a suspect runs alone (`repid.worker.isolation`). Nothing to do for a consumer that holds
         nothing of its own."""
 
     async def resume(self) -> None:

@@ -72,14 +72,65 @@ def dsn_secrets(dsn: str) -> set[str]:
     return found - {""}
 
 
+#: the DSN schemes of each system a broker connects to
+SCHEMES: dict[str, tuple[str, ...]] = {
+    "RabbitMQ": ("amqp", "amqps"),
+    "Redis": ("redis", "rediss", "unix"),
+}
+#: the broker to use with a DSN of each system
+BROKERS = {"RabbitMQ": "RabbitMessageBroker", "Redis": "RedisMessageBroker"}
+
+
+def scheme_of(dsn: str) -> str:
+    """The DSN's scheme, lower-cased (`""` when it has none: `localhost:6379`)."""
+    if "://" not in dsn:
+        return ""
+    try:
+        return urlsplit(dsn).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def system_of(scheme: str) -> str | None:
+    """The system whose DSNs have this scheme (`"Redis"` for `rediss`), or None."""
+    return next((system for system, schemes in SCHEMES.items() if scheme in schemes), None)
+
+
 def require_dsn(dsn: object, owner: str, example: str) -> str:
-    """`dsn` when it is a non-empty string; else a `ValueError` saying which DSN is
-    missing (a DSN read with `os.environ.get` from an unset variable is None: without this
-    check a client would connect somewhere else, or fail with an unrelated message)."""
+    """`dsn` when it is a non-empty string with a scheme of the system `example` is a DSN
+    of (`check_scheme`); else a `ValueError` saying what is wrong (a DSN read with
+    `os.environ.get` from an unset variable is None: without this check a client would
+    connect somewhere else, or fail with an unrelated message)."""
     if isinstance(dsn, str) and dsn.strip():
+        check_scheme(dsn, owner, example)
         return dsn
     got = "None" if dsn is None else f"an empty {type(dsn).__name__}"
     raise ValueError(
         f"{owner} needs a DSN such as {example!r}, but its dsn is {got}. If it comes from "
         "the environment, the variable is not set: set it, or give a default, e.g. "
         f"os.environ.get('...', {example!r})")
+
+
+def check_scheme(dsn: str, owner: str, example: str) -> None:
+    """A `ValueError` unless `dsn`'s scheme is one of the system `example` is a DSN of,
+    saying which schemes that system takes and, for another system's DSN, which broker
+    it belongs to. The DSN is shown masked."""
+    system = system_of(scheme_of(example))
+    if system is None:
+        return
+    schemes = SCHEMES[system]
+    scheme = scheme_of(dsn)
+    if scheme in schemes:
+        return
+    other = system_of(scheme)
+    if not scheme:
+        why = "has no scheme"
+    elif other is None:
+        why = f"has the scheme {scheme}://"
+    else:
+        why = f"is a {other} DSN ({scheme}://)"
+    advice = f"; for {other}, use {BROKERS[other]}" if other else ""
+    accepted = ", ".join(f"{name}://" for name in schemes)
+    raise ValueError(
+        f"{owner} connects to {system} and needs a {system} DSN ({accepted}), such as "
+        f"{example!r}, but its dsn {mask_dsn(dsn)!r} {why}{advice}")

@@ -203,6 +203,9 @@ class InMemoryMessageBroker(MessageBroker):
             return _ReadyConsumer(self, queue_name, category)
         return _PartReader(self, queue_name, category, stop_when_empty)
 
+    async def queue_names(self) -> list[str] | None:
+        return sorted(self.queues)
+
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
         q = self._queue(queue_name)
         return {"ready": q.simple.qsize(), "delayed": len(q.delayed),

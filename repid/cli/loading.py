@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 import click
 
+from repid.app import Repid
 from repid.brokers.base import BucketBroker, MessageBroker
 from repid.brokers.dsn import dsn_secrets, mask_dsn
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
 from repid.connection import Connection
-from repid.main import Repid
 from repid.router import Router
 from repid.worker import Worker
 
@@ -117,8 +117,9 @@ def import_object(path: str) -> object:
     return found
 
 
-def load_worker(path: str) -> Worker:
-    """The Worker named by `path`, or a new Worker around the Router it names."""
+def load_worker(path: str, queues: tuple[str, ...] = ()) -> Worker:
+    """The Worker named by `path`, or a new Worker around the Router it names; with
+    `queues`, keeping only the actors of those queues."""
     found = import_object(path)
     if isinstance(found, Worker):
         worker = found
@@ -128,7 +129,25 @@ def load_worker(path: str) -> Worker:
         raise CliError(f"{path!r} is a {type(found).__name__}, not a repid Worker or Router")
     if not worker.actors:
         raise CliError(f"{path!r} has no actors: register some with @router.actor")
+    if queues:
+        select_queues(worker, queues, path)
     return worker
+
+
+def parse_queues(text: str | None) -> tuple[str, ...]:
+    """The names of `--queues a,b` (spaces and empty names ignored)."""
+    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
+
+
+def select_queues(worker: Worker, queues: tuple[str, ...], path: str) -> None:
+    """Keep only the actors of `worker` that read one of `queues`."""
+    known = sorted(worker.topics_by_queue)
+    unknown = [name for name in queues if name not in known]
+    if unknown:
+        raise CliError(f"--queues: {', '.join(map(repr, unknown))} not read by any actor of "
+                       f"{path!r}; its queues are: {', '.join(known)}")
+    worker.actors = {name: actor for name, actor in worker.actors.items()
+                     if actor.queue in queues}
 
 
 def load_app(path: str) -> Connection:

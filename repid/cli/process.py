@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from types import FrameType
 
+from repid.app import Repid
 from repid.cli.loading import (
     CliError,
     connect,
@@ -32,12 +33,11 @@ from repid.cli.loading import (
 )
 from repid.cli.supervisor import HEARTBEAT_SECONDS, READY_FD_ENV, SUPERVISOR_PID_ENV, report_line
 from repid.connection import Connection
-from repid.health import HttpServer
-from repid.health import Route as HealthRoute
-from repid.main import Repid
 from repid.middleware import hookimpl
-from repid.signals import STOP_SIGNALS, StopSignals, install
 from repid.worker import Worker
+from repid.worker.health import HttpServer
+from repid.worker.health import Route as HealthRoute
+from repid.worker.signals import STOP_SIGNALS, StopSignals, install
 
 logger = logging.getLogger("repid.cli")
 
@@ -61,6 +61,10 @@ class WorkerOptions:
     log_level: str
     plugins: tuple[str, ...] = ()
     unhealthy_after: float | None = None
+    #: only the actors of these queues (`--queues`); empty: all
+    queues: tuple[str, ...] = ()
+    #: stop after this many messages (`--messages-limit`; per process with `--processes`)
+    messages_limit: int | None = None
 
     def child_command(self) -> list[str]:
         """The command line of one supervised worker process."""
@@ -78,6 +82,10 @@ class WorkerOptions:
             command += ["--metrics-port", str(self.metrics_port)]
         if self.unhealthy_after is not None:
             command += ["--unhealthy-after", str(self.unhealthy_after)]
+        if self.queues:
+            command += ["--queues", ",".join(self.queues)]
+        if self.messages_limit is not None:
+            command += ["--messages-limit", str(self.messages_limit)]
         return command
 
 
@@ -108,6 +116,8 @@ def configure_worker(worker: Worker, connection: Connection, options: WorkerOpti
         worker.tasks_limit = options.concurrency
     if options.graceful_shutdown_time is not None:
         worker.graceful_shutdown_time = options.graceful_shutdown_time
+    if options.messages_limit is not None:
+        worker.messages_limit = options.messages_limit
     settings = worker.health_check_server_settings
     if options.health_port is not None:
         worker.run_health_check_server = True
@@ -316,7 +326,7 @@ async def serve(worker: Worker, connection: Connection, options: WorkerOptions,
 
 def run_in_process(options: WorkerOptions) -> int:
     """Run one worker in this process; the exit code."""
-    worker = load_worker(options.target)
+    worker = load_worker(options.target, options.queues)
     connection = load_connection(options.app, worker)
     configure_worker(worker, connection, options)
     register_plugins(connection, options.plugins)

@@ -1,7 +1,8 @@
 """The supervisor behind `repid worker --processes N` and `--reload`.
 
 It starts N worker processes (each one `python -m repid.cli worker ...`), restarts one that
-dies (after a delay doubling from 0.5 s to 30 s while processes keep dying young), forwards
+dies (after a delay doubling from 0.5 s to 30 s while processes keep dying young) and, with
+`--messages-limit`, one that exits 0 having reached its limit (at once: not a failure), forwards
 SIGTERM/SIGINT so they shut down gracefully (a second signal is forwarded at once, so they
 return their jobs without waiting for the grace time), and serves `/healthz` and `/metrics`
 for all of them.
@@ -39,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from repid.cli.reload import changed_file, snapshot
-from repid.health import HttpServer, Route, ServerThread
-from repid.signals import STOP_SIGNALS, StopSignals, install
+from repid.worker.health import HttpServer, Route, ServerThread
+from repid.worker.signals import STOP_SIGNALS, StopSignals, install
 
 logger = logging.getLogger("repid.cli.supervisor")
 
@@ -96,6 +97,8 @@ class SupervisorSettings:
     reload: bool = False
     reload_root: str = field(default_factory=os.getcwd)
     unhealthy_after: float = 30.0  # seconds a process may be silent before /healthz is 503
+    #: replace a ready process that exits 0 by itself (`--messages-limit`: it did its share)
+    replace_finished: bool = False
 
 
 @dataclass
@@ -292,8 +295,16 @@ class Supervisor:
         how = describe_exit(code)
         if self.stopping or self._reloading:
             logger.info("worker process %d (pid %d) exited (%s)", child.index, child.pid, how)
-            if code != 0 and self.stopping:
+            # a process still starting when the stop was forwarded dies of that SIGTERM
+            # (its handler is not installed yet): stopped as asked, not a failure
+            stopped_while_starting = code == -signal.SIGTERM and not child.ready
+            if code != 0 and self.stopping and not stopped_while_starting:
                 self.exit_code = self.exit_code or 1
+            return
+        if code == 0 and child.ready and self.settings.replace_finished:
+            logger.info("worker process %d (pid %d) reached its --messages-limit; starting "
+                        "a new one", child.index, child.pid)
+            self._restart_at[child.index] = time.monotonic()
             return
         if code == 0:
             logger.info("worker process %d (pid %d) finished (exit code 0); not restarting",

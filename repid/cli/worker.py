@@ -14,9 +14,17 @@ import tempfile
 import click
 
 from repid.brokers.in_memory import InMemoryMessageBroker
-from repid.cli.loading import CliError, connect, load_connection, load_worker, register_plugins
+from repid.cli.loading import (
+    CliError,
+    connect,
+    load_connection,
+    load_worker,
+    parse_queues,
+    register_plugins,
+)
 from repid.cli.logs import configure_logging
 from repid.cli.process import WorkerOptions, pidfile, run_in_process
+from repid.cli.session import APP_ENV
 from repid.cli.supervisor import Supervisor, SupervisorSettings
 from repid.connection import Connection
 
@@ -54,7 +62,7 @@ def supervise(options: WorkerOptions) -> int:
     metrics_dir, created = (prepare_metrics_dir() if options.metrics_port is not None
                             else (None, None))
     try:
-        worker = load_worker(options.target)
+        worker = load_worker(options.target, options.queues)
         connection = load_connection(options.app, worker)
         register_plugins(connection, options.plugins)
         if isinstance(connection.message_broker, InMemoryMessageBroker) \
@@ -78,6 +86,7 @@ def supervise(options: WorkerOptions) -> int:
             metrics=None if options.metrics_port is None else (address, options.metrics_port),
             metrics_dir=metrics_dir,
             reload=options.reload,
+            replace_finished=options.messages_limit is not None,
             unhealthy_after=(own.unhealthy_after if options.unhealthy_after is None
                              else options.unhealthy_after),
         ))
@@ -94,9 +103,9 @@ def supervise(options: WorkerOptions) -> int:
 
 @click.command("worker")
 @click.argument("target", metavar="MODULE:ATTR")
-@click.option("--app", metavar="MODULE:ATTR",
-              help="A Repid or Connection to use; default: the Worker's own, else the "
-                   "REPID_*_DSN environment variables.")
+@click.option("--app", metavar="MODULE:ATTR", envvar=APP_ENV,
+              help=f"A Repid or Connection to use [default: ${APP_ENV}, else the Worker's "
+                   "own, else the REPID_*_DSN environment variables].")
 @click.option("-p", "--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes to run under a supervisor.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1),
@@ -122,13 +131,19 @@ def supervise(options: WorkerOptions) -> int:
 @click.option("--reload", is_flag=True,
               help="Development: restart the workers when a .py file under the current "
                    "directory changes.")
+@click.option("--queues", "queues_text", metavar="A,B",
+              help="Only consume these queues (of the actors' queues).")
+@click.option("--messages-limit", type=click.IntRange(min=1), metavar="N",
+              help="Stop after N messages; with --processes, each process does and is "
+                   "replaced by a new one.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
               default="info", show_default=True)
 def worker_command(target: str, app: str | None, processes: int, concurrency: int | None,
                    health_port: int | None, unhealthy_after: float | None,
                    metrics_port: int | None, bind: str | None,
                    graceful_shutdown_time: float | None, pidfile: str | None,
-                   plugins: tuple[str, ...], reload: bool, log_level: str) -> None:
+                   plugins: tuple[str, ...], reload: bool, queues_text: str | None,
+                   messages_limit: int | None, log_level: str) -> None:
     """Run the worker that MODULE:ATTR names (a Worker, or a Router).
 
     MODULE is a dotted module name (importable from the current directory) or a path to
@@ -137,7 +152,8 @@ def worker_command(target: str, app: str | None, processes: int, concurrency: in
     """
     options = WorkerOptions(target, app, processes, concurrency, health_port, metrics_port,
                             bind, graceful_shutdown_time, pidfile, reload, log_level.lower(),
-                            plugins, unhealthy_after)
+                            plugins, unhealthy_after, parse_queues(queues_text),
+                            messages_limit)
     configure_logging(options.log_level)
     supervised = processes > 1 or reload
     code = supervise(options) if supervised else run_in_process(options)

@@ -1,5 +1,10 @@
-"""Middleware: the pluggy plugin manager, the hook contract and the v1 adapter."""
+"""Middleware: the pluggy plugin manager, the hook contract and the v1 adapter.
 
-from repid.middleware.manager import NO_CHAINS, Chains, Middleware, hookimpl
+What users need from here is `hookimpl` (to mark a plugin's hooks) and `Middleware` (a
+connection's plugins and v1 subscribers); the chains are internal
+(`repid.middleware.manager`).
+"""
 
-__all__ = ["NO_CHAINS", "Chains", "Middleware", "hookimpl"]
+from repid.middleware.manager import Middleware, hookimpl
+
+__all__ = ["Middleware", "hookimpl"]

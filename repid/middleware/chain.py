@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar
 
+from repid.middleware.v1 import Subscriber
+
 logger = logging.getLogger("repid.middleware")
 
 P = ParamSpec("P")
@@ -40,28 +42,6 @@ Wrapper = tuple[Callable[..., Gen], tuple[str, ...], str]
 Started = list[tuple[Gen, int]]
 #: the hook arguments of a call when no wrapper names any
 NO_ARGS: Mapping[str, Any] = MappingProxyType({})
-
-
-class Subscriber:
-    """A v1-style `before_<event>` / `after_<event>` function, sync or async."""
-
-    __slots__ = ("argnames", "function", "is_async", "name")
-
-    def __init__(
-        self, function: Callable[..., Any], argnames: tuple[str, ...], is_async: bool
-    ) -> None:
-        self.function = function
-        self.argnames = argnames
-        self.is_async = is_async
-        self.name = getattr(function, "__qualname__", repr(function))
-
-    async def call(self, values: dict[str, Any]) -> None:
-        try:
-            out = self.function(**{n: values[n] for n in self.argnames if n in values})
-            if self.is_async:
-                await out
-        except Exception:
-            logger.exception("middleware subscriber %s raised; ignored", self.name)
 
 
 class HookChain:

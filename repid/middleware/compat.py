@@ -1,121 +1,18 @@
-"""v1-style subscribers: functions named `before_<event>` / `after_<event>`.
+"""Kept for one release: the repid 1.x subscriber adapter moved to `repid.middleware.v1`.
 
-Each event maps to one around hook. A subscriber receives only the keyword arguments it
-names, under their v1 names; `after_*` subscribers may also take `result`.
-
-Where a subscriber runs (as in v1): a coroutine function runs on the event loop; any other
-callable runs in a thread of the loop's default executor, with the caller's context
-variables, so a blocking call in it (a report sent over the network) never stalls the
-loop. The broker call it subscribes to waits for it either way, so `before_*` still runs
-before the call and `after_*` after it.
+Import from `repid.middleware.v1`; this module only re-exports its names.
 """
 
-from __future__ import annotations
+from repid.middleware.v1 import (
+    EVENTS,
+    Subscriber,
+    collect,
+    is_async_callable,
+    make_subscriber,
+    off_loop,
+    parse_name,
+    v1_values,
+)
 
-import asyncio
-import functools
-import inspect
-import logging
-import warnings
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
-
-from repid.middleware.chain import Subscriber
-
-logger = logging.getLogger("repid.middleware")
-
-#: v1 event name (a call of `hookspecs.AROUND_CALLS`) -> the v1 argument names it offers
-EVENTS: dict[str, tuple[str, ...]] = {
-    "consume": (),
-    "enqueue": ("key", "payload", "params"),
-    "requeue": ("key", "payload", "params"),
-    "queue_declare": ("queue_name",),
-    "queue_flush": ("queue_name",),
-    "queue_delete": ("queue_name",),
-    "ack": ("key",),
-    "nack": ("key",),
-    "reject": ("key",),
-    "get_bucket": ("id_",),
-    "store_bucket": ("id_", "payload"),
-    "delete_bucket": ("id_",),
-    "actor_run": ("actor", "key", "parameters", "payload"),
-}
-
-
-def v1_values(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The hook's arguments under their v1 names."""
-    values = dict(kwargs)
-    if "queue" in kwargs:
-        values["queue_name"] = kwargs["queue"]
-    if "params" in kwargs:
-        values["parameters"] = kwargs["params"]
-    return values
-
-
-def parse_name(name: str) -> tuple[str, str] | None:
-    """`before_enqueue` -> ("before", "enqueue"); None if the name is not an event."""
-    for stage in ("before_", "after_"):
-        if name.startswith(stage) and name[len(stage):] in EVENTS:
-            return stage[:-1], name[len(stage):]
-    return None
-
-
-def is_async_callable(function: Callable[..., Any]) -> bool:
-    """True for coroutine functions, also behind `functools.partial` or as an object whose
-    `__call__` is one."""
-    while isinstance(function, functools.partial):
-        function = function.func
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
-        type(function).__call__)
-
-
-def off_loop(function: Callable[..., Any]) -> Callable[..., Awaitable[None]]:
-    """An async stand-in that runs the sync `function` in a thread (an awaitable it
-    returns is awaited back on the loop)."""
-
-    async def run_in_thread(**kwargs: Any) -> None:
-        out = await asyncio.to_thread(function, **kwargs)
-        if inspect.isawaitable(out):
-            await out
-
-    return run_in_thread
-
-
-def make_subscriber(function: Callable[..., Any], stage: str, event: str) -> Subscriber:
-    params = inspect.signature(function).parameters
-    offered = set(EVENTS[event]) | ({"result"} if stage == "after" else set())
-    takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    names = tuple(offered) if takes_all else tuple(n for n in params if n in offered)
-    unknown = [n for n, p in params.items()
-               if n not in offered and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-               and p.default is p.empty]
-    if unknown:
-        label = getattr(function, "__qualname__", repr(function))
-        raise TypeError(
-            f"subscriber {label} asks for {unknown}, which {stage}_{event} "
-            f"does not offer; it may take any of {sorted(offered)}"
-        )
-    if is_async_callable(function):
-        return Subscriber(function, names, True)
-    subscriber = Subscriber(off_loop(function), names, True)
-    subscriber.name = getattr(function, "__qualname__", repr(function))  # for log lines
-    return subscriber
-
-
-def collect(obj: Any) -> list[tuple[str, str, Callable[..., Any]]]:
-    """The (stage, event, function) triples an object offers; odd names are warned about."""
-    found = []
-    for attr in dir(obj):
-        if attr.startswith("_"):
-            continue
-        value = getattr(obj, attr)
-        if not callable(value):
-            continue
-        parsed = parse_name(attr)
-        if parsed is None:
-            if attr.startswith(("before_", "after_")):
-                warnings.warn(f"{attr} on {obj!r} matches no repid event; ignored",
-                              stacklevel=3)
-            continue
-        found.append((parsed[0], parsed[1], value))
-    return found
+__all__ = ["EVENTS", "Subscriber", "collect", "is_async_callable", "make_subscriber",
+           "off_loop", "parse_name", "v1_values"]

@@ -22,12 +22,12 @@ or return a value to replace it. If a wrapper raises anything else, the error is
 and the call goes on as if that wrapper were absent. The same holds whatever the number
 of plugins.
 
-**Decision hooks** are `firstresult`: the first plugin that returns something other than
-None decides (the plugin registered last is asked first). They are plain functions; a
-`wrapper=True` implementation is refused when the plugin is registered. If one raises,
-it is logged and the default decision applies.
-
-**Lifecycle hooks** are called on every plugin; an awaitable answer is awaited.
+**Decision hooks** answer a question; the first answer that is not None decides (the
+plugin registered last is asked first). **Lifecycle hooks** are called on every plugin;
+**contribution hooks** gather every plugin's answer. The kind of every hook, how a plugin
+writes it (registering refuses a wrapper where the kind wants none and the reverse, and a
+`repid_*` method that is not a hook) and what happens when a plugin raises are in the
+table below (`KINDS` and `HOOK_KINDS`, the one place they are stated).
 
 **Per-delivery state.** Every hook about one delivery of a message (`repid_actor_run` and
 the settles) gets its `stash` (also `key.stash`, and `message[0].stash` after the yield of
@@ -51,11 +51,12 @@ The order in which hooks fire for one message a worker handles::
 
 A message that has expired, or was delivered too often, goes from `repid_consume`
 straight to `repid_nack`; one for a topic no actor here handles goes straight to
-`repid_requeue`. In the pytest plugin's in-memory app the result's `repid_store_bucket`
-comes after the settle, outside `repid_actor_run`, as in repid 1.x. An eager response in
-the actor (`await msg.ack()`) fires its settle hook inside `repid_actor_run`, then the
-`repid_store_bucket` of a result given to `msg.set_result`, and the worker settles
-nothing after it.
+`repid_requeue`. A poison message (one that cannot be decoded) fires only
+`repid_nack`, before any worker sees it. In the pytest plugin's in-memory app the
+result's `repid_store_bucket` comes after the settle, outside `repid_actor_run`, as in
+repid 1.x. An eager response in the actor (`await msg.ack()`) fires its settle hook
+inside `repid_actor_run`, then the `repid_store_bucket` of a result given to
+`msg.set_result`, and the worker settles nothing after it.
 
 For one enqueue::
 
@@ -71,6 +72,7 @@ For one worker::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -86,7 +88,7 @@ if TYPE_CHECKING:
 hookspec = pluggy.HookspecMarker("repid")
 
 #: The calls plugins run around: each is the around hook `repid_<call>`, and the slot of
-#: that name in `repid.middleware.Chains`. This tuple is the one list of them.
+#: that name in `repid.middleware.manager.Chains`. This tuple is the one list of them.
 AROUND_CALLS = (
     "consume",
     "enqueue",
@@ -102,14 +104,86 @@ AROUND_CALLS = (
     "delete_bucket",
     "actor_run",
 )
-#: The around hooks (wrappers, `@hookimpl(wrapper=True)`).
-AROUND_HOOKS = tuple(f"repid_{call}" for call in AROUND_CALLS)
-#: The decision hooks (`firstresult`: the first answer that is not None decides).
-DECISION_HOOKS = ("repid_should_retry", "repid_retry_delay")
-#: The lifecycle hooks (called on every plugin; an awaitable answer is awaited).
-LIFECYCLE_HOOKS = ("repid_worker_start", "repid_worker_stop", "repid_http_routes")
-#: The whole contract, every hook of this module.
-HOOKS = AROUND_HOOKS + DECISION_HOOKS + LIFECYCLE_HOOKS
+
+AROUND = "around"
+DECISION = "decision"
+LIFECYCLE = "lifecycle"
+CONTRIBUTION = "contribution"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of hook: how a plugin writes it and what the core does with it."""
+
+    #: `around`, `decision`, `lifecycle` or `contribution`
+    name: str
+    #: True: `@hookimpl(wrapper=True)` is required; False: a wrapper is refused
+    wrapper: bool
+    #: what the marked function is
+    shape: str
+    #: how the core calls the implementations and uses their answers
+    called: str
+    #: what happens when an implementation raises
+    raises: str
+
+    @property
+    def marker(self) -> str:
+        """How an implementation of this kind is marked."""
+        return "@repid.hookimpl(wrapper=True)" if self.wrapper else "@repid.hookimpl"
+
+
+#: The kinds of hook, in the order the docs list them.
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind(AROUND, wrapper=True,
+         shape="a generator that yields exactly once",
+         called="wraps one call: code before the `yield` runs before it, the `yield` gives "
+                "its result (or raises its error there), the value returned is the call's "
+                "result",
+         raises="before its `yield`: logged, and the call goes on without that wrapper; "
+                "after it: logged, and the result stands"),
+    Kind(DECISION, wrapper=False,
+         shape="a plain function returning the answer, or None for no opinion",
+         called="plugins are asked in call order (the last registered first, `trylast` "
+                "ones last); the first answer that is not None decides",
+         raises="logged with the plugin's name, and the next plugin is asked; when none "
+                "answers, the default decision applies"),
+    Kind(LIFECYCLE, wrapper=False,
+         shape="a plain function; it may return an awaitable, which is awaited",
+         called="called on every plugin, in call order",
+         raises="logged with the plugin's name (whether it raised or the awaitable it "
+                "returned did), and the other plugins are still called"),
+    Kind(CONTRIBUTION, wrapper=False,
+         shape="a plain function returning its contribution, or None",
+         called="called on every plugin; every answer that is not None is used",
+         raises="logged with the plugin's name; that plugin contributes nothing"),
+)}
+
+#: The whole contract: every hook of this module, and its kind.
+HOOK_KINDS: dict[str, str] = {
+    **{f"repid_{call}": AROUND for call in AROUND_CALLS},
+    "repid_should_retry": DECISION,
+    "repid_retry_delay": DECISION,
+    "repid_worker_start": LIFECYCLE,
+    "repid_worker_stop": LIFECYCLE,
+    "repid_http_routes": CONTRIBUTION,
+}
+
+
+def hooks_of(kind: str) -> tuple[str, ...]:
+    """The hooks of one kind, in the order of `HOOK_KINDS`."""
+    return tuple(name for name, of in HOOK_KINDS.items() if of == kind)
+
+
+#: The around hooks (`repid_<call>` for each of `AROUND_CALLS`).
+AROUND_HOOKS = hooks_of(AROUND)
+#: The decision hooks (`firstresult`).
+DECISION_HOOKS = hooks_of(DECISION)
+#: The lifecycle hooks.
+LIFECYCLE_HOOKS = hooks_of(LIFECYCLE)
+#: The contribution hooks.
+CONTRIBUTION_HOOKS = hooks_of(CONTRIBUTION)
+#: Every hook name of the contract.
+HOOKS = tuple(HOOK_KINDS)
 
 
 # --- message broker calls -------------------------------------------------------------
@@ -210,13 +284,24 @@ def repid_nack(
 ) -> None:
     """Around moving a message to its queue's dead-letter part (a settle).
 
+    Every dead-lettering fires it, the broker's own included: a poison message (stored in
+    a form that cannot be decoded) is dead-lettered by the consumer that took it, or by a
+    read of the queue's delayed part, before any worker sees it. Its `key` then holds
+    only what is known without decoding: `id_` is the id the broker stores it under
+    (bytes that are not UTF-8 replaced; RabbitMQ: its `correlation_id`, `?` when it has
+    none), `queue` the queue it was taken from, `topic` is `""` (unknown) and `priority`
+    the default; its `stash` is new (no other hook saw this delivery). No
+    `repid_consume` or `repid_actor_run` came before it, and the worker's count of
+    processed messages does not include it. Its `reason` says what could not be decoded.
+
     :param connection: the `Connection` whose middleware runs the hook.
     :param broker: the message broker.
     :param queue: the message's queue.
-    :param key: the message's `RoutingKey`.
+    :param key: the message's `RoutingKey` (for a poison message: see above).
     :param reason: why (no retries left, expired, undecodable, delivered too often, ...),
-        also kept in the dead message's `x-repid-dead-reason` header; None when the
-        caller gave none (an eager `msg.nack()`).
+        also kept in the dead message's `x-repid-dead-reason` header (RabbitMQ: unless
+        the copy carrying it could not be stored); None when the caller gave none (an
+        eager `msg.nack()`).
     :param stash: the plugins' state for this delivery (`key.stash`).
     """
 

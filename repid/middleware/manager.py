@@ -7,6 +7,7 @@ subscriber is added or removed.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import warnings
@@ -16,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from repid.middleware import hookspecs
-from repid.middleware.chain import HookChain, Subscriber, Wrapper
-from repid.middleware.compat import collect, make_subscriber, parse_name, v1_values
+from repid.middleware.chain import HookChain, Wrapper
+from repid.middleware.v1 import (
+    Subscriber,
+    collect,
+    make_subscriber,
+    parse_name,
+    unknown_name,
+    v1_values,
+)
 
 if TYPE_CHECKING:
     from repid.connection import Connection
@@ -62,9 +70,15 @@ class _Manager(pluggy.PluginManager):
         self._on_change = on_change
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register `plugin`, or refuse it (`check_plugin`): then it is not registered."""
         result = super().register(plugin, name)
-        _check_wrappers(self, plugin)
-        self._on_change()
+        try:
+            check_plugin(self, plugin)
+        except TypeError:
+            super().unregister(plugin)
+            raise
+        finally:
+            self._on_change()
         return result
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
@@ -73,24 +87,72 @@ class _Manager(pluggy.PluginManager):
         return result
 
 
-def _check_wrappers(pm: pluggy.PluginManager, plugin: object) -> None:
-    """Refuse a plugin whose around hook is not a wrapper, or whose decision hook is."""
-    for hook_name in hookspecs.AROUND_HOOKS + hookspecs.DECISION_HOOKS:
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+def check_plugin(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Raise TypeError, saying what to change, for the first mistake of a plugin just
+    registered on `pm`:
+
+    - a method named `repid_*` that is not a hook (marked `@repid.hookimpl`, found by
+      pluggy's `check_pending`, or not marked), naming the closest hook;
+    - a hook method not marked `@repid.hookimpl` (it would never be called);
+    - an around hook that is not `wrapper=True`, or a hook of another kind that is a
+      wrapper (`hookspecs.KINDS`: `Kind.wrapper`).
+
+    A hook marked `optionalhook=True` is pluggy's way to say it may not exist: allowed.
+    """
+    label = _label(pm, plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        unknown = [caller.name for caller in pm.get_hookcallers(plugin) or ()
+                   if not caller.has_spec()]
+        raise TypeError(_not_a_hook(label, unknown[0] if unknown else "?")) from None
+    implemented = {caller.name for caller in pm.get_hookcallers(plugin) or ()}
+    for attr in dir(plugin):
+        if not attr.startswith("repid_") or attr in implemented:
+            continue
+        if not inspect.isroutine(getattr(plugin, attr, None)):
+            continue
+        if attr not in hookspecs.HOOK_KINDS:
+            raise TypeError(_not_a_hook(label, attr))
+        kind = hookspecs.KINDS[hookspecs.HOOK_KINDS[attr]]
+        raise TypeError(
+            f"plugin {label}: {attr} is not marked, so it would never be called; mark it "
+            f"{_marker(kind)}")
+    for caller in pm.get_hookcallers(plugin) or ():
+        if caller.name not in hookspecs.HOOK_KINDS:
+            continue  # an `optionalhook=True` implementation of no hook
+        kind = hookspecs.KINDS[hookspecs.HOOK_KINDS[caller.name]]
+        for impl in caller.get_hookimpls():
             if impl.plugin is not plugin:
                 continue
-            if hook_name in hookspecs.DECISION_HOOKS and (impl.wrapper or impl.hookwrapper):
-                pm.unregister(plugin)
-                raise TypeError(
-                    f"{hook_name} on {impl.plugin_name} is a decision hook: mark it "
-                    "@repid.hookimpl (not wrapper=True) and return the answer, or None for "
-                    "no opinion")
-            if hook_name in hookspecs.AROUND_HOOKS and not impl.wrapper:
-                pm.unregister(plugin)
-                raise TypeError(
-                    f"{hook_name} on {impl.plugin_name} is an around hook: mark it "
-                    "@repid.hookimpl(wrapper=True) and write it as a generator that yields once"
-                )
+            if impl.wrapper if kind.wrapper else not (impl.wrapper or impl.hookwrapper):
+                continue
+            article = "an" if kind.name[0] in "aeiou" else "a"
+            raise TypeError(
+                f"plugin {label}: {caller.name} is {article} {kind.name} hook: mark it "
+                f"{_marker(kind)}, {kind.shape}")
+
+
+def _label(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The plugin's class (or module), and the name it was registered under if one was
+    given."""
+    what = getattr(plugin, "__name__", None) if inspect.ismodule(plugin) else None
+    what = what or type(plugin).__qualname__
+    name = pm.get_name(plugin)
+    return what if name in (None, str(id(plugin))) else f"{name!r} ({what})"
+
+
+def _marker(kind: hookspecs.Kind) -> str:
+    return kind.marker if kind.wrapper else f"{kind.marker} (not wrapper=True)"
+
+
+def _not_a_hook(label: str, method: str) -> str:
+    """The error for a `repid_*` method that is not a hook, naming the closest one."""
+    close = difflib.get_close_matches(method, hookspecs.HOOKS, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(hookspecs.HOOKS)}"
+    return (f"plugin {label}: {method} is not a repid hook ({hint}); every hook is listed "
+            "in repid.middleware.hookspecs and docs/hooks.md. Rename it, or drop the "
+            "repid_ prefix of a method that is not meant as a hook")
 
 
 class Middleware:
@@ -106,7 +168,9 @@ class Middleware:
     # --- registration ---
 
     def register(self, plugin: object, name: str | None = None) -> None:
-        """Register a plugin object whose methods are marked with `repid.hookimpl`."""
+        """Register a plugin object whose methods are marked with `repid.hookimpl`; a
+        plugin with a mistake (`check_plugin`) is refused with a TypeError saying what to
+        change, and is not registered."""
         self.pm.register(plugin, name)
 
     def unregister(self, plugin: object) -> None:
@@ -120,7 +184,7 @@ class Middleware:
         """Add a v1 `before_<event>` / `after_<event>` function (sync or async)."""
         parsed = parse_name(fn.__name__)
         if parsed is None:
-            warnings.warn(f"{fn.__name__} matches no repid event; ignored", stacklevel=2)
+            warnings.warn(unknown_name(fn.__name__), stacklevel=2)
             return
         self._add(parsed[0], parsed[1], fn)
         self._rebuild()
@@ -138,49 +202,61 @@ class Middleware:
 
     @property
     def hook(self) -> Any:
-        """pluggy's hook caller, for decision and lifecycle hooks."""
+        """pluggy's hook caller. Call hooks through `call_first`, `call_lifecycle` and
+        `collect` instead: they keep each kind's promise when a plugin raises."""
         return self.pm.hook
 
-    def _answers(self, name: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        """Each plugin's answer to a non-around hook, in call order, as (plugin, value);
-        a plugin that raises is logged and skipped."""
+    def _answers(self, name: str, kind: str,
+                 kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        """Each plugin's answer to hook `name` of kind `kind`, in pluggy's call order (the
+        reverse of `get_hookimpls()`), as (plugin label, value); a plugin that raises is
+        logged, naming it, and skipped."""
+        if hookspecs.HOOK_KINDS.get(name) != kind:
+            raise ValueError(f"{name} is not a {kind} hook; the {kind} hooks are "
+                             f"{', '.join(hookspecs.hooks_of(kind))}")
         for impl in reversed(getattr(self.pm.hook, name).get_hookimpls()):
+            label = _label(self.pm, impl.plugin)
             try:
                 value = impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception:
-                logger.exception("plugin %s raised in %s; skipped", impl.plugin_name, name)
+                logger.exception("plugin %s raised in %s (a %s hook); skipped", label, name,
+                                 kind)
                 continue
-            yield impl.plugin_name, value
+            yield label, value
 
     def call_first(self, name: str, **kwargs: Any) -> Any:
-        """The answer of a decision hook (`firstresult`), called through pluggy; None (the
-        default decision) when no plugin answers, or when one raises (logged)."""
+        """The answer of a decision hook: the first plugin's, in call order, that is not
+        None; a plugin that raises is logged and the next one asked. None (the default
+        decision) when no plugin answers."""
         kwargs.setdefault("connection", self.connection)
-        try:
-            return getattr(self.pm.hook, name)(**kwargs)
-        except Exception:
-            logger.exception("a plugin raised in %s; the default decision applies", name)
-            return None
+        for _, value in self._answers(name, hookspecs.DECISION, kwargs):
+            if value is not None:
+                return value
+        return None
 
     async def call_lifecycle(self, name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook on every plugin, awaiting what they return."""
-        for plugin, value in self._answers(name, kwargs):
+        """Call a lifecycle hook on every plugin, awaiting what they return; one that
+        raises (or whose awaitable does) is logged and the others are still called."""
+        for plugin, value in self._answers(name, hookspecs.LIFECYCLE, kwargs):
             if inspect.isawaitable(value):
                 try:
                     await value
                 except Exception:
-                    logger.exception("plugin %s raised in %s; ignored", plugin, name)
+                    logger.exception("plugin %s raised in %s (a lifecycle hook); skipped",
+                                     plugin, name)
 
     def collect(self, name: str, **kwargs: Any) -> list[Any]:
-        """Every non-None answer of a hook, for hooks that gather contributions."""
-        return [v for _, v in self._answers(name, kwargs) if v is not None]
+        """Every non-None answer of a contribution hook; a plugin that raises is logged
+        and contributes nothing."""
+        return [v for _, v in self._answers(name, hookspecs.CONTRIBUTION, kwargs)
+                if v is not None]
 
     def _rebuild(self) -> None:
         for event, hook_name in zip(hookspecs.AROUND_CALLS, hookspecs.AROUND_HOOKS,
                                     strict=True):
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
             wrappers: tuple[Wrapper, ...] = tuple(
-                (impl.function, tuple(impl.argnames), impl.plugin_name)
+                (impl.function, tuple(impl.argnames), _label(self.pm, impl.plugin))
                 for impl in reversed(impls) if impl.wrapper)
             before = tuple(self._subscribers.get(("before", event), ()))
             after = tuple(self._subscribers.get(("after", event), ()))

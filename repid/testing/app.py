@@ -21,14 +21,14 @@ import copy
 from concurrent.futures import Executor, ThreadPoolExecutor
 from unittest.mock import AsyncMock, MagicMock
 
+from repid.app import Repid
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker, InMemoryQueue
 from repid.connection import Connection
 from repid.data import RoutingKey
-from repid.main import Repid
-from repid.processor import Processor
 from repid.router import Actor
 from repid.testing.event_log import EventLogPlugin
 from repid.testing.markers import MarkerSettings
+from repid.worker.processor import Processor
 
 
 class _AsyncActorMock(AsyncMock, MagicMock):

@@ -20,9 +20,9 @@ from unittest.mock import MagicMock
 
 import pytest
 
+from repid.app import Repid
 from repid.brokers.in_memory import InMemoryQueue
 from repid.connection import Connection
-from repid.main import Repid
 from repid.queue import Queue
 from repid.testing.app import InMemoryTestApp
 from repid.testing.markers import MARKER, MarkerSettings, settings_of

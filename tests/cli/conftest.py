@@ -23,8 +23,10 @@ def _isolated_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     loggers = [logging.getLogger(), logging.getLogger("repid")]
     logging_handlers = [list(logger.handlers) for logger in loggers]
+    levels = [logger.level for logger in loggers]  # `repid worker` sets the root's level
     yield
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
-    for logger, saved in zip(loggers, logging_handlers, strict=True):
+    for logger, saved, level in zip(loggers, logging_handlers, levels, strict=True):
         logger.handlers[:] = saved
+        logger.setLevel(level)

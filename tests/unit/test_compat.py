@@ -267,3 +267,31 @@ async def test_subscribers_and_plugins_coexist(conn: Connection) -> None:
     conn.middleware.add_subscriber(after_enqueue)
     await Job("x", _connection=conn).enqueue()
     assert order == ["v1 before", "plugin before", "plugin after", "v1 after"]
+
+
+def test_a_misspelt_subscriber_is_ignored_with_a_warning_naming_the_closest_event() -> None:
+    conn = Connection(InMemoryMessageBroker())
+
+    class Observer:
+        def after_enqeue(self, key):  # type: ignore[no-untyped-def]
+            ...
+
+    def before_akc(key):  # type: ignore[no-untyped-def]
+        ...
+
+    with pytest.warns(UserWarning, match=r"after_enqeue on .* matches no repid event; "
+                                         r"ignored \(did you mean after_enqueue\?\)"):
+        conn.middleware.add_middleware(Observer())
+    with pytest.warns(UserWarning, match=r"did you mean before_ack\?"):
+        conn.middleware.add_subscriber(before_akc)
+    assert conn.middleware.chains.enqueue is None and conn.middleware.chains.ack is None
+
+
+def test_the_v1_adapter_is_one_module_and_compat_re_exports_it() -> None:
+    from repid.middleware import chain, compat, v1
+
+    assert chain.HookChain.__module__ == "repid.middleware.chain"
+    assert v1.Subscriber.__module__ == "repid.middleware.v1"
+    for name in compat.__all__:
+        assert getattr(compat, name) is getattr(v1, name), name
+    assert {"Subscriber", "EVENTS", "make_subscriber", "collect"} <= set(compat.__all__)

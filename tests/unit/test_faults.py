@@ -25,8 +25,8 @@ from repid import (
 )
 from repid.brokers.base import DEAD_REASON_HEADER, DEFAULT_MAX_MESSAGE_SIZE
 from repid.data import BucketT
-from repid.processor import RECOVERIES_HEADER
 from repid.serializer import to_json
+from repid.worker.processor import RECOVERIES_HEADER
 
 TIMEOUT = 10
 

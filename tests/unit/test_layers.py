@@ -28,7 +28,7 @@ def layer(module: str) -> int:
         return 1
     if module.startswith("repid.brokers"):
         return 2
-    if module == "repid":
+    if module in ("repid", "repid.__main__"):  # `python -m repid` runs the CLI
         return 4
     return 3
 

@@ -19,6 +19,7 @@ from repid import (
     Job,
     MessageCategory,
     MessageDependency,
+    Parameters,
     Queue,
     QueueNotDeclaredError,
     Router,
@@ -635,3 +636,129 @@ async def test_a_requeue_says_why(make_conn, run_worker, messages_of) -> None:  
     assert plugin.seen[:2] == [("nobody", "unknown_topic", True), ("flaky", "retry", True)]
     assert ("flaky", "reschedule", True) in plugin.seen
     assert ("tick", "schedule", True) in plugin.seen
+
+
+def test_every_hook_has_one_kind_and_the_specs_agree_with_it() -> None:
+    from repid.middleware import hookspecs
+
+    conn = Connection(InMemoryMessageBroker())
+    for name, kind in hookspecs.HOOK_KINDS.items():
+        spec = getattr(conn.middleware.pm.hook, name).spec
+        assert spec is not None, name
+        assert spec.opts["firstresult"] is (kind == hookspecs.DECISION), name
+        assert kind in hookspecs.KINDS
+    assert hookspecs.HOOK_KINDS["repid_http_routes"] == hookspecs.CONTRIBUTION
+    assert tuple(f"repid_{c}" for c in hookspecs.AROUND_CALLS) == hookspecs.AROUND_HOOKS
+
+
+def test_the_docs_state_the_kinds_of_the_table() -> None:
+    from pathlib import Path
+
+    from repid.middleware import hookspecs
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    reference = (docs / "hooks.md").read_text()
+    contract = (docs / "middleware.md").read_text()
+    for name, kind in hookspecs.HOOK_KINDS.items():
+        assert f"| [`{name}`](#{name}) | {kind} |" in reference, name
+        [row] = [line for line in contract.splitlines() if line.startswith(f"| {kind} |")]
+        assert f"`{name}`" in row, name
+
+
+class Misspelt:
+    @hookimpl(wrapper=True)
+    def repid_enqeue(self, key):  # type: ignore[no-untyped-def]
+        return (yield)
+
+
+class Unmarked:
+    def repid_ack(self, key):  # type: ignore[no-untyped-def]
+        return None
+
+
+class UnmarkedMisspelt:
+    def repid_retry_dealy(self):  # type: ignore[no-untyped-def]
+        return 1
+
+
+class WrappedLifecycle:
+    @hookimpl(wrapper=True)
+    def repid_worker_start(self):  # type: ignore[no-untyped-def]
+        return (yield)
+
+
+class OptionalFutureHook:
+    @hookimpl(optionalhook=True)
+    def repid_not_yet(self):  # type: ignore[no-untyped-def]
+        return None
+
+
+@pytest.mark.parametrize(("plugin", "message"), [
+    (Misspelt(), r"plugin Misspelt: repid_enqeue is not a repid hook \(did you mean "
+                 r"repid_enqueue\?\)"),
+    (UnmarkedMisspelt(), r"plugin UnmarkedMisspelt: repid_retry_dealy is not a repid hook "
+                         r"\(did you mean repid_retry_delay\?\)"),
+    (Unmarked(), r"plugin Unmarked: repid_ack is not marked, so it would never be called; "
+                 r"mark it @repid.hookimpl\(wrapper=True\)"),
+    (WrappedLifecycle(), r"plugin WrappedLifecycle: repid_worker_start is a lifecycle hook: "
+                         r"mark it @repid.hookimpl \(not wrapper=True\)"),
+])
+def test_a_plugin_with_a_mistake_is_refused_and_not_registered(plugin: object,
+                                                               message: str) -> None:
+    conn = Connection(InMemoryMessageBroker())
+    with pytest.raises(TypeError, match=message):
+        conn.middleware.register(plugin)
+    assert not conn.middleware.pm.is_registered(plugin)
+    assert conn.middleware.chains.enqueue is None and conn.middleware.chains.ack is None
+    conn.middleware.register(EnqueueOnly())  # the manager is still usable
+    assert conn.middleware.chains.enqueue is not None
+    optional = OptionalFutureHook()  # pluggy's way to say a hook may not exist: let through
+    conn.middleware.register(optional)
+    assert conn.middleware.pm.is_registered(optional)
+
+
+class RaisingDelay:
+    @hookimpl
+    def repid_retry_delay(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("delay plugin bug")
+
+
+class RaisingRetry:
+    @hookimpl
+    def repid_should_retry(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("retry plugin bug")
+
+
+def test_a_decision_plugin_that_raises_leaves_the_next_one_to_answer(caplog) -> None:  # type: ignore[no-untyped-def]
+    answering = FixedDelay(3)
+    conn = Connection(InMemoryMessageBroker(), plugins=[answering, RaisingDelay()])
+    with caplog.at_level(logging.ERROR, logger="repid.middleware"):
+        answer = conn.middleware.call_first(
+            "repid_retry_delay", actor=None, key=None,
+            params=Parameters(), exception=ValueError())
+    assert answer == 3  # the raising plugin (asked first) was skipped, the next answered
+    assert answering.asked == [(0, "ValueError")]
+    assert "plugin RaisingDelay raised in repid_retry_delay" in caplog.text
+
+
+async def test_a_raising_retry_delay_plugin_leaves_the_default_delay(make_conn, run_worker,
+                                                                     messages_of) -> None:
+    conn = await make_conn(plugins=(RaisingDelay(), RaisingRetry()))
+    router = Router()
+
+    @router.actor
+    async def work() -> None:
+        raise ValueError
+
+    await Job("work", retries=3, _connection=conn).enqueue()
+    await run_worker(conn, router)
+    # retried (should_retry's default) after the default policy's 10 s, not at once
+    [delayed] = await messages_of(conn, category=MessageCategory.DELAYED)
+    wait = (delayed.parameters.delay.next_execution_time - utcnow()).total_seconds()
+    assert 9 < wait <= 10
+
+
+def test_call_first_refuses_a_hook_that_is_not_a_decision() -> None:
+    conn = Connection(InMemoryMessageBroker())
+    with pytest.raises(ValueError, match="repid_worker_start is not a decision hook"):
+        conn.middleware.call_first("repid_worker_start", worker=None)

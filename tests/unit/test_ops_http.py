@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from repid.health import (
+from repid.worker.health import (
     HealthCheckServer,
     HealthCheckServerSettings,
     HttpLimits,

@@ -7,21 +7,29 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from repid import (
     Connection,
     Job,
+    Message,
     MessageCategory,
     MessageDependency,
     Parameters,
     Queue,
     Router,
     RoutingKey,
+    Worker,
     hookimpl,
 )
+from repid.brokers.base import DEAD_REASON_HEADER
 from repid.data import DelayProperties, RetriesProperties, utcnow
+from repid.data.headers import NO_ACTOR_RETURNS_HEADER
+from repid.testing.app import InMemoryTestApp
 from repid.testing.event_log import EventLogPlugin
+from repid.testing.markers import MarkerSettings
+from repid.worker.processor import no_actor_delay, no_actor_returns_allowed
 
 
 def no_wait(_: int) -> int:
@@ -327,6 +335,90 @@ async def test_message_for_unknown_topic_is_returned_with_warning(
     assert key.id_ == other.id_ and params.retries.already_tried == 0
 
 
+def test_returns_for_another_worker_are_bounded_and_spread_out() -> None:
+    assert no_actor_returns_allowed(5) == 20  # the brokers' default max_deliveries
+    assert no_actor_returns_allowed(1) == 4
+    assert [no_actor_delay(n).total_seconds() for n in (1, 2, 3, 20, 100)] == [
+        1, 2, 3, 20, 60]
+    # the default allowance spreads over 3.5 minutes
+    assert sum(no_actor_delay(n).total_seconds() for n in range(1, 21)) == 210
+
+
+async def test_job_for_an_actor_no_worker_has_is_returned_then_dead_lettered(
+        conn: Connection, stats, messages_of, caplog) -> None:
+    """The return before the last counts and waits; the last take dead-letters it with a
+    reason that starts with `no actor '<name>'`, logged as an error naming the known
+    actors; sent back by hand, it starts afresh."""
+    router = Router()
+
+    @router.actor
+    async def send_email() -> None:
+        pass
+
+    @router.actor
+    async def report() -> None:
+        pass
+
+    @router.actor(queue="elsewhere")
+    async def unrelated() -> None:
+        pass
+
+    allowed = no_actor_returns_allowed(conn.message_broker.max_deliveries)
+    broker = conn.message_broker
+    await broker.enqueue(RoutingKey("typo", "sned_email"), "",
+                         Parameters(headers={NO_ACTOR_RETURNS_HEADER: str(allowed - 1)}))
+    worker = Worker(routers=[router], _connection=conn, handle_signals=[])
+    running = asyncio.create_task(worker.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="repid"):
+            [delayed] = await _eventually(messages_of, conn, MessageCategory.DELAYED)
+            assert delayed.parameters.headers[NO_ACTOR_RETURNS_HEADER] == str(allowed)
+            wait = delayed.parameters.delay.next_execution_time - utcnow()
+            assert wait.total_seconds() > allowed - 1  # return n waits n seconds
+            await delayed.force_retry(0)  # due now, its count kept: the last take
+            [dead] = await _eventually(messages_of, conn, MessageCategory.DEAD)
+    finally:
+        worker.stop()
+        runner = await asyncio.wait_for(running, 5)
+    assert runner.processed == 0  # no actor here handled it
+    assert dead.parameters.headers[DEAD_REASON_HEADER].startswith("no actor 'sned_email'")
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "sned_email" in error.getMessage()
+    assert "'report', 'send_email'." in error.getMessage()  # this queue's actors
+    await dead.reschedule()
+    key, _, params = await asyncio.wait_for(broker.consume("default").__anext__(), 5)
+    assert key.id_ == "typo" and NO_ACTOR_RETURNS_HEADER not in params.headers
+
+
+async def _eventually(messages_of: Callable[..., Awaitable[list[Message]]],
+                      conn: Connection, category: MessageCategory) -> list[Message]:
+    """The messages of queue `default` in `category`, once there are some (polled)."""
+    deadline = time.monotonic() + 5
+    while not (found := await messages_of(conn, "default", category)):
+        assert time.monotonic() < deadline, f"no {category.name} message within 5 s"
+        await asyncio.sleep(0.02)
+    return found
+
+
+async def test_returns_count_starts_over_once_its_actor_took_it(
+        conn: Connection, run_worker, messages_of) -> None:
+    """A message that reached a worker with its actor forgets the returns before: a retry
+    gets the whole allowance again."""
+    router = Router()
+
+    @router.actor(retry_policy=no_wait)
+    async def flaky() -> None:
+        raise ValueError("again")
+
+    await conn.message_broker.enqueue(
+        RoutingKey("bounced", "flaky"), "",
+        Parameters(retries=RetriesProperties(1, 0), headers={NO_ACTOR_RETURNS_HEADER: "4"}))
+    await run_worker(conn, router, messages_limit=2)
+    [dead] = await messages_of(conn)
+    assert dead.key.id_ == "bounced" and dead.parameters.retries.already_tried == 1
+    assert NO_ACTOR_RETURNS_HEADER not in dead.parameters.headers
+
+
 async def test_only_unknown_topics_do_not_block_messages_limit(conn: Connection,
                                                                run_worker) -> None:
     """A message returned for another worker does not use up `messages_limit`."""
@@ -370,7 +462,7 @@ class _Exploding:
 
 
 async def test_plugin_that_raises_is_logged_and_message_handled_as_without_it(
-        make_conn, run_worker, stats, caplog) -> None:
+        make_conn, run_worker, stats, messages_of, caplog) -> None:
     conn = await make_conn(plugins=(_Exploding(),))
     router = Router()
     runs = []
@@ -382,13 +474,19 @@ async def test_plugin_that_raises_is_logged_and_message_handled_as_without_it(
             raise ValueError("retry me")
         return n * 2
 
-    job = Job("work", args={"n": 21}, retries=1, _connection=conn)
+    await Job("work", args={"n": 21}, retries=1, _connection=conn).enqueue()
+    job = Job("work", args={"n": 5}, _connection=conn)
     await job.enqueue()
     with caplog.at_level(logging.ERROR, logger="repid"):
         await run_worker(conn, router, messages_limit=2, timeout=6)
-    assert runs == [21, 21]  # retried (should_retry skipped), after the default 1 s delay
-    assert (await job.result).data == 42  # type: ignore[union-attr]
-    assert await stats(conn) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
+    assert runs == [21, 5]
+    assert (await job.result).data == 10  # type: ignore[union-attr]  (acked through it)
+    # retried (should_retry skipped), after the default first delay (10 s), not at once
+    assert await stats(conn) == {"ready": 0, "delayed": 1, "in_flight": 0, "dead": 0}
+    [delayed] = await messages_of(conn, category=MessageCategory.DELAYED)
+    wait = (delayed.parameters.delay.next_execution_time - utcnow()).total_seconds()
+    assert 8 < wait <= 10
+    assert delayed.parameters.retries.already_tried == 1
     for text in ("plugin broke before", "plugin broke after", "plugin broke in a decision",
                  "plugin broke at start"):
         assert any(r.exc_info and text in str(r.exc_info[1]) for r in caplog.records), text
@@ -471,27 +569,107 @@ def test_only_deferred_by_and_cron_are_recurring() -> None:
     assert not DelayProperties().is_recurring
 
 
-async def test_result_that_cannot_be_json_encoded_is_a_failed_result(
-        conn: Connection, run_worker, stats, caplog) -> None:
+class _RunsAndSettles:
+    """Records what the plugins are told of each run (`repid_actor_run`'s result) and of
+    each settle, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    @hookimpl(wrapper=True)
+    def repid_actor_run(self, actor):  # type: ignore[no-untyped-def]
+        result = yield
+        self.seen.append((actor.name, "run ok" if result.success else
+                          f"run failed: {type(result.exception).__name__}"))
+        return result
+
+    @hookimpl(wrapper=True)
+    def repid_ack(self, key):  # type: ignore[no-untyped-def]
+        self.seen.append((key.topic, "ack"))
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def repid_nack(self, key):  # type: ignore[no-untyped-def]
+        self.seen.append((key.topic, "nack"))
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def repid_requeue(self, key, reason):  # type: ignore[no-untyped-def]
+        self.seen.append((key.topic, f"requeue {reason}"))
+        return (yield)
+
+
+async def test_result_that_cannot_be_encoded_is_a_failed_run_retried_then_dead(
+        make_conn, run_worker, stats, messages_of, caplog) -> None:
+    """One outcome per run: stored, told to the plugins (metrics, traces) and settled
+    alike; a return value that is not stored, or an eager response, keeps its own."""
+    plugin = _RunsAndSettles()
+    conn = await make_conn(plugins=(plugin,))
     router = Router()
 
-    @router.actor
+    @router.actor(retry_policy=no_wait)
     async def weird() -> object:
         return object()
 
-    job = Job("weird", _connection=conn)
+    @router.actor
+    async def weird_unstored() -> object:
+        return object()
+
+    @router.actor
+    async def weird_eager(msg: MessageDependency) -> object:
+        msg.set_result("given")
+        return object()
+
+    job = Job("weird", retries=2, store_result=True, _connection=conn)
     await job.enqueue()
-    await run_worker(conn, router)
+    await Job("weird_unstored", store_result=False, _connection=conn).enqueue()
+    eager = Job("weird_eager", store_result=True, _connection=conn)
+    await eager.enqueue()
+    with caplog.at_level(logging.ERROR, logger="repid"):
+        await run_worker(conn, router, messages_limit=5, tasks_limit=1)
+    assert [event for actor, event in plugin.seen if actor == "weird"] == [
+        "run failed: TypeError", "requeue retry", "run failed: TypeError", "requeue retry",
+        "run failed: TypeError", "nack"]
+    assert [event for actor, event in plugin.seen if actor != "weird"] == [
+        "run ok", "ack", "run ok", "ack"]
+    assert await stats(conn) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 1}
+    [dead] = await messages_of(conn)
+    assert dead.parameters.headers[DEAD_REASON_HEADER].startswith(
+        "no retries left; last error: TypeError: object is not JSON-serializable")
     result = await job.result
-    assert result is not None and result.success is False
-    assert "not JSON-serializable" in (result.exception or "")
-    assert "cannot be encoded" in caplog.text
+    assert result is not None and result.success is False and result.data is None
+    assert (result.exception or "").startswith("TypeError: object is not JSON-serializable")
+    assert "cannot be encoded" in caplog.text and "weird" in caplog.text
+    given = await eager.result
+    assert given is not None and given.success and given.data == "given"
+
+
+async def test_unencodable_result_settles_as_failure_in_the_v1_order_too() -> None:
+    """The pytest plugin's app stores results after the settle (repid 1.x's order): the
+    settle still follows the failed encoding."""
+    router = Router()
+
+    @router.actor(retry_policy=no_wait)
+    async def weird() -> object:
+        return object()
+
+    app = InMemoryTestApp(MarkerSettings(routers=(router,), declare_all_known_queues=True,
+                                         autoconnection=False))
+    try:
+        job = Job("weird", retries=1, store_result=True, _connection=app.connection)
+        await asyncio.wait_for(job.enqueue(), 5)  # runs it, and its retry, at once
+        names = [e.function for e in app.events.events
+                 if e.function not in ("consume", "queue_declare")]
+        assert names == ["enqueue", "requeue", "store_bucket", "nack", "store_bucket"]
+        stored = [e.kwargs["payload"] for e in app.events.events
+                  if e.function == "store_bucket"]
+        assert [b.success for b in stored] == [False, False]
+    finally:
+        app.close()
 
 
 async def test_sync_actor_past_grace_time_is_returned_too(conn: Connection, stats) -> None:
     import threading
-
-    from repid import Worker
 
     router = Router()
     started = threading.Event()

@@ -22,17 +22,16 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
-from aiormq.exceptions import (
-    AMQPError,
-    ChannelClosed,
-    ChannelInvalidStateError,
-    ChannelNotFoundEntity,
-    DeliveryError,
-    PublishError,
-)
+from aiormq.exceptions import ChannelClosed, ChannelNotFoundEntity
 from pamqp.commands import Basic
 
-from repid.brokers.base import DEFAULT_MAX_DELIVERIES, Consumer, MessageBroker, RawMessage
+from repid.brokers.base import (
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Consumer,
+    MessageBroker,
+    RawMessage,
+)
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.rabbitmq import codec, management, topology, v1_migration
 from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
@@ -42,6 +41,7 @@ from repid.brokers.rabbitmq.consumer import (
     RabbitConsumerBase,
     RabbitScanConsumer,
 )
+from repid.brokers.rabbitmq.errors import ConnectErrors, PublishErrors, RabbitErrors
 from repid.brokers.rabbitmq.link import ConsumerLink, EndedScans
 from repid.brokers.rabbitmq.management import vhost_of
 from repid.data import MessageCategory, Parameters, RoutingKey
@@ -54,7 +54,6 @@ from repid.errors import (
 
 logger = logging.getLogger("repid.brokers.rabbitmq")
 
-_NO_ROUTE = 312
 #: enqueue_many keeps at most this many publishes awaiting their confirms at once
 _MANY_WINDOW = 2000
 
@@ -71,7 +70,8 @@ class RabbitMessageBroker(MessageBroker):
     connection list. `management_url` (e.g. `http://guest:guest@127.0.0.1:15672`) lets
     `queue_stats` report in-flight messages through the management plugin's HTTP API.
     `max_deliveries` is how many deliveries ending unsettled a message may have before the
-    worker dead-letters it (counted in a header, see `consumer.py`).
+    worker dead-letters it (counted in a header, see `consumer.py`); `max_message_size`
+    bounds a payload (see `MessageBroker.max_message_size`).
     """
 
     system: ClassVar[str] = "rabbitmq"
@@ -88,10 +88,12 @@ class RabbitMessageBroker(MessageBroker):
         connection_name: str = "repid",
         management_url: str | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if max_deliveries < 1:
             raise ValueError(f"max_deliveries is {max_deliveries}; give 1 or more")
         self.max_deliveries = max_deliveries
+        self.max_message_size = max_message_size
         self.dsn = require_dsn(dsn, "RabbitMessageBroker", "amqp://guest:guest@localhost:5672/")
         self.management_url = management_url
         self.publish_timeout = publish_timeout
@@ -128,16 +130,12 @@ class RabbitMessageBroker(MessageBroker):
         async with self._connect_lock:
             if self._connection is not None:
                 return
-            try:
+            with ConnectErrors(self.dsn, self.operation_timeout, self._scrub):
                 connection = await aio_pika.connect_robust(
                     self.dsn, reconnect_interval=self.reconnect_interval,
                     timeout=self.operation_timeout,
                     client_properties={"connection_name": self.connection_name},
                 )
-            except (OSError, AMQPError, asyncio.TimeoutError) as exc:
-                raise BrokerConnectionError(
-                    f"cannot connect to RabbitMQ at {mask_dsn(self.dsn)}: "
-                    f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
             try:
                 # Confirmed enqueue: publisher confirms, and unroutable returns raise.
                 channel = await connection.channel(publisher_confirms=True,
@@ -185,11 +183,11 @@ class RabbitMessageBroker(MessageBroker):
         if not connection.connected.is_set():
             # Only when reconnecting: asyncio.wait_for of Python < 3.12 can swallow a
             # cancellation that arrives as its inner wait completes.
-            try:
+            with RabbitErrors(BrokerConnectionError,
+                              f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable",
+                              f"still reconnecting after {self.operation_timeout} s",
+                              catch=(asyncio.TimeoutError,)):
                 await asyncio.wait_for(connection.ready(), self.operation_timeout)
-            except asyncio.TimeoutError:
-                raise BrokerConnectionError(
-                    f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable (reconnecting)") from None
         transport = connection.transport
         if transport is None:
             raise BrokerConnectionError(f"RabbitMQ at {mask_dsn(self.dsn)} is unreachable")
@@ -332,6 +330,14 @@ class RabbitMessageBroker(MessageBroker):
                                                  queue_name, self.operation_timeout)
         return {"ready": ready, "delayed": -1, "in_flight": in_flight, "dead": dead}
 
+    async def queue_names(self) -> list[str] | None:
+        """repid's queues (not their dead-letter parts, nor the delay levels) through the
+        management API; None without `management_url` (AMQP cannot list queues)."""
+        if not self.management_url:
+            return None
+        return await management.repid_queues(self.management_url, vhost_of(self.dsn),
+                                              self.operation_timeout)
+
     # --- publishing ---
 
     async def _publish(self, exchange: str, routing_key: str,
@@ -343,41 +349,23 @@ class RabbitMessageBroker(MessageBroker):
             raise BrokerConnectionError(
                 f"{self!r} is not connected; call `await connection.connect()` first")
         body, properties = message
-        try:
-            if channel.is_closed:
-                # Reconnecting: nothing was sent yet, so waiting for the channel is safe.
-                await asyncio.wait_for(channel.ready(), self.publish_timeout)
-            underlay = await channel.get_underlay_channel()
-            assert isinstance(underlay, aiormq.Channel)
-            # wait=False: no separate wait for the socket to drain, the confirm says more.
-            await underlay.basic_publish(
-                body, exchange=exchange, routing_key=routing_key, properties=properties,
-                mandatory=True, timeout=self.publish_timeout, wait=False)
-        except ChannelNotFoundEntity as exc:
-            # An exchange of the shared topology is gone (a fresh server, or deleted by
-            # hand): declare it again before the next delayed publish.
-            self._topology_ready = False
-            raise EnqueueNotConfirmedError(
-                f"RabbitMQ refused the message for queue {queue_name!r}: {exc}; repid's "
-                "exchanges are declared again on the next try; retry.") from None
-        except PublishError as exc:
-            if getattr(exc.frame, "reply_code", None) == _NO_ROUTE:
-                raise QueueNotDeclaredError(queue_name) from None
-            raise EnqueueNotConfirmedError(
-                f"RabbitMQ returned the message for queue {queue_name!r}: {exc}") from None
-        except DeliveryError as exc:
-            raise EnqueueNotConfirmedError(
-                f"RabbitMQ refused to store the message for queue {queue_name!r}: {exc}"
-            ) from None
-        except asyncio.TimeoutError:
-            raise EnqueueNotConfirmedError(
-                f"RabbitMQ did not confirm the message for queue {queue_name!r} within "
-                f"{self.publish_timeout} s; it may or may not be stored") from None
-        except (AMQPError, ChannelInvalidStateError, ConnectionError, RuntimeError) as exc:
-            raise EnqueueNotConfirmedError(
-                f"lost the connection to RabbitMQ while enqueueing to {queue_name!r} "
-                f"({type(exc).__name__}); it may or may not be stored. The connection is "
-                "restored in the background; retry.") from None
+        with PublishErrors(queue_name, self.publish_timeout):
+            try:
+                if channel.is_closed:
+                    # Reconnecting: nothing was sent yet, so waiting for the channel is safe.
+                    await asyncio.wait_for(channel.ready(), self.publish_timeout)
+                underlay = await channel.get_underlay_channel()
+                assert isinstance(underlay, aiormq.Channel)
+                # wait=False: no separate wait for the socket to drain, the confirm says
+                # more.
+                await underlay.basic_publish(
+                    body, exchange=exchange, routing_key=routing_key, properties=properties,
+                    mandatory=True, timeout=self.publish_timeout, wait=False)
+            except ChannelNotFoundEntity:
+                # An exchange of the shared topology is gone (a fresh server, or deleted by
+                # hand): declare it again before the next delayed publish.
+                self._topology_ready = False
+                raise
 
     async def _route_known(self, queue_name: str) -> None:
         """Before a delayed publish: the delay levels exist and the queue does, since the
@@ -407,11 +395,14 @@ class RabbitMessageBroker(MessageBroker):
 
     async def enqueue_many(self, messages: Iterable[RawMessage]) -> None:
         """Publish all, then await all confirms (one round instead of one per message);
-        each message still passes through the middleware like `enqueue`. After every
-        message has been answered, raises the first failure (the others may be stored)."""
-        pending = list(messages)
+        each message still passes through the middleware like `enqueue`. Sizes are checked
+        first (`check_sizes`): nothing is published when one is over `max_message_size`.
+        After every message has been answered, raises the first failure (the others may
+        be stored)."""
+        pending = self.check_sizes(messages)
         failures: list[BaseException] = []
-        # Without plugins, `enqueue` is exactly `_enqueue`: skip one coroutine per message.
+        # Without plugins, `enqueue` is `_enqueue` after the size check just made: skip
+        # one coroutine per message.
         enqueue = self.enqueue if self.is_hooked("enqueue") else self._enqueue
         for start in range(0, len(pending), _MANY_WINDOW):
             results = await asyncio.gather(
@@ -446,13 +437,14 @@ class RabbitMessageBroker(MessageBroker):
         already put the message back (at-least-once), which is reported, not hidden."""
         message = delivery.message
         try:
-            await settle(message, requeue)
-        except CHANNEL_ERRORS as exc:
-            await delivery.consumer.settled(delivery)
-            raise BrokerConnectionError(
-                f"could not {what} message {codec.describe(message)!r}: its "
-                f"channel closed ({type(exc).__name__}; connection lost or RabbitMQ's "
-                "consumer_timeout exceeded). RabbitMQ delivers it again.") from None
+            with RabbitErrors(BrokerConnectionError,
+                              f"could not {what} message {codec.describe(message)!r}: its "
+                              "channel closed", "connection lost or RabbitMQ's "
+                              "consumer_timeout exceeded. RabbitMQ delivers it again."):
+                await settle(message, requeue)
+        except BrokerConnectionError:
+            await delivery.consumer.settled(delivery)  # its room is free all the same
+            raise
         await delivery.consumer.settled(delivery)
 
     async def _or_give_back(self, delivery: Delivery, what: str, step: Awaitable[None]) -> None:

@@ -107,6 +107,14 @@ def dead_reason(text: str) -> str:
     return text
 
 
+def stored_reason(message: DeliveredMessage) -> str | None:
+    """The message's `x-repid-dead-reason` header as text (None when it has none)."""
+    reason = (message.header.properties.headers or {}).get(HEADER_DEAD_REASON)
+    if reason is None:
+        return None
+    return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+
+
 def describe(message: DeliveredMessage) -> str:
     """The job id of a message, for log lines ('?' when it has none)."""
     return str(message.header.properties.correlation_id or "?")
@@ -133,10 +141,9 @@ def decode(
     except UnicodeDecodeError as exc:
         raise PayloadDecodeError(f"body is not UTF-8: {exc}") from exc
     params = Parameters.decode(_text(headers.get(HEADER_PARAMS), f"header {HEADER_PARAMS!r}"))
-    reason = headers.get(HEADER_DEAD_REASON)
+    reason = stored_reason(message)
     if reason is not None:  # a dead message: its reason joins params.headers (promise 6)
-        params.headers[DEAD_REASON_HEADER] = (
-            reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason))
+        params.headers[DEAD_REASON_HEADER] = reason
     priority = headers.get(HEADER_PRIORITY, properties.priority)
     if priority is None:
         priority = 0

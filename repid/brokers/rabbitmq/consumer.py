@@ -16,7 +16,7 @@ prefetched messages) is the same move with the header unchanged; only when that 
 cannot be stored does it fall back to `basic.reject`, which then counts once (a broker
 fault, not a worker's choice). A returned message goes to the tail of its priority.
 
-Pausing (`pause()`, while the worker runs a suspect alone, see `repid.isolation`): the
+Pausing (`pause()`, while the worker runs a suspect alone, see `repid.worker.isolation`): the
 subscription is cancelled, and what was buffered or arrives before the cancel-ok is given
 back (uncounted), so a suspect that kills the process takes nothing else down with it.
 `resume()` subscribes again. (basic.qos would not do: RabbitMQ applies a new prefetch to
@@ -29,6 +29,7 @@ The consumers reach their broker only through the `ConsumerLink` it gives them
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from contextlib import suppress
 from dataclasses import dataclass
@@ -40,11 +41,12 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
 from repid.brokers.base import Consumer, MessageBroker, RawMessage
+from repid.brokers.poison import poison_message
 from repid.brokers.rabbitmq import codec, topology
 from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
-from repid.brokers.rabbitmq.link import ConsumerLink
+from repid.brokers.rabbitmq.link import ConsumerLink, poison_reason
 from repid.data import MessageCategory, utcnow
-from repid.errors import PayloadDecodeError, QueueNotDeclaredError
+from repid.errors import BrokerConnectionError, PayloadDecodeError, QueueNotDeclaredError
 
 logger = logging.getLogger("repid.brokers.rabbitmq")
 
@@ -295,6 +297,13 @@ class RabbitConsumer(RabbitConsumerBase):
             if not self._receiving:
                 self._quiet.set()
 
+    async def _dead_letter(self, message: DeliveredMessage, reason: PayloadDecodeError) -> None:
+        """Poison isolated (promise 7): to the DLQ with its reason; if that copy cannot be
+        stored, through the queue's DLX instead (reason only in the log), never kept."""
+        if not await self._link.dead_letter_poison(message, reason):
+            with suppress(*CHANNEL_ERRORS):
+                await settle(message, requeue=False)
+
     async def _receive(self, message: DeliveredMessage) -> None:
         if self._finished or (self._paused and not message.redelivered):
             # Arrived between basic.cancel and cancel-ok (finishing or pausing): give it
@@ -311,13 +320,9 @@ class RabbitConsumer(RabbitConsumerBase):
         try:
             key, payload, params = codec.decode(message, self.queue_name, delivery)
         except Exception as exc:  # any failure to read it makes it poison, never stuck here
-            reason = exc if isinstance(exc, PayloadDecodeError) else PayloadDecodeError(
-                f"{type(exc).__name__}: {exc}")
-            if not await self._link.dead_letter_poison(message, reason):
-                # Not stored in the DLQ with its reason: dead-letter it through the
-                # queue's DLX instead (reason only in the log), never keep holding it.
-                with suppress(*CHANNEL_ERRORS):
-                    await settle(message, requeue=False)
+            reason = as_decode_error(exc)
+            await self.poison_nack(codec.describe(message), poison_reason(reason),
+                                   functools.partial(self._dead_letter, message, reason))
             return
         if params.ready_at is not None and params.ready_at - utcnow() > _EARLY_TOLERANCE:
             # Delays to the second: a message that arrives before its time (a delay longer
@@ -452,11 +457,15 @@ class RabbitConsumer(RabbitConsumerBase):
 class RabbitScanConsumer(RabbitConsumerBase):
     """DELAYED or DEAD messages of one queue, read with basic.get.
 
-    DEAD reads `<queue>:dead`. DELAYED reads the shared delay-level queues and hands out
-    only the messages bound for this queue. Every other message read (a poison one in the
-    DLQ, one held with `reject`/`nack`) stays unacked until the scan ends and then goes
-    back to where it was, so the scan sees each message once. Another queue's delayed
-    message goes back when the pass over the levels that read it ends.
+    DEAD reads `<queue>:dead`, and hands out a message there that cannot be decoded as a
+    poison message (`repid.brokers.poison`: its correlation_id, its AMQP body as text, its
+    `x-repid-dead-reason`, else why it cannot be decoded now), which `ack` deletes. DELAYED
+    reads the shared delay-level queues and hands out only the messages bound for this
+    queue; one that cannot be decoded is dead-lettered. Every other message read (one held
+    with `reject`/`nack`, a poison one that could not be dead-lettered) stays unacked until
+    the scan ends and then goes back to where it was, so the scan sees each message once.
+    Another queue's delayed message goes back when the pass over the levels that read it
+    ends.
 
     With `stop_when_empty` the scan makes one pass over its queues and ends. Otherwise (as
     repid 1.x's consumers did) it waits: after a pass that found nothing more it waits
@@ -547,17 +556,40 @@ class RabbitScanConsumer(RabbitConsumerBase):
             try:
                 item = codec.decode(message, self.queue_name, delivery)
             except Exception as exc:  # unreadable: poison
-                if not isinstance(exc, PayloadDecodeError):
-                    exc = PayloadDecodeError(f"{type(exc).__name__}: {exc}")
+                reason = as_decode_error(exc)
                 if self.category is MessageCategory.DEAD:
-                    logger.warning("dead-letter queue of %r holds an undecodable message "
-                                   "(%s); left there", self.queue_name, exc)
-                    self._held.append(message)
-                elif not await self._link.dead_letter_poison(message, exc):
+                    return self._hand_out(self._poison(message, delivery, reason))
+                if not await self._dead_letter(message, reason):
                     self._held.append(message)  # returned where it was when the scan ends
                 continue
             return self._hand_out(item)
         raise StopAsyncIteration
+
+    def _poison(self, message: DeliveredMessage, delivery: Delivery,
+                error: PayloadDecodeError) -> RawMessage:
+        """A dead message that cannot be decoded (`error`), as a poison message whose
+        `ack` deletes it."""
+        reason = codec.stored_reason(message) or poison_reason(error)
+        return poison_message(message.header.properties.correlation_id, self.queue_name,
+                              message.body, reason, delivery)
+
+    async def _dead_letter(self, message: DeliveredMessage, reason: PayloadDecodeError) -> bool:
+        """Poison isolated (promise 7), through the `repid_nack` hook: move the message
+        to the DLQ with its reason; False when that copy could not be stored (the message
+        is still held, and the hook's wrappers saw a BrokerConnectionError)."""
+        moved = False
+
+        async def move() -> None:
+            nonlocal moved
+            moved = await self._link.dead_letter_poison(message, reason)
+            if not moved:
+                raise BrokerConnectionError(
+                    f"poison message {codec.describe(message)!r} could not be stored in the "
+                    f"dead-letter queue of {self.queue_name!r}; it stays where it was")
+
+        with suppress(BrokerConnectionError):
+            await self.poison_nack(codec.describe(message), poison_reason(reason), move)
+        return moved
 
     async def _get(self, source: str) -> DeliveredMessage | None:
         """basic.get one message of `source` (None when it is empty). If the caller is
@@ -631,3 +663,9 @@ class RabbitScanConsumer(RabbitConsumerBase):
         """Stop the scan early; held messages go back to their queues."""
         if not self._finished:
             await self._end()
+
+
+def as_decode_error(exc: Exception) -> PayloadDecodeError:
+    """Any failure to read a message, as the PayloadDecodeError that makes it poison."""
+    return exc if isinstance(exc, PayloadDecodeError) else PayloadDecodeError(
+        f"{type(exc).__name__}: {exc}")

@@ -185,4 +185,10 @@ class ConsumerLink:
         logger.error("message %r on queue %r cannot be decoded (%s); moved to %r",
                      codec.describe(message), self.queue, reason, dead)
         return await self._move(message, "", dead, self.queue, {
-            codec.HEADER_DEAD_REASON: codec.dead_reason(f"cannot be decoded: {reason}")})
+            codec.HEADER_DEAD_REASON: poison_reason(reason)})
+
+
+def poison_reason(error: PayloadDecodeError) -> str:
+    """The dead reason of a poison message: its `x-repid-dead-reason` header, and the
+    `reason` of the `repid_nack` hook its dead-lettering fires."""
+    return codec.dead_reason(f"cannot be decoded: {error}")

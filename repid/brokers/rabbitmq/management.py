@@ -1,5 +1,5 @@
 """What RabbitMQ reports only over its management HTTP API: a queue's unacknowledged
-(in-flight) messages. AMQP gives ready counts only.
+(in-flight) messages, and the list of queues. AMQP gives ready counts only.
 
 Needs the `rabbitmq_management` plugin (`rabbitmq-plugins enable rabbitmq_management`);
 without a management URL, or when the API does not answer, the count is unknown (-1).
@@ -15,6 +15,8 @@ import urllib.request
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from repid.brokers.dsn import mask_dsn
+from repid.brokers.rabbitmq.topology import DEAD_EXCHANGE
+from repid.errors import BrokerConnectionError
 
 logger = logging.getLogger("repid.brokers.rabbitmq")
 
@@ -50,3 +52,21 @@ async def unacked(management_url: str, vhost: str, queue: str, timeout: float) -
         return -1
     count = data.get("messages_unacknowledged") if isinstance(data, dict) else None
     return count if isinstance(count, int) else -1
+
+
+async def repid_queues(management_url: str, vhost: str, timeout: float) -> list[str]:
+    """The queues of `vhost` that repid declared as work queues (those dead-lettering to
+    `DEAD_EXCHANGE`), sorted: not their `:dead` companions, nor the delay levels."""
+    url = (f"{management_url.rstrip('/')}/api/queues/{quote(vhost, safe='')}"
+           "?columns=name,arguments")
+    try:
+        data = await asyncio.to_thread(_get_json, url, timeout)
+    except (OSError, ValueError) as exc:
+        raise BrokerConnectionError(f"RabbitMQ management API at {mask_dsn(management_url)} "
+                                    f"did not answer: {exc}") from None
+    if not isinstance(data, list):
+        raise BrokerConnectionError(f"RabbitMQ management API at {mask_dsn(management_url)} "
+                                    "answered something else than a list of queues")
+    return sorted(str(queue["name"]) for queue in data if isinstance(queue, dict)
+                  and isinstance(queue.get("arguments"), dict)
+                  and queue["arguments"].get("x-dead-letter-exchange") == DEAD_EXCHANGE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import secrets
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -11,11 +12,13 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import AuthenticationError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from repid.brokers.dsn import mask_dsn
+from repid.brokers.redis.errors import CONNECTION_ERRORS as CONNECTION_ERRORS
+from repid.brokers.redis.errors import RedisErrors, login_refused, password_ignored
 from repid.brokers.spin import DEFAULT_REPLY_SPIN, Spin
 from repid.errors import BrokerConnectionError
 
@@ -24,11 +27,6 @@ DEFAULT_MAX_CONNECTIONS = 256
 #: how long a command waits for a free connection of a full pool before it fails with
 #: ConnectionError, unless the caller chooses (`pool_timeout=`)
 DEFAULT_POOL_TIMEOUT = 30.0
-
-#: errors that mean "Redis could not be reached or did not answer in time"
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, OSError,
-)
 
 
 def pack_bulks(parts: list[bytes], args: Any, encoding: str, errors: str,
@@ -255,6 +253,56 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
     return client
 
 
+async def _log_in(pool: Any, **override: Any) -> AuthenticationError | None:
+    """Open one connection with the pool's settings (and `override`) and PING on it: the
+    AuthenticationError of a login Redis refuses (NOAUTH comes with the PING when no
+    password was given), at once, else None. A Redis that cannot be reached is retried as
+    the client's commands are, then raises."""
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), **override}
+    retry: Retry = pool.connection_kwargs.get("retry") or Retry(NoBackoff(), 0)
+
+    async def attempt() -> AuthenticationError | None:
+        conn = pool.connection_class(**kwargs)
+        try:
+            await conn.connect()
+            await conn.send_command("PING", check_health=False)
+            await conn.read_response()
+        except AuthenticationError as exc:  # returned, not raised: never retried
+            return exc
+        finally:
+            await conn.disconnect()
+        return None
+
+    async def failed(error: Exception) -> None:
+        return None
+
+    return await retry.call_with_retry(attempt, failed)
+
+
+async def check_login(client: Redis, where: str) -> BrokerConnectionError | None:
+    """The BrokerConnectionError to raise (found at once: no retries) when Redis refuses the
+    client's login, or when the DSN gives a password Redis does not check; else None.
+    Redis that cannot be reached raises redis-py's error, to map as usual.
+
+    redis-py logs in with `HELLO 3 AUTH`, which a user without a password (Redis's default
+    user, unless `requirepass` is set) passes whatever the password, so a password for a
+    Redis that needs none would be silently ignored: a second login with a random password
+    must be refused, else the password is not checked. `where` is the masked DSN.
+    """
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    user: str | None = kwargs.get("username")
+    has_password = bool(kwargs.get("password")) and kwargs.get("credential_provider") is None
+    refused = await _log_in(pool)
+    if refused is not None:
+        return login_refused(refused, where, user, has_password)
+    if not has_password:
+        return None
+    if await _log_in(pool, password=secrets.token_urlsafe(24)) is not None:
+        return None  # a wrong password is refused: Redis checks the password
+    return password_ignored(where, user)
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """How a Redis broker connects: reconnect retries, timeouts, client name, and any other
@@ -269,14 +317,19 @@ class ClientSettings:
 
     async def open(self) -> Redis:
         """A client checked with a PING; BrokerConnectionError (password masked) when Redis
-        does not answer."""
+        does not answer, and at once when it refuses the login (`check_login`)."""
         client = make_client(self.dsn, retries=self.retries, socket_timeout=self.socket_timeout,
                              socket_connect_timeout=self.socket_connect_timeout,
                              client_name=self.client_name, extra=self.extra)
+        where = mask_dsn(self.dsn)
         try:
-            await client.ping()
-        except CONNECTION_ERRORS as exc:
+            with RedisErrors(BrokerConnectionError, "cannot reach Redis at %s", where):
+                refused = await check_login(client, where)
+            if refused is not None:
+                raise refused
+            with RedisErrors(BrokerConnectionError, "cannot reach Redis at %s", where):
+                await client.ping()
+        except BaseException:
             await client.aclose()
-            raise BrokerConnectionError(
-                f"cannot reach Redis at {mask_dsn(self.dsn)}: {exc}") from exc
+            raise
         return client

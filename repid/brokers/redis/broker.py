@@ -30,6 +30,10 @@ the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
    (`deliveries` hash); TAKE returns that count, and `delivery_count` is one more.
 
 Consumers reach the broker only through the `QueueOps` of their queue (`queue_ops.py`).
+redis-py's errors become repid's in one place, `errors.RedisErrors`: an enqueue Redis did
+not answer raises `EnqueueNotConfirmedError` (promise 1), any other call
+`BrokerConnectionError`. Every enqueue path refuses a payload over `max_message_size`
+before it sends anything (`MessageBroker.enqueue` and `check_sizes`).
 """
 
 from __future__ import annotations
@@ -52,16 +56,12 @@ from repid.brokers.base import (
 )
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis import scripts
-from repid.brokers.redis._client import (
-    CONNECTION_ERRORS,
-    ClientSettings,
-    CommandHead,
-    HeldConnection,
-)
+from repid.brokers.redis._client import ClientSettings, CommandHead, HeldConnection
 from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop_closed
 from repid.brokers.redis.batcher import Batcher, Op
 from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
 from repid.brokers.redis.consumer import RedisConsumer
+from repid.brokers.redis.errors import CONNECTION_ERRORS, RedisErrors
 from repid.brokers.redis.handle import RedisHandle
 from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys, queues_key
 from repid.brokers.redis.part_reader import RedisPartReader
@@ -257,12 +257,10 @@ class RedisMessageBroker(MessageBroker):
 
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         op = (key.id_, encode_body(key, payload, params), ready_ms(params))
-        try:
+        with RedisErrors(EnqueueNotConfirmedError,
+                         "Redis did not confirm the message %r for queue %r",
+                         key.id_, key.queue):
             stored = await self._enqueuer.submit(key.queue, [op])
-        except CONNECTION_ERRORS as exc:
-            raise EnqueueNotConfirmedError(
-                f"Redis did not confirm the message {key.id_!r} for queue {key.queue!r}: "
-                f"{exc}") from exc
         if not stored[0]:
             logger.debug("message %r is already in queue %r; not enqueued again",
                          key.id_, key.queue)
@@ -276,10 +274,7 @@ class RedisMessageBroker(MessageBroker):
             return
         chunks: list[tuple[str, list[Op]]] = []
         open_chunks: dict[str, tuple[list[Op], list[int]]] = {}
-        limit = self.max_message_size
-        for key, payload, params in messages:
-            if len(payload) > limit >> 2:  # a character is 1 to 4 bytes
-                self.check_size(key, payload)
+        for key, payload, params in self.check_sizes(messages):
             body = encode_body(key, payload, params)
             ops, chars = open_chunks.get(key.queue) or ([], [0])
             if ops and (len(ops) >= _MAX_ENQUEUE_OPS
@@ -290,11 +285,9 @@ class RedisMessageBroker(MessageBroker):
                 chunks.append((key.queue, ops))
             ops.append((key.id_, body, ready_ms(params)))
             chars[0] += len(body)
-        try:
+        with RedisErrors(EnqueueNotConfirmedError,
+                         "Redis did not confirm a batch of messages"):
             await asyncio.gather(*(self._enqueuer.submit(q, ops) for q, ops in chunks))
-        except CONNECTION_ERRORS as exc:
-            raise EnqueueNotConfirmedError(
-                f"Redis did not confirm a batch of messages: {exc}") from exc
 
     async def _settle(self, action: str, key: RoutingKey,
                       extra: Callable[[], Op] | None = None) -> None:
@@ -310,17 +303,14 @@ class RedisMessageBroker(MessageBroker):
                 queue, op = key.queue, (action, "inflight", key.id_, "")
             else:
                 queue = handle.queue
-                op = (action, handle.where, handle.id_, handle.token)
+                op = (action, handle.where, handle.settle_id, handle.token)
             if extra is not None:
                 op += extra()
-            try:
+            with RedisErrors(BrokerConnectionError,
+                             "Redis did not confirm %s of message %r in queue %r (an "
+                             "unsettled message is delivered again once its lease ends)",
+                             action, key.id_, queue):
                 done = await self._settler.submit(queue, [op])
-            except CONNECTION_ERRORS as exc:
-                raise BrokerConnectionError(
-                    f"Redis did not confirm {action} of message {key.id_!r} in queue "
-                    f"{queue!r} (an unsettled message is delivered again once its lease "
-                    f"ends): {exc}",
-                ) from exc
             if handle is not None and done[0]:
                 # what SETTLE leaves in the dead or delayed part (see lua/settle.lua)
                 handle.moved = action not in ("reject", "release") and not (
@@ -356,27 +346,21 @@ class RedisMessageBroker(MessageBroker):
         return handle.returns + 1 if isinstance(handle, RedisHandle) else 1
 
     async def _queue_declare(self, queue_name: str) -> None:
-        try:
+        with RedisErrors(BrokerConnectionError, "cannot declare queue %r", queue_name):
             await self._redis().sadd(self._queues_key, queue_name)
             await warn_if_v1_data(self._redis(), queue_name)  # repid 1.x keys: say so
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(f"cannot declare queue {queue_name!r}: {exc}") from exc
 
     async def _queue_flush(self, queue_name: str) -> None:
-        try:
+        with RedisErrors(BrokerConnectionError, "cannot flush queue %r", queue_name):
             # UNLINK frees the memory in the background: a big queue never blocks Redis
             await self._redis().unlink(*own_keys(self._keys(queue_name)))
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(f"cannot flush queue {queue_name!r}: {exc}") from exc
 
     async def _queue_delete(self, queue_name: str) -> None:
-        try:
+        with RedisErrors(BrokerConnectionError, "cannot delete queue %r", queue_name):
             async with self._redis().pipeline(transaction=True) as pipe:
                 pipe.unlink(*own_keys(self._keys(queue_name)))
                 pipe.srem(self._queues_key, queue_name)
                 await pipe.execute()
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(f"cannot delete queue {queue_name!r}: {exc}") from exc
         self._queue_keys.pop(queue_name, None)
 
     def _consumer(
@@ -393,14 +377,21 @@ class RedisMessageBroker(MessageBroker):
 
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
         """Counts of the queue's messages: ready, delayed, in_flight (leased), dead; a due
-        delayed message or an expired lease is counted as ready."""
-        try:
-            ready, delayed, in_flight, dead = await scripts.STATS(
-                self._redis(), self._keys(queue_name), [])
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(
-                f"cannot read the counts of queue {queue_name!r}: {exc}") from exc
+        delayed message or an expired lease is counted as ready. QueueNotDeclaredError if
+        the queue is not declared."""
+        with RedisErrors(BrokerConnectionError, "cannot read the counts of queue %r",
+                         queue_name):
+            counts = await scripts.STATS(self._redis(), self._keys(queue_name), [queue_name])
+        if not counts:
+            raise QueueNotDeclaredError(queue_name)
+        ready, delayed, in_flight, dead = counts
         return {"ready": ready, "delayed": delayed, "in_flight": in_flight, "dead": dead}
+
+    async def queue_names(self) -> list[str] | None:
+        """The queues in the broker's set of declared queues."""
+        with RedisErrors(BrokerConnectionError, "cannot list the declared queues"):
+            names = await self._redis().smembers(self._queues_key)
+        return sorted(_text(name) for name in names)
 
     # --- background work ---
 

@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 
 from repid.brokers.base import BucketBroker
 from repid.brokers.dsn import mask_dsn, require_dsn
-from repid.brokers.redis._client import CONNECTION_ERRORS, ClientSettings
+from repid.brokers.redis._client import ClientSettings
+from repid.brokers.redis.errors import RedisErrors
 from repid.data import BucketT, decode_bucket
 from repid.errors import BrokerConnectionError
 
@@ -68,10 +69,8 @@ class RedisBucketBroker(BucketBroker):
         return f"{self.prefix}:bucket:{id_}"
 
     async def _get_bucket(self, id_: str) -> BucketT | None:
-        try:
+        with RedisErrors(BrokerConnectionError, "cannot read bucket %r", id_):
             raw = await self._redis().get(self._key(id_))
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(f"cannot read bucket {id_!r}: {exc}") from exc
         return None if raw is None else decode_bucket(raw)
 
     async def _store_bucket(self, id_: str, payload: BucketT) -> None:
@@ -79,13 +78,9 @@ class RedisBucketBroker(BucketBroker):
         if payload.ttl is not None:
             # native expiry; at least 1 ms, since PX 0 is an error
             ttl_ms = max(1, int(payload.ttl.total_seconds() * 1000))
-        try:
+        with RedisErrors(BrokerConnectionError, "cannot store bucket %r", id_):
             await self._redis().set(self._key(id_), payload.encode(), px=ttl_ms)
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(f"cannot store bucket {id_!r}: {exc}") from exc
 
     async def _delete_bucket(self, id_: str) -> None:
-        try:
+        with RedisErrors(BrokerConnectionError, "cannot delete bucket %r", id_):
             await self._redis().delete(self._key(id_))
-        except CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(f"cannot delete bucket {id_!r}: {exc}") from exc

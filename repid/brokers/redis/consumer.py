@@ -12,12 +12,14 @@ They reach the broker only through the `QueueOps` it gives them. Promises of
    second, `queue_ops.block_time`), so neither a long delay nor an idle queue holds it.
 7. Poison: TAKE's reply is read undecoded and each message decoded on its own
    (`_decode_entry`); one that fails, for any reason, is dead-lettered alone with the
-   reason logged and stored, the others are handed out, and the consumer goes on.
+   reason logged and stored, through the `repid_nack` hook (`Consumer.poison_nack`), the
+   others are handed out, and the consumer goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable
@@ -284,8 +286,9 @@ class RedisConsumer(Consumer):
 
     async def _accept(self, taken: list[bytes]) -> None:
         """Buffer the decodable messages at once; then dead-letter the others, each with
-        its reason logged and stored (any exception while decoding one makes it poison)."""
-        poison: list[Op] = []
+        its reason logged and stored, through the `repid_nack` hook (any exception while
+        decoding one makes it poison)."""
+        poison: list[Poison] = []
         for entry in taken:
             message, failure = _decode_entry(entry, self)
             if message is not None:
@@ -297,15 +300,23 @@ class RedisConsumer(Consumer):
                 poison.append(failure)
         if self._buffer:
             self._ready.set()
-        if poison:
-            await self._ops.settle(poison)
+        for id_, reason, op in poison:
+            await self.poison_nack(id_, reason, functools.partial(self._settle_poison, op))
         if self._paused:  # taken while the worker paused this consumer: hold nothing
             await self._give_back(len(self._buffer))
 
+    async def _settle_poison(self, op: Op) -> None:
+        await self._ops.settle([op])
 
-def _decode_entry(entry: bytes, consumer: RedisConsumer) -> tuple[RawMessage | None, Op | None]:
-    """One message of TAKE's reply (`token LF returns LF id LF body`): the message, or the
-    nack that dead-letters it with the reason when it cannot be decoded."""
+
+#: a message that cannot be decoded: its id (as text), why, and the nack that dead-letters it
+Poison = tuple[str, str, Op]
+
+
+def _decode_entry(entry: bytes,
+                  consumer: RedisConsumer) -> tuple[RawMessage | None, Poison | None]:
+    """One message of TAKE's reply (`token LF returns LF id LF body`): the message, or
+    what dead-letters it with the reason when it cannot be decoded."""
     token_b, returns_b, id_b, body = entry.split(b"\n", 3)
     token = token_b.decode()
     queue = consumer.queue_name
@@ -315,7 +326,8 @@ def _decode_entry(entry: bytes, consumer: RedisConsumer) -> tuple[RawMessage | N
         reason = f"the message id is not UTF-8: {short_reason(exc)}"
         logger.error("message %r in queue %r cannot be decoded (%s); moved to the dead-letter "
                      "list", id_b, queue, reason)
-        return None, ("nack", "inflight", id_b, token, reason)
+        return None, (id_b.decode(errors="replace"), reason,
+                      ("nack", "inflight", id_b, token, reason))
     handle = RedisHandle(queue, id_, "inflight", token, consumer, int(returns_b))
     try:
         return decode_stored(body, handle), None
@@ -323,5 +335,4 @@ def _decode_entry(entry: bytes, consumer: RedisConsumer) -> tuple[RawMessage | N
         reason = f"the stored message cannot be decoded: {exc}"
         logger.error("message %r in queue %r cannot be decoded (%s); moved to the dead-letter "
                      "list", id_, queue, reason)
-        return None, ("nack", "inflight", id_, token, reason)
-
+        return None, (id_, reason, ("nack", "inflight", id_, token, reason))

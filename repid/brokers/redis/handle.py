@@ -31,6 +31,14 @@ class RedisHandle:
     #: (an ack, a requeue, a nack of a delayed message), so a reader of the dead or delayed
     #: part yields it again if it comes back there
     moved: bool = False
+    #: a poison message's id as Redis stores it (`id_` shows bytes that are not UTF-8
+    #: escaped, see `repid.brokers.poison`): what its settle names
+    stored_id: bytes | None = None
+
+    @property
+    def settle_id(self) -> str | bytes:
+        """The id a settle names in Redis."""
+        return self.id_ if self.stored_id is None else self.stored_id
 
     def release(self) -> None:
         """Give the consumer its capacity back and stop extending the lease, once, whatever

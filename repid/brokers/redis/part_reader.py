@@ -6,9 +6,13 @@ queue (ready at the new parameters' time), `nack` (of a delayed message) dead-le
 
 6. Dead letters: each dead message is read with the reason it was dead-lettered, if one was
    given, in `params.headers[DEAD_REASON_HEADER]`.
-7. Poison: ids and bodies are read undecoded and each message decoded on its own; a dead
-   one that cannot be decoded is skipped with an error logged (it stays in the dead list),
-   a delayed one is dead-lettered with the reason.
+7. Poison: ids and bodies are read undecoded and each message decoded on its own. A dead
+   one that cannot be decoded is handed out as a poison message (`repid.brokers.poison`):
+   its id, its stored body as text (`<priority>|<timeout ms>|<json>` as stored, "" when
+   there is none), and its stored reason (else why it cannot be decoded now); `ack`
+   deletes it. A dead id is one with a body or a reason: every dead-lettering of repid
+   stores a reason, so one with neither was acked since its id was read. A delayed message
+   that cannot be decoded is dead-lettered with the reason, through the `repid_nack` hook.
 
 Nothing is taken out of the part, so a cancelled `__anext__` loses nothing: what it was
 reading is read again by the next call (ids leave the to-read list only once their bodies
@@ -27,11 +31,13 @@ is waited out (reported through `report_problem`); a deleted queue raises
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections import deque
 
 from repid.brokers.base import DEAD_REASON_HEADER, Consumer, MessageBroker, RawMessage
+from repid.brokers.poison import poison_message, show_raw
 from repid.brokers.redis._client import CONNECTION_ERRORS
 from repid.brokers.redis.batcher import Op
 from repid.brokers.redis.codec import decode_stored, short_reason
@@ -61,9 +67,9 @@ class RedisPartReader(Consumer):
         self._stop_when_empty = stop_when_empty
         #: ids to read, in the part's order (None until the first take)
         self._ids: deque[bytes] | None = None
-        #: messages read and not yet yielded
-        self._messages: deque[RawMessage] = deque()
-        #: ids read (yielded, or skipped as undecodable) that are still in the part
+        #: messages read and not yet yielded, with their ids as stored
+        self._messages: deque[tuple[bytes, RawMessage]] = deque()
+        #: ids read (yielded, or dead-lettered as undecodable) that are still in the part
         self._seen: set[bytes] = set()
         self._finished = False
 
@@ -82,7 +88,7 @@ class RedisPartReader(Consumer):
     def on_settled(self, handle: RedisHandle) -> None:
         """A message it yielded was settled: forget it if it left the part."""
         if handle.moved:
-            self._seen.discard(handle.id_.encode())
+            self._seen.discard(handle.stored_id or handle.id_.encode())
 
     async def _next(self) -> RawMessage:
         backoff = self.POLL_INTERVAL
@@ -106,10 +112,8 @@ class RedisPartReader(Consumer):
         while not self._finished:
             ops.ensure_connected()
             if self._messages:
-                message = self._messages.popleft()
-                handle = message[0].handle
-                assert isinstance(handle, RedisHandle)
-                self._seen.add(handle.id_.encode())
+                id_b, message = self._messages.popleft()
+                self._seen.add(id_b)
                 return message
             if self._ids is None:
                 self._ids = deque(await ops.snapshot_ids(self._where))
@@ -140,29 +144,44 @@ class RedisPartReader(Consumer):
         bodies, reasons = await ops.stored(chunk, with_reasons=self._where == "dead")
         for _ in chunk:
             self._ids.popleft()
-        poison: list[Op] = []
+        poison: list[tuple[str, str, Op]] = []
         for id_b, body, reason in zip(chunk, bodies, reasons, strict=True):
-            if body is None:
+            if body is None and reason is None:
                 continue  # settled since its id was read
             try:
+                if body is None:
+                    raise PayloadDecodeError("the message has no stored body")
                 id_ = id_b.decode()
                 handle = RedisHandle(self.queue_name, id_, self._where, "", self)
                 message = decode_stored(body, handle)
                 if reason is not None:
                     message[2].headers[DEAD_REASON_HEADER] = reason.decode(errors="replace")
             except Exception as exc:
-                self._seen.add(id_b)  # logged once, not at every look
                 why = ("the stored message cannot be decoded: "
                        f"{exc if isinstance(exc, PayloadDecodeError) else short_reason(exc)}")
                 if self._where == "dead":
-                    logger.error("dead message %r in queue %r cannot be decoded (%s); "
-                                 "skipped, it stays in the dead-letter list", id_b,
-                                 self.queue_name, why)
+                    message = self._poison(id_b, body, reason, why)
                 else:
+                    self._seen.add(id_b)  # logged once, not at every look
                     logger.error("delayed message %r in queue %r cannot be decoded (%s); "
                                  "moved to the dead-letter list", id_b, self.queue_name, why)
-                    poison.append(("nack", "delayed", id_b, "", why))
-                continue
-            self._messages.append(message)
-        if poison:
-            await ops.settle(poison)
+                    poison.append((id_b.decode(errors="replace"), why,
+                                   ("nack", "delayed", id_b, "", why)))
+                    continue
+            self._messages.append((id_b, message))
+        for id_, why, op in poison:  # through the `repid_nack` hook (`poison_nack`)
+            await self.poison_nack(id_, why, functools.partial(_settle, ops, op))
+
+    def _poison(self, id_b: bytes, body: bytes | None, reason: bytes | None,
+                why: str) -> RawMessage:
+        """The dead message `id_b` that cannot be decoded (`why`), as a poison message
+        whose `ack` deletes it."""
+        handle = RedisHandle(self.queue_name, show_raw(id_b), "dead", "", self,
+                             stored_id=id_b)
+        stored = why if reason is None else reason.decode(errors="replace")
+        return poison_message(id_b, self.queue_name, body, stored, handle)
+
+
+async def _settle(ops: QueueOps, op: Op) -> None:
+    """Run one settle operation (a poison message's nack)."""
+    await ops.settle([op])

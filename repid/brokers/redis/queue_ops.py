@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from random import random
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -30,6 +31,8 @@ logger = logging.getLogger("repid.brokers.redis")
 MAX_OPS = 2000
 #: how long an idle consumer blocks at most, so delays and leases are checked each second
 MAX_BLOCK = 1.0
+#: the most a consumer waiting for a due message adds to its wait (see `block_time`)
+DUE_JITTER = 0.05
 
 
 class BrokerSettings(Protocol):
@@ -137,8 +140,14 @@ class QueueOps:
 
 
 def block_time(next_due: int, now: int, socket_timeout: float | None) -> float:
-    """How long an idle consumer blocks: until the next delayed message is due, at most 1 s."""
-    wait = MAX_BLOCK if next_due < 0 else min(MAX_BLOCK, (next_due - now) / 1000)
+    """How long an idle consumer blocks: until the next delayed message is due, at most 1 s.
+
+    Waiting for a due message, each consumer adds up to `DUE_JITTER` at random: consumers
+    that computed the same due time would otherwise wake in an order set by when each
+    last blocked, and the same one (often the worker that just sent the message back for
+    another worker's actor) would take it every time."""
+    wait = MAX_BLOCK if next_due < 0 else min(MAX_BLOCK,
+                                              (next_due - now) / 1000 + random() * DUE_JITTER)
     if socket_timeout:
         wait = min(wait, socket_timeout / 2)
     return max(0.01, wait)

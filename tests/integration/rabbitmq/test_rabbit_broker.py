@@ -11,6 +11,7 @@ import pytest
 from rabbit_helpers import broker, drain, key, nothing_within, params, queue, take, unique
 
 from repid import QueueDeclareError
+from repid.brokers.base import DEAD_REASON_HEADER
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.brokers.rabbitmq.codec import HEADER_PARAMS
 from repid.data import MessageCategory, Parameters
@@ -176,9 +177,19 @@ async def test_poison_messages_go_to_dlq_and_consuming_goes_on(
     assert any("not JSON" in r for r in reasons)
     assert any("repid-params" in r for r in reasons)
     assert any("correlation_id" in r for r in reasons)
-    # the DEAD consumer leaves undecodable messages where they are
-    assert await drain(broker.consume(queue, category=MessageCategory.DEAD,
-                                      stop_when_empty=True)) == []
+    # the DEAD consumer hands undecodable messages out as poison (id, body as text, the
+    # reason), and leaves them where they are unless acked
+    dead = broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True)
+    read = await drain(dead)
+    assert sorted((k.id_, k.topic, body) for k, body, _ in read) == [
+        ("", "", "garbage"), ("x", "", "garbage"), ("x", "", "garbage")]
+    assert all("cannot be decoded" in p.headers[DEAD_REASON_HEADER] for _, _, p in read)
+    for k, _, _ in read:
+        await broker.reject(k)
+    for _ in range(50):
+        if (await broker.queue_stats(queue))["dead"] == 3:
+            break
+        await asyncio.sleep(0.1)
     assert (await broker.queue_stats(queue))["dead"] == 3
 
 

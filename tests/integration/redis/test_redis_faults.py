@@ -173,9 +173,15 @@ async def test_poison_bodies_are_dead_lettered_alone_with_reasons(
     assert b"not UTF-8" in reasons[b"id-\xff\xfe"]
     assert await broker.queue_stats(queue) == {"ready": 0, "delayed": 0, "in_flight": 0,
                                                "dead": len(bad)}
-    # the DEAD consumer skips what it cannot decode, and never raises
+    # the DEAD consumer hands each out as poison (its stored reason, its body as text),
+    # and never raises
     dead = broker.consume(queue, category=MessageCategory.DEAD, stop_when_empty=True)
-    assert [m async for m in dead] == []
+    read = {k.id_: (k.topic, payload, params.headers) async for k, payload, params in dead}
+    assert sorted(read) == sorted(id_.decode(errors="backslashreplace") for id_ in bad)
+    for id_, body in bad.items():
+        topic, payload, headers = read[id_.decode(errors="backslashreplace")]
+        assert (topic, payload) == ("", body.decode(errors="backslashreplace"))
+        assert headers == {DEAD_REASON_HEADER: reasons[id_].decode()}
     # a flush takes the reasons with the messages
     await broker.queue_flush(queue)
     assert await raw.exists(keys[REASONS], keys[MSGS], keys[DEAD]) == 0

@@ -7,11 +7,11 @@ import math
 import signal
 from collections.abc import Iterable, Sequence
 
+from repid.app import resolve_connection
 from repid.connection import Connection
-from repid.health import HealthCheckServer, HealthCheckServerSettings
-from repid.main import resolve_connection
 from repid.router import Router
-from repid.runner import Runner
+from repid.worker.health import HealthCheckServer, HealthCheckServerSettings
+from repid.worker.runner import Runner
 
 logger = logging.getLogger("repid.worker")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from repid import (
@@ -29,26 +29,105 @@ def spec_params(hook_name: str) -> list[str]:
     return list(inspect.signature(getattr(hookspecs, hook_name)).parameters)
 
 
-def recording_wrapper(hook_name: str, seen: dict[str, list[dict[str, Any]]]
-                      ) -> Callable[..., Generator[None, Any, Any]]:
-    """A wrapper for `hook_name` that takes every parameter of its spec."""
-    params = spec_params(hook_name)
-
-    def wrapper(*args: Any) -> Generator[None, Any, Any]:
-        seen.setdefault(hook_name, []).append(dict(zip(params, args, strict=True)))
-        return (yield)
-
-    wrapper.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params])
-    wrapper.__name__ = hook_name
-    return hookimpl(wrapper=True)(wrapper)  # type: ignore[no-any-return]
+Gen = Generator[None, Any, Any]
 
 
 class Recorder:
+    """A wrapper on every around hook naming every parameter of its spec (written out, so
+    that any pluggy reads them; `test_the_recorder_names_every_spec_parameter` holds them
+    to the specs), recording what each call site gave it."""
+
     def __init__(self) -> None:
         self.seen: dict[str, list[dict[str, Any]]] = {}
-        for hook_name in hookspecs.AROUND_HOOKS:
-            setattr(self, hook_name, recording_wrapper(hook_name, self.seen))
+
+    def _record(self, hook_name: str, values: dict[str, Any]) -> Gen:
+        self.seen.setdefault(hook_name, []).append(values)
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def repid_consume(self, connection: Any, broker: Any, queue: Any, category: Any) -> Gen:
+        return (yield from self._record("repid_consume", {
+            "connection": connection, "broker": broker, "queue": queue,
+            "category": category}))
+
+    @hookimpl(wrapper=True)
+    def repid_enqueue(self, connection: Any, broker: Any, queue: Any, key: Any, payload: Any,
+                      params: Any) -> Gen:
+        return (yield from self._record("repid_enqueue", {
+            "connection": connection, "broker": broker, "queue": queue, "key": key,
+            "payload": payload, "params": params}))
+
+    @hookimpl(wrapper=True)
+    def repid_requeue(self, connection: Any, broker: Any, queue: Any, key: Any, payload: Any,
+                      params: Any, reason: Any, stash: Any) -> Gen:
+        return (yield from self._record("repid_requeue", {
+            "connection": connection, "broker": broker, "queue": queue, "key": key,
+            "payload": payload, "params": params, "reason": reason, "stash": stash}))
+
+    @hookimpl(wrapper=True)
+    def repid_ack(self, connection: Any, broker: Any, queue: Any, key: Any,
+                  stash: Any) -> Gen:
+        return (yield from self._record("repid_ack", {
+            "connection": connection, "broker": broker, "queue": queue, "key": key,
+            "stash": stash}))
+
+    @hookimpl(wrapper=True)
+    def repid_nack(self, connection: Any, broker: Any, queue: Any, key: Any, reason: Any,
+                   stash: Any) -> Gen:
+        return (yield from self._record("repid_nack", {
+            "connection": connection, "broker": broker, "queue": queue, "key": key,
+            "reason": reason, "stash": stash}))
+
+    @hookimpl(wrapper=True)
+    def repid_reject(self, connection: Any, broker: Any, queue: Any, key: Any,
+                     stash: Any) -> Gen:
+        return (yield from self._record("repid_reject", {
+            "connection": connection, "broker": broker, "queue": queue, "key": key,
+            "stash": stash}))
+
+    @hookimpl(wrapper=True)
+    def repid_queue_declare(self, connection: Any, broker: Any, queue: Any) -> Gen:
+        return (yield from self._record("repid_queue_declare", {
+            "connection": connection, "broker": broker, "queue": queue}))
+
+    @hookimpl(wrapper=True)
+    def repid_queue_flush(self, connection: Any, broker: Any, queue: Any) -> Gen:
+        return (yield from self._record("repid_queue_flush", {
+            "connection": connection, "broker": broker, "queue": queue}))
+
+    @hookimpl(wrapper=True)
+    def repid_queue_delete(self, connection: Any, broker: Any, queue: Any) -> Gen:
+        return (yield from self._record("repid_queue_delete", {
+            "connection": connection, "broker": broker, "queue": queue}))
+
+    @hookimpl(wrapper=True)
+    def repid_get_bucket(self, connection: Any, broker: Any, id_: Any) -> Gen:
+        return (yield from self._record("repid_get_bucket", {
+            "connection": connection, "broker": broker, "id_": id_}))
+
+    @hookimpl(wrapper=True)
+    def repid_store_bucket(self, connection: Any, broker: Any, id_: Any,
+                           payload: Any) -> Gen:
+        return (yield from self._record("repid_store_bucket", {
+            "connection": connection, "broker": broker, "id_": id_, "payload": payload}))
+
+    @hookimpl(wrapper=True)
+    def repid_delete_bucket(self, connection: Any, broker: Any, id_: Any) -> Gen:
+        return (yield from self._record("repid_delete_bucket", {
+            "connection": connection, "broker": broker, "id_": id_}))
+
+    @hookimpl(wrapper=True)
+    def repid_actor_run(self, connection: Any, actor: Any, key: Any, payload: Any,
+                        params: Any, stash: Any) -> Gen:
+        return (yield from self._record("repid_actor_run", {
+            "connection": connection, "actor": actor, "key": key, "payload": payload,
+            "params": params, "stash": stash}))
+
+
+def test_the_recorder_names_every_spec_parameter() -> None:
+    for hook_name in hookspecs.AROUND_HOOKS:
+        method = getattr(Recorder, hook_name)
+        assert list(inspect.signature(method).parameters)[1:] == spec_params(hook_name)
 
 
 async def test_every_around_call_gives_its_hook_every_spec_argument() -> None:

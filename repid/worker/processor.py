@@ -102,12 +102,13 @@ class Processor:
             if deliveries > limit:
                 reason = (f"delivered {deliveries} times without being settled (limit "
                           f"{limit}): its worker died or stalled while running it")
-                logger.error("message %s (%s) %s; dead-lettered", key.id_, key.topic, reason)
+                logger.error("message %s (%s) %s; dead-lettered", ids(key, params), key.topic,
+                             reason)
                 await broker.nack(key, reason)
                 return True
         if params.ttl is not None and params.is_overdue:
             logger.warning("message %s (%s) expired before it ran (ttl %s); dead-lettered",
-                           key.id_, key.topic, params.ttl)
+                           ids(key, params), key.topic, params.ttl)
             await broker.nack(key, f"expired before it ran (ttl {params.ttl})")
             return True
         message = MessageDependency(key, payload, params, MessageCategory.NORMAL,
@@ -354,7 +355,7 @@ class Processor:
         assert exc is not None
         if isinstance(exc, PayloadDecodeError):
             logger.error("message %s for %r cannot be processed: %s; dead-lettered",
-                         key.id_, actor.name, exc)
+                         ids(key, params), actor.name, exc)
             message.is_settled = True
             await broker.nack(key, f"cannot be processed: {exc}")
             return
@@ -362,21 +363,22 @@ class Processor:
         if retry_allowed:
             delay = compute_retry_delay(self.connection, actor, key, params, exc)
             logger.warning("actor %r failed on message %s (try %d of %d): %s; retrying in %s",
-                           actor.name, key.id_, params.retries.already_tried + 1,
+                           actor.name, ids(key, params), params.retries.already_tried + 1,
                            params.retries.max_amount + 1, describe(exc), delay)
             again = params.with_retry(delay)
             message.is_settled = True
             await broker.requeue(key, message.raw_payload, again, "retry")
         elif recurring:
             logger.error("actor %r failed on recurring message %s: %s; it runs again at its "
-                         "next time", actor.name, key.id_, describe(exc), exc_info=exc)
+                         "next time", actor.name, ids(key, params), describe(exc),
+                         exc_info=exc)
             again = params.with_next_run(next_run(params.delay))
             message.is_settled = True
             await broker.requeue(key, message.raw_payload, again, "schedule")
         else:
             why = "no retries left" if params.retries.left <= 0 else "a plugin refused a retry"
             logger.error("actor %r failed on message %s (%s): %s; dead-lettered",
-                         actor.name, key.id_, why, describe(exc), exc_info=exc)
+                         actor.name, ids(key, params), why, describe(exc), exc_info=exc)
             message.is_settled = True
             await broker.nack(key, f"{why}; last error: {describe(exc)}")
 
@@ -449,3 +451,11 @@ def _count(value: str | None) -> int:
         return int(value) if value else 0
     except ValueError:
         return 0
+
+
+def ids(key: RoutingKey, params: Parameters) -> str:
+    """How log lines name a message: its id, and the result id a job's result is stored
+    under (what `repid jobs show` takes), when it has one: `a1b2 (result c3d4)`."""
+    if params.result is None:
+        return key.id_
+    return f"{key.id_} (result {params.result.id_})"

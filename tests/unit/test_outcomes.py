@@ -690,3 +690,24 @@ async def test_sync_actor_past_grace_time_is_returned_too(conn: Connection, stat
     finally:
         release.set()
     assert await stats(conn) == {"ready": 1, "delayed": 0, "in_flight": 0, "dead": 0}
+
+
+async def test_failure_logs_name_the_message_and_its_result_id(
+        make_conn, run_worker, caplog) -> None:
+    """From a log line an operator reaches the job's result: `repid jobs show` takes the
+    result id the line names beside the message id."""
+    conn = await make_conn()
+    router = Router()
+
+    @router.actor(retry_policy=no_wait)
+    async def fails() -> None:
+        raise RuntimeError("nope")
+
+    job = Job("fails", retries=1, _connection=conn)
+    key, _, _ = await job.enqueue()
+    with caplog.at_level(logging.WARNING, logger="repid"):
+        await run_worker(conn, router, messages_limit=2)
+    named = f"message {key.id_} (result {job.result_id})"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(named in line and "retrying" in line for line in lines), lines
+    assert any(named in line and "dead-lettered" in line for line in lines), lines

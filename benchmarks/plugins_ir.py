@@ -1,14 +1,17 @@
 """What the plugins cost a worker, counted in CPU instructions: a measure that other load
 on a shared machine does not move (callgrind counts instructions, not seconds).
 
-For each broker and each variant of `plugins_bench.py` (none, metrics, dropped, floor,
-attrs, full) a child process runs under `valgrind --tool=callgrind` four times: it
-enqueues N or 3N no-op jobs, and then runs a `Worker` over them or not. The worker's
-instructions per message are ((3N run - N run) - (3N enqueue only - N enqueue only)) / 2N:
-start-up, connection and enqueue cancel out. "Lost" is the throughput a worker bound by
-its own CPU would lose, 1 - none/variant; full-floor and full-attrs are the points lost
-above the SDK floor and above the same spans with the plugin's attributes, as in
-`plugins_bench.py`. Wall-clock throughput on the machine is `plugins_bench.py`'s job.
+For each broker and each variant of `plugins_bench.py` (none, noop, metrics, dropped,
+floor, attrs, full) a child process runs a `Worker` over N and over 3N no-op jobs under
+`valgrind --tool=callgrind`; the worker's instructions per message are
+(3N run - N run) / 2N: start-up and connection cancel out. On Redis and RabbitMQ the jobs
+are enqueued beforehand by a child that callgrind does not watch, so only the worker is
+counted; in memory they cannot be (the queue lives in the process), so that child also
+enqueues, and two more runs that only enqueue N and 3N are taken away. "Lost" is the
+throughput a worker bound by its own CPU would lose, 1 - none/variant; full-floor and
+full-attrs are the points lost above the SDK floor and above the same spans with the
+plugin's attributes, as in `plugins_bench.py`. Wall-clock throughput on the machine is
+`plugins_bench.py`'s job.
 
 Run it with: python benchmarks/plugins_ir.py [--messages 400] [--brokers in_memory,...]
 (needs valgrind; about a minute per broker and variant, two at a time)
@@ -37,44 +40,59 @@ from repid import Connection, Job, Router, Worker, enqueue_many
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-async def child(kind: str, variant: str, messages: int, run: bool) -> None:
-    """Enqueue `messages` no-op jobs with `variant`'s plugins; run a Worker over them when
-    `run`."""
-    make = bench.broker_factory(kind)
-    if isinstance(make, str):
-        raise SystemExit(f"{kind}: {make}")
-    queue = f"ir-{uuid.uuid4().hex[:8]}"
+def _noop_router(queue: str) -> Router:
     router = Router()
 
     @router.actor(name="noop", queue=queue)
     async def noop() -> None:
         """Does nothing."""
 
+    return router
+
+
+async def child(kind: str, variant: str, messages: int, step: str, queue: str) -> None:
+    """One step over `queue` with `variant`'s plugins: "fill" declares it and enqueues
+    `messages` no-op jobs; "run" runs a Worker over `messages` jobs and deletes it;
+    "both" (in memory) does the two; "enqueue" fills and deletes it."""
+    make = bench.broker_factory(kind)
+    if isinstance(make, str):
+        raise SystemExit(f"{kind}: {make}")
     connection = Connection(make(), plugins=bench.VARIANTS[variant]())
     await connection.connect()
     try:
-        await connection.message_broker.queue_declare(queue)
-        await enqueue_many(Job("noop", queue=queue, _connection=connection)
-                           for _ in range(messages))
-        if run:
-            worker = Worker(routers=[router], messages_limit=messages, handle_signals=[],
-                            _connection=connection)
+        if step in ("fill", "both", "enqueue"):
+            await connection.message_broker.queue_declare(queue)
+            await enqueue_many(Job("noop", queue=queue, _connection=connection)
+                               for _ in range(messages))
+        if step in ("run", "both"):
+            worker = Worker(routers=[_noop_router(queue)], messages_limit=messages,
+                            handle_signals=[], _connection=connection)
             await asyncio.wait_for(worker.run(), bench.RUN_TIMEOUT)
             if not connection.is_open:
                 await connection.connect()
-        await connection.message_broker.queue_delete(queue)
+        if step != "fill":
+            await connection.message_broker.queue_delete(queue)
     finally:
         await connection.disconnect()
 
 
-def instructions(kind: str, variant: str, messages: int, run: bool) -> int:
-    """Instructions of one child run under callgrind (with a fixed hash seed: string
-    hashes move dictionary layouts, and with them a few thousand instructions per run)."""
+def _child_command(kind: str, variant: str, messages: int, step: str, queue: str) -> list[str]:
+    return [sys.executable, __file__, "--child", kind, variant, str(messages), step, queue]
+
+
+def instructions(kind: str, variant: str, messages: int, step: str) -> int:
+    """Instructions of one child step under callgrind (with a fixed hash seed: string
+    hashes move dictionary layouts, and with them a few thousand instructions per run).
+    For "run", the queue is filled first by a child callgrind does not watch."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    queue = f"ir-{uuid.uuid4().hex[:8]}"
+    if step == "run":
+        subprocess.run(_child_command(kind, variant, messages, "fill", queue), env=env,
+                       check=True)
     done = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         __file__, "--child", kind, variant, str(messages), "1" if run else "0"],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "PYTHONHASHSEED": "0"})
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         *_child_command(kind, variant, messages, step, queue)],
+        capture_output=True, text=True, check=False, env=env)
     found = _COLLECTED.search(done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"{kind}/{variant}: the child failed:\n{done.stderr[-2000:]}")
@@ -83,17 +101,21 @@ def instructions(kind: str, variant: str, messages: int, run: bool) -> int:
 
 def per_message(kind: str, variant: str, messages: int, pool: ThreadPoolExecutor) -> float:
     """The worker's instructions per message of `variant` on `kind`."""
-    runs = [pool.submit(instructions, kind, variant, n, run)
-            for n, run in ((messages, True), (3 * messages, True),
-                           (messages, False), (3 * messages, False))]
+    if kind != "in_memory":
+        a, b = pool.map(lambda n: instructions(kind, variant, n, "run"),
+                        (messages, 3 * messages))
+        return (b - a) / (2 * messages)
+    runs = [pool.submit(instructions, kind, variant, n, step)
+            for n, step in ((messages, "both"), (3 * messages, "both"),
+                            (messages, "enqueue"), (3 * messages, "enqueue"))]
     a, b, c, d = (r.result() for r in runs)
     return ((b - a) - (d - c)) / (2 * messages)
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        kind, variant, messages, run = sys.argv[2:6]
-        asyncio.run(child(kind, variant, int(messages), run == "1"))
+        kind, variant, messages, step, queue = sys.argv[2:7]
+        asyncio.run(child(kind, variant, int(messages), step, queue))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=400)

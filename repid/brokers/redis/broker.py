@@ -61,7 +61,7 @@ from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop
 from repid.brokers.redis.batcher import Batcher, Op
 from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
 from repid.brokers.redis.consumer import RedisConsumer
-from repid.brokers.redis.errors import CONNECTION_ERRORS, RedisErrors
+from repid.brokers.redis.errors import CONNECTION_ERRORS, RedisErrors, mapped_error
 from repid.brokers.redis.handle import RedisHandle
 from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys, queues_key
 from repid.brokers.redis.part_reader import RedisPartReader
@@ -303,14 +303,18 @@ class RedisMessageBroker(MessageBroker):
                 queue, op = key.queue, (action, "inflight", key.id_, "")
             else:
                 queue = handle.queue
-                op = (action, handle.where, handle.settle_id, handle.token)
+                op = (action, handle.where,
+                      handle.id_ if handle.stored_id is None else handle.stored_id,
+                      handle.token)
             if extra is not None:
                 op += extra()
-            with RedisErrors(BrokerConnectionError,
-                             "Redis did not confirm %s of message %r in queue %r (an "
-                             "unsettled message is delivered again once its lease ends)",
-                             action, key.id_, queue):
+            try:  # the one settle per message: no `RedisErrors` object on this path
                 done = await self._settler.submit(queue, [op])
+            except CONNECTION_ERRORS as exc:
+                raise mapped_error(exc, BrokerConnectionError, lambda: (
+                    f"Redis did not confirm {action} of message {key.id_!r} in queue "
+                    f"{queue!r} (an unsettled message is delivered again once its lease "
+                    "ends)")) or exc from exc
             if handle is not None and done[0]:
                 # what SETTLE leaves in the dead or delayed part (see lua/settle.lua)
                 handle.moved = action not in ("reject", "release") and not (

@@ -59,15 +59,27 @@ class RedisErrors:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if isinstance(exc, AuthenticationError):
-            raise self._error(f"{self.describe()}: Redis refused the login ({exc}); check "
-                              "the user and password in the DSN") from exc
-        if exc is not None and isinstance(exc, CONNECTION_ERRORS):
-            raise self._error(f"{self.describe()}: {exc}") from exc
+        if exc is not None:
+            mapped = mapped_error(exc, self._error, self.describe)
+            if mapped is not None:
+                raise mapped from exc
 
     def describe(self) -> str:
         """What the block could not do, without the reason."""
         return self._what % self._args if self._args else self._what
+
+
+def mapped_error(exc: BaseException, error: Callable[[str], Exception],
+                 describe: Callable[[], str]) -> Exception | None:
+    """The `error` a Redis connection error `exc` becomes (`describe()` says what could not
+    be done), or None for any other exception. `RedisErrors` uses it; a hot path that
+    cannot afford a `with` object writes `except CONNECTION_ERRORS` and calls it."""
+    if isinstance(exc, AuthenticationError):
+        return error(f"{describe()}: Redis refused the login ({exc}); check the user and "
+                     "password in the DSN")
+    if isinstance(exc, CONNECTION_ERRORS):
+        return error(f"{describe()}: {exc}")
+    return None
 
 
 #: what Redis answers an AUTH with when the user has no password (Redis >= 6, < 6)

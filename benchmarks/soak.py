@@ -1,8 +1,10 @@
 """Soak benchmark: many jobs through `repid worker --processes 2` while the broker restarts
 and worker processes are killed; prints what was confirmed, run, run twice and lost.
 
-    python benchmarks/soak.py [--broker redis|rabbitmq|both] [--jobs 100000]
-                              [--restarts 3] [--kills 3] [--short] [--keep]
+    python benchmarks/soak.py [--broker redis|rabbitmq|both|redis-cluster|rabbitmq-cluster]
+                              [--jobs 100000] [--restarts 3] [--kills 3] [--short] [--keep]
+                              [--cluster-ports 7110,7111,7112] [--node-down 3]
+                              [--rabbit-cluster-port 5740]
 
 For each broker it starts a private server (Redis with appendonly, every write fsynced,
 on a port and data directory of its own; a RabbitMQ node of its own, see tests/servers/),
@@ -16,7 +18,13 @@ never the shared ones, then:
   it is confirmed, and counts as not confirmed until then;
 - restarts the broker `--restarts` times (Redis: SIGKILL, then a start on the same data;
   RabbitMQ: `rabbitmqctl stop_app` / `start_app`, durable queues and persistent messages
-  stay) and SIGKILLs a worker process `--kills` times, alternating. The jobs are cut into
+  stay; `redis-cluster`, which `both` does not include: a private three-master Redis
+  Cluster on `--cluster-ports`, whose node serving the soak's queue is SIGKILLed, left down
+  `--node-down` seconds, then started on the same data; `rabbitmq-cluster`, not in `both`
+  either: three private RabbitMQ nodes in one cluster from `--rabbit-cluster-port`, quorum
+  queues, producer and workers given every node, whose node holding the queue's leader is
+  stopped, left down `--node-down` seconds, then started again) and SIGKILLs a worker process
+  `--kills` times, alternating. The jobs are cut into
   one segment more than there are faults: fault i strikes when half of segment i ran and
   after the supervisor's /healthz says every worker process is ready, and segment i+1 is
   enqueued only once fault i began. So each fault meets jobs queued and in flight, and work
@@ -166,14 +174,73 @@ class RabbitServer:
         self.server.stop()
 
 
+class RedisClusterServer:
+    """A private three-master Redis Cluster (appendonly on every node); a fault is a SIGKILL
+    of the node serving the soak's queue, `down` seconds without it, then a start on the
+    same data and cluster config (see tests/servers/redis_cluster.py)."""
+
+    def __init__(self, workdir: Path, ports: tuple[int, ...], down: float) -> None:
+        from tests.servers.redis_cluster import PrivateRedisCluster
+
+        self.server = PrivateRedisCluster(ports, directory=workdir / "redis-cluster")
+        self.down = down
+        self.queue = ""  # set by the soak: its node is the one stopped
+        self.dsn = ""
+
+    def start(self) -> None:
+        self.server.start()
+        self.dsn = self.server.dsn
+
+    def fault(self) -> None:
+        from redis.crc import key_slot
+
+        node = self.server.owner_of(key_slot(f"repid:{{{self.queue}}}:msgs".encode()))
+        self.server.stop_node(node)
+        time.sleep(self.down)
+        self.server.start_node(node)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class RabbitClusterServer:
+    """Three private RabbitMQ nodes in one cluster (see tests/servers/rabbit_cluster.py); a
+    fault stops the node holding the leader of the soak's quorum queue, `down` seconds
+    without it, then starts it again (it rejoins with its data)."""
+
+    def __init__(self, workdir: Path, first_port: int, down: float) -> None:
+        from tests.servers.rabbit_cluster import PrivateRabbitCluster
+
+        self.server = PrivateRabbitCluster(first_port, workdir / "rabbit-cluster")
+        self.down = down
+        self.queue = ""  # set by the soak: its leader's node is the one stopped
+        self.dsn = ""
+
+    def start(self) -> None:
+        self.server.start()
+        self.dsn = self.server.dsn
+
+    def fault(self) -> None:
+        node = self.server.leader_of(self.queue)
+        self.server.stop_node(node)
+        time.sleep(self.down)
+        self.server.start_node(node)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
 def make_broker(kind: str, dsn: str) -> MessageBroker:
-    """The repid broker the producer uses (the workers make theirs from the same DSN)."""
-    if kind == "redis":
+    """The repid broker the producer uses (the workers make theirs from the same DSN, or,
+    on the RabbitMQ cluster, soak_app.py's quorum connection)."""
+    if kind in ("redis", "redis-cluster"):
         from repid import RedisMessageBroker
 
         return RedisMessageBroker(dsn)
     from repid import RabbitMessageBroker
 
+    if kind == "rabbitmq-cluster":
+        return RabbitMessageBroker(dsn, queue_type="quorum")
     return RabbitMessageBroker(dsn)
 
 
@@ -212,6 +279,8 @@ class Workers:
         command = [sys.executable, "-m", "repid.cli", "worker", f"{APP}:worker",
                    "--processes", str(self.processes), "--health-port", str(self.health_port),
                    "--bind", "127.0.0.1", "--log-level", "warning"]
+        if self.env.get("SOAK_QUEUE_TYPE"):  # the broker is soak_app.py's, not the DSN's
+            command += ["--app", f"{APP}:app"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log,
                                             cwd=ROOT)
@@ -291,6 +360,9 @@ class Settings:
     job_timeout: timedelta | None
     rate: float
     work: float
+    cluster_ports: tuple[int, ...] = (7110, 7111, 7112)
+    node_down: float = 3.0
+    rabbit_cluster_port: int = 5740
 
 
 @dataclass
@@ -519,10 +591,19 @@ async def drive(settings: Settings, records: Redis, runs_key: str, tally: Tally,
 
 async def soak(settings: Settings, workdir: Path) -> dict[str, Any]:
     """Run one soak against a private server of `settings.broker`; the accounting."""
-    server: BrokerServer = (RedisServer(workdir) if settings.broker == "redis"
-                            else RabbitServer(workdir))
+    server: BrokerServer
     run_id = f"soak{uuid.uuid4().hex[:10]}"
     queue_name = run_id
+    if settings.broker == "redis-cluster":
+        server = cluster = RedisClusterServer(workdir, settings.cluster_ports,
+                                              settings.node_down)
+        cluster.queue = queue_name
+    elif settings.broker == "rabbitmq-cluster":
+        server = rabbits = RabbitClusterServer(workdir, settings.rabbit_cluster_port,
+                                               settings.node_down)
+        rabbits.queue = queue_name
+    else:
+        server = RedisServer(workdir) if settings.broker == "redis" else RabbitServer(workdir)
     records = Redis.from_url(settings.record_dsn)
     runs_key = f"{run_id}:runs"
     workers: Workers | None = None
@@ -536,6 +617,8 @@ async def soak(settings: Settings, workdir: Path) -> dict[str, Any]:
         env = {**os.environ, "REPID_BROKER_DSN": server.dsn, "SOAK_QUEUE": queue_name,
                "SOAK_RECORD_DSN": settings.record_dsn, "SOAK_RECORD_PREFIX": run_id,
                "SOAK_WORK_SECONDS": str(settings.work),
+               **({"SOAK_QUEUE_TYPE": "quorum"} if settings.broker == "rabbitmq-cluster"
+                  else {}),
                "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
         workers = Workers(env, settings.processes, workdir / f"{settings.broker}-workers.log")
         workers.start()
@@ -667,7 +750,20 @@ def show_logs(workdir: Path, lines: int = 40) -> None:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--broker", choices=("redis", "rabbitmq", "both"), default="both")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq", "both", "redis-cluster",
+                                             "rabbitmq-cluster"),
+                        default="both",
+                        help="redis-cluster: a private three-master Redis Cluster whose node "
+                             "serving the queue is stopped and started again; "
+                             "rabbitmq-cluster: three RabbitMQ nodes with quorum queues, "
+                             "the queue leader's node stopped and started (neither in both)")
+    parser.add_argument("--rabbit-cluster-port", type=int, default=5740,
+                        help="first AMQP port of the rabbitmq-cluster nodes (3 in a row; "
+                             "distribution ports: +20000)")
+    parser.add_argument("--cluster-ports", default="7110,7111,7112",
+                        help="the ports of the redis-cluster nodes (bus ports: +10000)")
+    parser.add_argument("--node-down", type=float, default=3.0,
+                        help="seconds a stopped cluster node stays down (default 3)")
     parser.add_argument("--jobs", type=int, default=None, help="default 100,000 (short: 2,000)")
     parser.add_argument("--restarts", type=int, default=None, help="default 3 (short: 1)")
     parser.add_argument("--kills", type=int, default=None, help="default 3 (short: 1)")
@@ -714,7 +810,9 @@ async def main(argv: list[str] | None = None) -> int:
                 broker, args.jobs, args.restarts, args.kills, args.processes, args.record_dsn,
                 args.drain_timeout,
                 None if args.job_timeout is None else timedelta(seconds=args.job_timeout),
-                args.rate, args.work),
+                args.rate, args.work,
+                tuple(int(port) for port in args.cluster_ports.split(",")), args.node_down,
+                args.rabbit_cluster_port),
                 workdir)
         finally:
             if result is None or failed(result) or result["supervisor_exits"] \

@@ -14,7 +14,7 @@ import os
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from repid import Router, Worker
+from repid import Connection, Router, Worker
 
 QUEUE = os.environ.get("SOAK_QUEUE", "soak")
 RECORD_DSN = os.environ.get("SOAK_RECORD_DSN", "redis://127.0.0.1:6379/0")
@@ -47,3 +47,12 @@ async def soak_job(n: int) -> None:
 
 
 worker = Worker(routers=[router], graceful_shutdown_time=5)
+
+#: with SOAK_QUEUE_TYPE (quorum), the connection the workers use (`--app`): a RabbitMQ
+#: broker with that queue type, on every node of REPID_BROKER_DSN
+app: Connection | None = None
+if os.environ.get("SOAK_QUEUE_TYPE"):
+    from repid import RabbitMessageBroker
+
+    app = Connection(RabbitMessageBroker(os.environ["REPID_BROKER_DSN"],
+                                         queue_type=os.environ["SOAK_QUEUE_TYPE"]))

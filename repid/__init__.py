@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from repid.app import Repid
 from repid.brokers.base import BucketBroker, Consumer, MessageBroker
+from repid.brokers.delivery import Delivery
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
 from repid.config import Config
 from repid.connection import Connection
@@ -88,6 +89,7 @@ __all__ = [
     "Connection",
     "Consumer",
     "DefaultConverter",
+    "Delivery",
     "Depends",
     "EnqueueNotConfirmedError",
     "EventLog",

@@ -1,7 +1,8 @@
 """Message: one message as a consumer sees it, and the eager responses of an actor.
 
-`Queue.get_messages()` yields `Message`s: settling one (`ack`, `nack`, `reject`, `retry`,
-`force_retry`, `reschedule`) sends that one call to the broker, e.g. to send dead letters
+`Queue.get_messages()` yields `Message`s, each around the `Delivery` a consumer handed out
+(`repid.brokers.delivery`), which owns its settle: settling one (`ack`, `nack`, `reject`,
+`retry`, `force_retry`, `reschedule`) sends that one call to the broker, e.g. to send dead letters
 back with `await msg.reschedule()`. A dead message that cannot be decoded (`is_poison`) can
 only be deleted with `await msg.ack()`: sending it back raises `PoisonMessageError`.
 
@@ -36,12 +37,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from repid.brokers.poison import PoisonKey, refuse_requeue
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
 from repid.data.headers import FATE_HEADERS
-from repid.errors import AlreadySettledError, NoRetriesLeftError
+from repid.errors import NoRetriesLeftError
 from repid.retry_policy import compute_retry_delay
 from repid.schedule import next_run
 from repid.serializer import to_json
 
 if TYPE_CHECKING:
+    from repid.brokers.delivery import Delivery
     from repid.connection import Connection
     from repid.router import Actor
 
@@ -53,21 +55,26 @@ Callback = Callable[[], Any]
 
 class Message:
     """A consumed message: `key`, `raw_payload`, `parameters`, `category`, and the
-    responses that settle it. Exactly one settling response takes effect."""
+    responses that settle it, through its `delivery`. Exactly one settling response takes
+    effect. `parameters` are the delivery's unless given."""
 
-    __slots__ = ("actor", "category", "connection", "is_settled", "key", "parameters",
+    __slots__ = ("actor", "category", "connection", "delivery", "key", "parameters",
                  "raw_payload")
 
-    def __init__(self, key: RoutingKey, raw_payload: str, parameters: Parameters,
-                 category: MessageCategory, connection: Connection,
-                 actor: Actor | None = None) -> None:
-        self.key = key
-        self.raw_payload = raw_payload
-        self.parameters = parameters
-        self.category = category
+    def __init__(self, delivery: Delivery, connection: Connection,
+                 actor: Actor | None = None, parameters: Parameters | None = None) -> None:
+        self.delivery = delivery
+        self.key: RoutingKey = delivery.key
+        self.raw_payload = delivery.payload
+        self.parameters = delivery.params if parameters is None else parameters
+        self.category: MessageCategory = delivery.category
         self.connection = connection
         self.actor = actor
-        self.is_settled = False
+
+    @property
+    def is_settled(self) -> bool:
+        """Whether a settling response (or the worker) has settled the message."""
+        return self.delivery.is_settled
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key={self.key!r}, category={self.category.value})"
@@ -80,37 +87,29 @@ class Message:
         `reschedule` and the retries raise `PoisonMessageError`."""
         return isinstance(self.key, PoisonKey)
 
-    def _settle(self, action: str) -> None:
-        if self.is_settled:
-            raise AlreadySettledError(
-                f"cannot {action} message {self.key.id_}: it was already acked, nacked, "
-                "rejected, retried or rescheduled (a message is settled once)")
-        self.is_settled = True
-
-    @property
-    def _broker(self) -> Any:
-        return self.connection.message_broker
+    def _check_unsettled(self, action: str) -> None:
+        """`AlreadySettledError` (before any other check) when the message is settled."""
+        if self.delivery.is_settled:
+            self.delivery.claim(action)  # raises, naming the settle that took effect
 
     async def ack(self) -> None:
         """Done: remove the message."""
-        self._settle("ack")
-        await self._broker.ack(self.key)
+        await self.delivery.ack()
 
     async def nack(self) -> None:
         """Move the message to the dead-letter queue."""
-        self._settle("nack")
-        await self._broker.nack(self.key)
+        await self.delivery.nack()
 
     async def reject(self) -> None:
         """Return the message to its queue unchanged, no retry counted."""
-        self._settle("reject")
-        await self._broker.reject(self.key)
+        await self.delivery.reject()
 
     async def retry(self, delay: timedelta | float | None = None, *,
                     next_retry: timedelta | float | None = None) -> None:
         """Run again after `delay` (default: the retry policy), counting one more try.
         Raises `NoRetriesLeftError` (a `ValueError`) when the job has no retries left;
         `force_retry` retries regardless. `next_retry=` is repid 1.x's name for `delay`."""
+        self._check_unsettled("retry")
         if self.parameters.retries.left <= 0:
             raise NoRetriesLeftError(
                 f"message {self.key.id_} has no retries left (it allows "
@@ -123,29 +122,29 @@ class Message:
         """Run again after `delay` (default: the retry policy), retries left or not."""
         if delay is None:
             delay = next_retry
+        self._check_unsettled("retry")
         refuse_requeue(self.key, "retry")
-        self._settle("retry")
         if delay is None:
             delay = compute_retry_delay(self.connection, self.actor, self.key,
                                         self.parameters, None)
         elif not isinstance(delay, timedelta):
             delay = timedelta(seconds=delay)
-        await self._broker.requeue(self.key, self.raw_payload,
-                                   self.parameters.with_retry(delay), "retry")
+        await self.delivery.requeue(self.parameters.with_retry(delay), "retry",
+                                    self.raw_payload)
 
     async def reschedule(self) -> None:
         """Send the message back with its tries reset: a recurring job to its next time,
         any other (e.g. a dead letter) to its queue at once. A poison message (`is_poison`)
         cannot go back: `PoisonMessageError`, and it stays unsettled (`ack` deletes it)."""
+        self._check_unsettled("reschedule")
         refuse_requeue(self.key, "reschedule")
-        self._settle("reschedule")
         params = self.parameters
         when = next_run(params.delay) if params.delay.is_recurring else None
         again = params.with_next_run(when)
         if any(name in again.headers for name in FATE_HEADERS):
             # a fresh start: why it died, and how often it could not be settled, are past
             again.headers = {k: v for k, v in again.headers.items() if k not in FATE_HEADERS}
-        await self._broker.requeue(self.key, self.raw_payload, again, "reschedule")
+        await self.delivery.requeue(again, "reschedule", self.raw_payload)
 
 
 class EagerExit(BaseException):
@@ -168,10 +167,9 @@ class MessageDependency(Message):
 
     __slots__ = ("_after", "_error", "_result", "_result_at", "has_submitted")
 
-    def __init__(self, key: RoutingKey, raw_payload: str, parameters: Parameters,
-                 category: MessageCategory, connection: Connection,
-                 actor: Actor | None = None) -> None:
-        super().__init__(key, raw_payload, parameters, category, connection, actor)
+    def __init__(self, delivery: Delivery, connection: Connection,
+                 actor: Actor | None = None, parameters: Parameters | None = None) -> None:
+        super().__init__(delivery, connection, actor, parameters)
         #: callbacks in submission order (None until the first)
         self._after: list[Callback] | None = None
         #: the result set by set_result / set_exception, and its place among the callbacks

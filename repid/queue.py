@@ -72,7 +72,7 @@ class Queue:
             stop_when_empty=stop_when_empty)
         await consumer.start()
         try:
-            async for key, payload, params in consumer:
-                yield Message(key, payload, params, category, connection)
+            async for delivery in consumer:
+                yield Message(delivery, connection)
         finally:
             await consumer.finish()

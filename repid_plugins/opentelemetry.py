@@ -27,8 +27,9 @@ every attempt's process span is in the original trace, attempt number in `repid.
 
 Cost guarantees, kept by the code below:
 
-- Per-delivery state lives only in the delivery's stash (`key.stash`): nothing is keyed by
-  message id, nothing is evicted under load, a new delivery starts clean.
+- Per-delivery state lives only in the delivery's stash (`delivery.stash`, the hooks'
+  `stash`): nothing is keyed by message id, nothing is evicted under load, a new delivery
+  starts clean.
 - A run whose producer's trace was not sampled, under a sampler that drops such spans
   (`ParentBased`, the SDK's default, see `drops_unsampled_remote_parents`), makes no span:
   the producer's context is made current as it is, parsed only if something asks for it,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
         ActorResult,
         BucketBroker,
         Connection,
+        Delivery,
         MessageBroker,
         MessageCategory,
         Parameters,
@@ -507,7 +509,7 @@ class _TakeTracing(TracingPlugin):
     @hookimpl(wrapper=True)
     def repid_consume(
         self, broker: MessageBroker, queue: str, category: MessageCategory,
-    ) -> Generator[None, tuple[RoutingKey, str, Parameters], tuple[RoutingKey, str, Parameters]]:
+    ) -> Generator[None, Delivery, Delivery]:
         """With settle spans on, keep each taken message's headers (a settle without a run,
         such as an expired message's nack, still joins its trace); with
         `trace_receive=True` also record a `receive {queue}` span linked to the
@@ -515,7 +517,7 @@ class _TakeTracing(TracingPlugin):
         if not self.trace_receive:
             message = yield
             if self.settle_spans:
-                message[0].stash.setdefault(_DELIVERY, _Delivery()).headers = message[2].headers
+                message.stash.setdefault(_DELIVERY, _Delivery()).headers = message.params.headers
             return message
         attributes: Attributes = {SYSTEM: broker.system, DESTINATION: queue,
                                   OPERATION_TYPE: "receive", OPERATION_NAME: "receive"}
@@ -530,9 +532,9 @@ class _TakeTracing(TracingPlugin):
             _fail(span, exc)
             span.end()
             raise
-        key, _, params = message
+        key, params = message.key, message.params
         if self.settle_spans:
-            key.stash.setdefault(_DELIVERY, _Delivery()).headers = params.headers
+            message.stash.setdefault(_DELIVERY, _Delivery()).headers = params.headers
         remote = self._extract(params.headers)
         producer = trace.get_current_span(remote).get_span_context()
         span = self.tracer.start_span(

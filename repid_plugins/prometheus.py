@@ -435,7 +435,7 @@ class MetricsPlugin:
         return self._run_type(self._m, queue, actor)
 
     @hookimpl(wrapper=True)
-    def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters
+    def repid_actor_run(self, actor: Actor, key: RoutingKey, params: Parameters, stash: Stash
                         ) -> Generator[None, ActorResult, ActorResult]:
         """Observe the delivery lag, track runs in progress, time them, count runs by
         result and failures by exception type; remember a failed run in the stash (written
@@ -458,7 +458,7 @@ class MetricsPlugin:
         took = time.time() - start
         run.finished(took if took > 0.0 else 0.0, result.success)  # > 0: a wall clock step
         if not result.success:
-            key.stash[_RUN_FAILED] = True
+            stash[_RUN_FAILED] = True
             exc = result.exception
             kind = "unknown" if exc is None else error_type(exc)
             _bind(self._exceptions, self._m.exceptions.labels, key.queue, actor.name,

@@ -1,9 +1,11 @@
 """The abstract brokers, and the promises every concrete broker keeps.
 
 A message is a `(key, payload, params)` triple: a `RoutingKey`, the encoded arguments
-(a string), and `Parameters`. Brokers store and move messages; they never run actors and
-never decide retries. The public methods here pass each call through the middleware
-(one `is None` check when no plugin is registered; see `repid.middleware.chain`);
+(a string), and `Parameters`. A consumer hands each message out as a
+`repid.brokers.delivery.Delivery`, which is that triple too and the one owner of its
+settle. Brokers store and move messages; they never run actors and never decide
+retries. The public methods here pass each call through the middleware (one `is None`
+check when no plugin is registered; see `repid.middleware.chain`);
 concrete brokers implement the underscored methods.
 
 Delivery promises of every `MessageBroker`:
@@ -46,16 +48,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from repid.brokers.delivery import Delivery, delivery_of
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
 from repid.middleware.chain import NO_ARGS
 from repid.middleware.hooked import Hooked
-
-if TYPE_CHECKING:
-    pass
 
 #: a message as brokers move it: the key, the encoded arguments, the parameters (the
 #: public `repid.Message` is what a consumer of `Queue.get_messages` sees)
@@ -81,22 +81,25 @@ def _message_args(broker: MessageBroker, key: RoutingKey, payload: str,
             "key": key, "payload": payload, "params": params}
 
 
-def _requeue_args(broker: MessageBroker, key: RoutingKey, payload: str,
+def _requeue_args(broker: MessageBroker, delivery: Delivery, payload: str,
                   params: Parameters, reason: str | None) -> Mapping[str, Any]:
+    key = delivery.key
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
             "key": key, "payload": payload, "params": params, "reason": reason,
-            "stash": key.stash}
+            "stash": delivery.stash}
 
 
-def _key_args(broker: MessageBroker, key: RoutingKey) -> Mapping[str, Any]:
+def _key_args(broker: MessageBroker, delivery: Delivery) -> Mapping[str, Any]:
+    key = delivery.key
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
-            "key": key, "stash": key.stash}
+            "key": key, "stash": delivery.stash}
 
 
-def _nack_args(broker: MessageBroker, key: RoutingKey,
+def _nack_args(broker: MessageBroker, delivery: Delivery,
                reason: str | None) -> Mapping[str, Any]:
+    key = delivery.key
     return {"connection": broker.hook_connection, "broker": broker, "queue": key.queue,
-            "key": key, "stash": key.stash, "reason": reason}
+            "key": key, "stash": delivery.stash, "reason": reason}
 
 
 def _queue_args(broker: MessageBroker, queue_name: str) -> Mapping[str, Any]:
@@ -181,41 +184,55 @@ class MessageBroker(_HasMiddleware, ABC):
         for key, payload, params in self.check_sizes(messages):
             await self.enqueue(key, payload, params)
 
-    def requeue(self, key: RoutingKey, payload: str, params: Parameters,
+    # The settles: each takes the `Delivery` a consumer yielded, or its key (repid 1.x),
+    # or a plain key of a message known by id (settled by id where the broker can), and
+    # claims the delivery first (`Delivery.claim`: one settle per delivery).
+
+    def requeue(self, message: RoutingKey | Delivery, payload: str, params: Parameters,
                 reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Replace a consumed message by one with new parameters, ready at its delay;
         `reason` says why, for plugins (one of `REQUEUE_REASONS`)."""
+        delivery = message if type(message) is Delivery else delivery_of(self, message)
+        delivery.claim("requeue")
         chain = self._chains.requeue
         if chain is None:
-            return self._requeue(key, payload, params, reason)
-        hook_args = (_requeue_args(self, key, payload, params, reason) if chain.takes_args
-                     else NO_ARGS)
-        return chain.around(hook_args, self._requeue, key, payload, params, reason)
+            return self._requeue(delivery.key, delivery.handle, payload, params, reason)
+        hook_args = (_requeue_args(self, delivery, payload, params, reason)
+                     if chain.takes_args else NO_ARGS)
+        return chain.around(hook_args, self._requeue, delivery.key, delivery.handle, payload,
+                            params, reason)
 
-    def ack(self, key: RoutingKey) -> Coroutine[Any, Any, None]:
+    def ack(self, message: RoutingKey | Delivery) -> Coroutine[Any, Any, None]:
         """The message is done: remove it."""
+        delivery = message if type(message) is Delivery else delivery_of(self, message)
+        delivery.claim("ack")
         chain = self._chains.ack
         if chain is None:
-            return self._ack(key)
-        hook_args = _key_args(self, key) if chain.takes_args else NO_ARGS
-        return chain.around(hook_args, self._ack, key)
+            return self._ack(delivery.key, delivery.handle)
+        hook_args = _key_args(self, delivery) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._ack, delivery.key, delivery.handle)
 
-    def nack(self, key: RoutingKey, reason: str | None = None) -> Coroutine[Any, Any, None]:
+    def nack(self, message: RoutingKey | Delivery,
+             reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Move the message to its queue's dead-letter part; `reason`, when given, is kept
         in the dead message's `headers[DEAD_REASON_HEADER]`."""
+        delivery = message if type(message) is Delivery else delivery_of(self, message)
+        delivery.claim("nack")
         chain = self._chains.nack
         if chain is None:
-            return self._nack(key, reason)
-        hook_args = _nack_args(self, key, reason) if chain.takes_args else NO_ARGS
-        return chain.around(hook_args, self._nack, key, reason)
+            return self._nack(delivery.key, delivery.handle, reason)
+        hook_args = _nack_args(self, delivery, reason) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._nack, delivery.key, delivery.handle, reason)
 
-    def reject(self, key: RoutingKey) -> Coroutine[Any, Any, None]:
+    def reject(self, message: RoutingKey | Delivery) -> Coroutine[Any, Any, None]:
         """Return the message to its queue as it was, no retry counted."""
+        delivery = message if type(message) is Delivery else delivery_of(self, message)
+        delivery.claim("reject")
         chain = self._chains.reject
         if chain is None:
-            return self._reject(key)
-        hook_args = _key_args(self, key) if chain.takes_args else NO_ARGS
-        return chain.around(hook_args, self._reject, key)
+            return self._reject(delivery.key, delivery.handle)
+        hook_args = _key_args(self, delivery) if chain.takes_args else NO_ARGS
+        return chain.around(hook_args, self._reject, delivery.key, delivery.handle)
 
     def queue_declare(self, queue_name: str) -> Coroutine[Any, Any, None]:
         """Create the queue with its delayed and dead-letter parts. Idempotent."""
@@ -275,18 +292,21 @@ class MessageBroker(_HasMiddleware, ABC):
     @abstractmethod
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None: ...
 
+    # The settles receive the delivery's key and the broker's `handle` of it (None for a
+    # key the caller made: act on the message by id, or refuse).
+
     @abstractmethod
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+    async def _requeue(self, key: RoutingKey, handle: Any, payload: str, params: Parameters,
                        reason: str | None = None) -> None: ...
 
     @abstractmethod
-    async def _ack(self, key: RoutingKey) -> None: ...
+    async def _ack(self, key: RoutingKey, handle: Any) -> None: ...
 
     @abstractmethod
-    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None: ...
+    async def _nack(self, key: RoutingKey, handle: Any, reason: str | None = None) -> None: ...
 
     @abstractmethod
-    async def _reject(self, key: RoutingKey) -> None: ...
+    async def _reject(self, key: RoutingKey, handle: Any) -> None: ...
 
     @abstractmethod
     async def _queue_declare(self, queue_name: str) -> None: ...
@@ -307,11 +327,17 @@ class MessageBroker(_HasMiddleware, ABC):
         stop_when_empty: bool,
     ) -> Consumer: ...
 
-    def delivery_count(self, key: RoutingKey) -> int:
-        """How many times the consumed message `key` has been delivered, this delivery
+    def delivery_count(self, message: RoutingKey | Delivery) -> int:
+        """How many times the consumed message has been delivered, this delivery
         included, counting only deliveries that ended unsettled (a lease that ran out, a
         connection lost while it was held); a message returned on purpose (`reject`,
         `requeue`, a consumer's `finish`) does not count. 1 where the broker cannot tell."""
+        if type(message) is Delivery:
+            return self._delivery_count(message.handle)
+        return self._delivery_count(delivery_of(self, message).handle)
+
+    def _delivery_count(self, handle: Any) -> int:
+        """`delivery_count` from the broker's handle of a delivery (None: not consumed)."""
         return 1
 
     # --- inspection, for the CLI and tests ---
@@ -357,10 +383,10 @@ class Consumer(ABC):
         elif self.problem is None:
             self.problem = (reason, time.monotonic())
 
-    def __aiter__(self) -> AsyncIterator[RawMessage]:
+    def __aiter__(self) -> AsyncIterator[Delivery]:
         return self
 
-    def __anext__(self) -> Coroutine[Any, Any, RawMessage]:
+    def __anext__(self) -> Coroutine[Any, Any, Delivery]:
         """The next message (see `_next`), through the `repid_consume` wrappers."""
         chain = self._chains.consume
         if chain is None:
@@ -380,8 +406,8 @@ class Consumer(ABC):
         chain = self._chains.nack
         if chain is None:
             return dead_letter()
-        key = RoutingKey(id_, "", self.queue_name)
-        hook_args = _nack_args(self.broker, key, reason) if chain.takes_args else NO_ARGS
+        delivery = delivery_of(self.broker, RoutingKey(id_, "", self.queue_name))
+        hook_args = _nack_args(self.broker, delivery, reason) if chain.takes_args else NO_ARGS
         return chain.around(hook_args, dead_letter)
 
     async def start(self) -> None:
@@ -401,9 +427,10 @@ class Consumer(ABC):
         """Stop receiving; messages received but not yet handed out go back to the queue."""
 
     @abstractmethod
-    async def _next(self) -> RawMessage:
-        """The next message; raise StopAsyncIteration once finished (or, for DELAYED and
-        DEAD with `stop_when_empty`, once nothing is left)."""
+    async def _next(self) -> Delivery:
+        """The next message, as a `Delivery` of this consumer's broker; raise
+        StopAsyncIteration once finished (or, for DELAYED and DEAD with `stop_when_empty`,
+        once nothing is left)."""
 
 
 class BucketBroker(_HasMiddleware, ABC):

@@ -3,7 +3,9 @@
 `mask_dsn` replaces with `***`: the password of the user part, and the value of every
 query parameter whose name looks like a credential (`password`, `passwd`, `pwd`, `token`,
 `secret`, `api_key`, `credential`, ... anywhere in the name, any case, e.g.
-`?ssl_password=` or `?AuthToken=`). A DSN that cannot be parsed is not shown at all.
+`?ssl_password=` or `?AuthToken=`). A DSN naming several hosts after one user part
+(`amqp://user:secret@h1:5672,h2:5672/`) is masked the same way, host by host as written.
+A DSN that cannot be parsed is not shown at all.
 `dsn_secrets` lists those values, to mask them in text that quotes them on their own (an
 error message of a client library).
 """
@@ -37,8 +39,33 @@ def _mask_query(query: str) -> str:
     return _PARAM.sub(mask, query)
 
 
+def split_netloc(dsn: str) -> tuple[str, str, str, str] | None:
+    """(`scheme://`, user part with its `@` or "", host part, the rest from the path on) of
+    `dsn`, split as written (no check, so it works where `urlsplit` refuses a host list
+    such as `h1,[::1`); None when `dsn` has no `://`."""
+    scheme, sep, after = dsn.partition("://")
+    if not sep:
+        return None
+    end = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
+    user, at, hosts = after[:end].rpartition("@")
+    return scheme + sep, user + at, hosts, after[end:]
+
+
+def _mask_several_hosts(scheme: str, user: str, hosts: str, tail: str) -> str:
+    if ":" in user:
+        user = f"{user.split(':', 1)[0]}:{MASK}@"
+    rest, hash_, fragment = tail.partition("#")
+    path, question, query = rest.partition("?")
+    return (f"{scheme}{user}{hosts}{path}{question}{_mask_query(query)}"
+            f"{hash_}{_mask_query(fragment)}")
+
+
 def mask_dsn(dsn: str) -> str:
-    """`amqp://user:secret@host/?token=abc` -> `amqp://user:***@host/?token=***`."""
+    """`amqp://user:secret@host/?token=abc` -> `amqp://user:***@host/?token=***`; the same
+    for several hosts: `amqp://user:secret@h1,h2/` -> `amqp://user:***@h1,h2/`."""
+    parts_as_written = split_netloc(dsn)
+    if parts_as_written is not None and "," in parts_as_written[2]:
+        return _mask_several_hosts(*parts_as_written)
     try:
         parts = urlsplit(dsn)
         password = parts.password
@@ -75,7 +102,7 @@ def dsn_secrets(dsn: str) -> set[str]:
 #: the DSN schemes of each system a broker connects to
 SCHEMES: dict[str, tuple[str, ...]] = {
     "RabbitMQ": ("amqp", "amqps"),
-    "Redis": ("redis", "rediss", "unix"),
+    "Redis": ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster"),
 }
 #: the broker to use with a DSN of each system
 BROKERS = {"RabbitMQ": "RabbitMessageBroker", "Redis": "RedisMessageBroker"}

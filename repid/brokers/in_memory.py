@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from repid.brokers.base import (
     DEAD_REASON_HEADER,
@@ -23,8 +24,8 @@ from repid.brokers.base import (
     BucketBroker,
     Consumer,
     MessageBroker,
-    RawMessage,
 )
+from repid.brokers.delivery import DeliveredKey, Delivery
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey, utcnow
 from repid.errors import QueueNotDeclaredError
 
@@ -37,9 +38,13 @@ _GONE = float("-inf")
 
 @dataclass(eq=False, slots=True)
 class StoredMessage:
-    """One message as the broker keeps it; its identity is the key's `handle`."""
+    """One message as the broker keeps it; the object itself is the handle of its
+    deliveries (a requeue stores a new one)."""
 
-    key: RoutingKey
+    #: a NORMAL delivery hands it out itself (a stored message is delivered to one NORMAL
+    #: consumer at a time; a reject gives it a new one for its next delivery), a part
+    #: reader a copy
+    key: DeliveredKey
     payload: str
     params: Parameters
     timer: asyncio.TimerHandle | None = None
@@ -119,8 +124,7 @@ class InMemoryMessageBroker(MessageBroker):
             queue.simple.put_nowait((-message.key.priority, next(_seq), message))
 
     def _new(self, key: RoutingKey, payload: str, params: Parameters) -> StoredMessage:
-        handle = object()
-        return StoredMessage(RoutingKey(key.id_, key.topic, key.queue, key.priority, handle),
+        return StoredMessage(DeliveredKey(key.id_, key.topic, key.queue, key.priority),
                              payload, params)
 
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
@@ -131,41 +135,48 @@ class InMemoryMessageBroker(MessageBroker):
             queue = self.queues[key.queue] = InMemoryQueue(key.queue)
         self._store(queue, self._new(key, payload, params))
 
-    def _take_back(self, key: RoutingKey) -> tuple[InMemoryQueue, StoredMessage | None]:
-        """Remove a settled message from wherever it is: in flight, dead, or delayed."""
+    def _take_back(self, key: RoutingKey,
+                   handle: Any) -> tuple[InMemoryQueue, StoredMessage | None]:
+        """Remove a settled message from wherever it is: in flight, dead, or delayed
+        (`handle` is the `StoredMessage` a consumer delivered; None finds nothing)."""
         queue = self._queue(key.queue)
-        message = queue.processing.pop(id(key.handle), None)
+        if handle is None:
+            return queue, None
+        message = queue.processing.pop(id(handle), None)
         if message is not None:
             return queue, message
         for i, dead in enumerate(queue.dead):
-            if dead.key.handle is key.handle:
+            if dead is handle:
                 return queue, queue.dead.pop(i)
         for token, delayed in list(queue.delayed.items()):
-            if delayed.key.handle is key.handle:
+            if delayed is handle:
                 if delayed.timer is not None:
                     delayed.timer.cancel()
                 return queue, queue.delayed.pop(token)
         return queue, None
 
-    async def _ack(self, key: RoutingKey) -> None:
-        self._take_back(key)
+    async def _ack(self, key: RoutingKey, handle: Any) -> None:
+        self._take_back(key, handle)
 
-    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
-        queue, message = self._take_back(key)
+    async def _nack(self, key: RoutingKey, handle: Any, reason: str | None = None) -> None:
+        queue, message = self._take_back(key, handle)
         if message is not None:
             if reason is not None:
                 message.params = replace(message.params, headers={
                     **message.params.headers, DEAD_REASON_HEADER: reason})
             queue.dead.append(message)
 
-    async def _reject(self, key: RoutingKey) -> None:
-        queue, message = self._take_back(key)
+    async def _reject(self, key: RoutingKey, handle: Any) -> None:
+        queue, message = self._take_back(key, handle)
         if message is not None:
+            # its next delivery gets a key of its own: the old one still names this one
+            old = message.key
+            message.key = DeliveredKey(old.id_, old.topic, old.queue, old.priority)
             queue.simple.put_nowait((-message.key.priority, next(_seq), message))
 
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
+    async def _requeue(self, key: RoutingKey, handle: Any, payload: str, params: Parameters,
                        reason: str | None = None) -> None:
-        queue, held = self._take_back(key)
+        queue, held = self._take_back(key, handle)
         if held is None:
             # flushed (or settled) since it was taken: like ack and nack, no effect
             logger.warning("requeue of message %r in queue %r had no effect: the queue no "
@@ -226,7 +237,7 @@ class _ReadyConsumer(Consumer):
     async def finish(self) -> None:
         self._finished = True
 
-    async def _next(self) -> RawMessage:
+    async def _next(self) -> Delivery:
         if self._finished:
             raise StopAsyncIteration
         queue = self.broker._queue(self.queue_name)
@@ -234,8 +245,9 @@ class _ReadyConsumer(Consumer):
         if message is None:  # the queue was deleted while this consumer waited
             queue.simple.put_nowait((_GONE, next(_seq), None))  # for any other waiter
             raise QueueNotDeclaredError(self.queue_name)
-        queue.processing[id(message.key.handle)] = message
-        return message.key, message.payload, message.params
+        queue.processing[id(message)] = message
+        return Delivery(self.broker, message.key, message.payload, message.params,
+                        MessageCategory.NORMAL, message)
 
 
 class _PartReader(Consumer):
@@ -259,7 +271,7 @@ class _PartReader(Consumer):
         super().__init__(broker, queue_name, category)
         self._stop_when_empty = stop_when_empty
         self._items: list[StoredMessage] | None = None
-        self._seen: set[object] = set()  # handles of the messages yielded
+        self._seen: set[StoredMessage] = set()  # the messages yielded
         self._finished = False
 
     async def finish(self) -> None:
@@ -270,22 +282,26 @@ class _PartReader(Consumer):
         return list(queue.dead if self.category is MessageCategory.DEAD
                     else queue.delayed.values())
 
-    async def _next(self) -> RawMessage:
+    async def _next(self) -> Delivery:
         if self._items is None:
             self._items = self._part()
         while not self._finished:
             if self._items:
                 message = self._items.pop(0)
-                self._seen.add(message.key.handle)
-                return message.key, message.payload, message.params
+                self._seen.add(message)
+                key = message.key  # a copy: another reader may hand out the same message
+                return Delivery(self.broker,
+                                DeliveredKey(key.id_, key.topic, key.queue, key.priority),
+                                message.payload, message.params, self.category, message)
             if self._stop_when_empty:
                 break
             await asyncio.sleep(self.POLL_INTERVAL)
             part = self._part()
             # forget what left the part, so the set holds no more than the part does
-            self._seen.intersection_update(m.key.handle for m in part)
-            self._items = [m for m in part if m.key.handle not in self._seen]
+            self._seen.intersection_update(part)
+            self._items = [m for m in part if m not in self._seen]
         raise StopAsyncIteration
+
 
 
 class InMemoryBucketBroker(BucketBroker):

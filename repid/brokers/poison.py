@@ -1,8 +1,8 @@
 """Poison messages as the DEAD readers hand them out, so they can be seen and deleted.
 
 A dead message that cannot be decoded (promise 7 of `repid.brokers.base`) is still read
-by `consume(category=DEAD)`, as a `(key, payload, params)` triple built here from what is
-known without decoding it:
+by `consume(category=DEAD)`, as a `Delivery` built here from what is known without
+decoding it:
 
 - the key is a `PoisonKey`: the message's id as the broker stores it (bytes that are not
   UTF-8 shown escaped), its queue, topic `POISON_TOPIC` (""), the default priority, and
@@ -18,19 +18,23 @@ It cannot be sent back to its queue (it would not decode there either): `Message
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from repid.brokers.base import DEAD_REASON_HEADER, RawMessage
-from repid.data import Parameters, RoutingKey
+from repid.brokers.delivery import DeliveredKey, Delivery
+from repid.data import MessageCategory, Parameters, RoutingKey
+from repid.data.headers import DEAD_REASON_HEADER
+
+if TYPE_CHECKING:
+    from repid.brokers.base import Consumer
 
 #: the topic of a poison message's key (not known without decoding; the key of the
 #: `repid_nack` hook its dead-lettering fired has the same)
 POISON_TOPIC = ""
 
 
-class PoisonKey(RoutingKey):
+class PoisonKey(DeliveredKey):
     """The key of a dead message that cannot be decoded (see the module docstring); a
-    `RoutingKey` in every other respect."""
+    delivered `RoutingKey` in every other respect."""
 
     __slots__ = ()
 
@@ -49,14 +53,15 @@ def show_raw(raw: bytes | str | None) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def poison_message(id_: bytes | str | None, queue: str, body: bytes | str | None,
-                   reason: str, handle: Any) -> RawMessage:
-    """The triple a DEAD reader hands out for the undecodable message `id_` of `queue`,
+def poison_message(reader: Consumer, id_: bytes | str | None, body: bytes | str | None,
+                   reason: str, handle: Any) -> Delivery:
+    """The delivery a DEAD `reader` hands out for its queue's undecodable message `id_`,
     stored as `body`, dead because of `reason`; `handle` is the broker's reference that
     its settles act on."""
     params = Parameters()
     params.headers[DEAD_REASON_HEADER] = reason
-    return PoisonKey(show_raw(id_), POISON_TOPIC, queue, handle=handle), show_raw(body), params
+    key = PoisonKey(show_raw(id_), POISON_TOPIC, reader.queue_name)
+    return Delivery(reader.broker, key, show_raw(body), params, MessageCategory.DEAD, handle)
 
 
 def refuse_requeue(key: RoutingKey, action: str) -> None:

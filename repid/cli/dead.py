@@ -13,7 +13,8 @@ from repid.cli.messages import dead_reason, message_json, result_id, scan
 from repid.cli.render import echo_json, shorten, when
 from repid.cli.session import app_option, bind, json_option, make_queue, run_with
 from repid.connection import Connection
-from repid.data import MessageCategory, Parameters, RoutingKey
+from repid.data import MessageCategory
+from repid.message import Message
 
 id_option = click.option("--id", "id_", metavar="ID",
                          help="Only the dead message with this id (see `repid dead list`).")
@@ -24,26 +25,56 @@ def dead_group() -> None:
     """Inspect dead-lettered messages, send them back to their queue, or delete them."""
 
 
-def dead_line(key: RoutingKey, params: Parameters) -> str:
+#: what `dead list` shows in place of the job of a message that cannot be decoded
+POISON_JOB = "(cannot be decoded)"
+
+
+def dead_line(message: Message) -> str:
     """One line about a dead message: id, job name, retries done of those allowed, and
     why it died when the broker kept the reason (`DEAD_REASON_HEADER`).
 
-    Retries, not runs: a message dead-lettered before it ran (expired, undecodable) has
-    run zero times, and `already_tried` counts exactly the retries it got either way."""
-    retries = params.retries
-    line = (f"{key.id_}  {key.topic}  retries: {retries.already_tried} of "
-            f"{retries.max_amount}")
+    Retries, not runs: a message dead-lettered before it ran (expired) has run zero times,
+    and `already_tried` counts exactly the retries it got either way. A poison message
+    (it cannot be decoded) has no job or retries to show: it says so instead."""
+    key, params = message.key, message.parameters
+    if message.is_poison:
+        line = f"{key.id_}  {POISON_JOB}"
+    else:
+        retries = params.retries
+        line = (f"{key.id_}  {key.topic}  retries: {retries.already_tried} of "
+                f"{retries.max_amount}")
     reason = dead_reason(params)
     if reason:
         line += f"  reason: {shorten(reason, 1000)}"
     return line
 
 
-def detail_line(payload: str, params: Parameters) -> str:
+def detail_line(message: Message) -> str:
     """The second, indented line about a dead message: its result id, when it was sent
-    (no broker records when a message died) and its arguments, shortened."""
-    return (f"    result: {result_id(params) or '-'}  sent: {when(params.timestamp)}  "
-            f"args: {shorten(payload)}")
+    (enqueued or requeued: no broker records when a message died) and its arguments,
+    shortened; for a poison message, its raw stored body (nothing else is known)."""
+    if message.is_poison:
+        return f"    result id: -  sent: -  body: {shorten(message.raw_payload)}"
+    params = message.parameters
+    return (f"    result id: {result_id(params) or '-'}  sent: {when(params.timestamp)}  "
+            f"args: {shorten(message.raw_payload)}")
+
+
+def dead_json(message: Message) -> dict[str, Any]:
+    """Everything about a dead message, for `--json`; `poison` tells one that cannot be
+    decoded: its `args` is the raw stored body, and what decoding would have told (job,
+    retries, when it was sent, timeout) is null."""
+    return with_poison(message_json(message.key, message.raw_payload, message.parameters,
+                                    MessageCategory.DEAD), message.is_poison)
+
+
+def with_poison(document: dict[str, Any], poison: bool) -> dict[str, Any]:
+    """A message's `--json` document with its `poison` flag; what a poison message's
+    decoding would have told (job, retries, when it was sent, timeout) set to null."""
+    document["poison"] = poison
+    if poison:
+        document.update(job=None, retries=None, sent=None, timeout=None)
+    return document
 
 
 @dead_group.command("list")
@@ -61,10 +92,9 @@ def list_command(queue_name: str, app: str | None, as_json: bool) -> None:
         async with aclosing(scan(bound, MessageCategory.DEAD)) as messages:
             async for message in messages:
                 if not as_json:
-                    click.echo(dead_line(message.key, message.parameters))
-                    click.echo(detail_line(message.raw_payload, message.parameters))
-                found.append(message_json(message.key, message.raw_payload,
-                                          message.parameters, MessageCategory.DEAD))
+                    click.echo(dead_line(message))
+                    click.echo(detail_line(message))
+                found.append(dead_json(message))
         return found
 
     found = run_with(app, action)

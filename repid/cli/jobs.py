@@ -4,14 +4,19 @@ one from a shell."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
 
+from repid.brokers.poison import PoisonKey
+from repid.cli.dead import POISON_JOB, with_poison
 from repid.cli.loading import CliError
 from repid.cli.messages import (
     PART_NAMES,
+    Found,
+    dead_reason,
     find_message,
     message_json,
     message_lines,
@@ -19,9 +24,10 @@ from repid.cli.messages import (
     result_lines,
     stored_result,
 )
-from repid.cli.render import echo_json
+from repid.cli.render import echo_json, shorten
 from repid.cli.session import app_option, bind, json_option, make_queue, run_with
 from repid.connection import Connection
+from repid.errors import QueueNotDeclaredError
 from repid.job import Job
 
 NO_RESULT = "no result stored (yet)"
@@ -32,6 +38,20 @@ NO_RESULTS_BUCKET = ("no results bucket to look in: set REPID_RESULTS_BUCKET_DSN
 @click.group("jobs")
 def jobs_group() -> None:
     """Show a job's state and result, or send a job."""
+
+
+def poison_lines(found: Found) -> list[str]:
+    """A dead message that cannot be decoded, as `name: value` lines: only its raw stored
+    body and why it is dead are known (no job, arguments or result id)."""
+    return [f"job: {POISON_JOB}", f"queue: {found.key.queue} (dead)",
+            f"body: {shorten(found.payload, 1000)}",
+            f"reason: {shorten(dead_reason(found.params) or '-', 1000)}",
+            f"delete it with `repid dead delete {found.key.queue} --id {found.key.id_}`"]
+
+
+def no_result(has_results: bool) -> str:
+    """Why an id was not found as a result id."""
+    return "no result stored under it" if has_results else "no results bucket to look in"
 
 
 def state_of(document: dict[str, Any]) -> str:
@@ -68,21 +88,32 @@ def show_command(id_: str, queue_name: str, scan_limit: int, app: str | None,
             lines += ["found: a result id", *result_lines(bucket)]
         else:
             (bound,) = bind([queue], connection)
-            found = await find_message(connection, bound, id_, scan_limit)
+            try:
+                found = await find_message(connection, bound, id_, scan_limit)
+            except QueueNotDeclaredError:
+                raise CliError(f"{id_!r} is not a result id ({no_result(has_results)}), "
+                               f"and queue {queue.name!r}, where a message id is looked "
+                               "for, is not declared: give the message's queue with "
+                               "--queue QUEUE") from None
             if found is None:
                 lines.append(f"found: no message with this id in {queue.name} (ready, "
-                             "delayed or dead; one being processed is not seen), and "
-                             + ("no result stored under it" if has_results
-                                else "no results bucket to look in"))
+                             "delayed or dead; one being processed is not seen, one that "
+                             "ran is gone: look up its result id), and "
+                             f"{no_result(has_results)}")
             else:
-                document["message"] = message_json(found.key, found.payload, found.params,
-                                                   found.category)
-                lines += [f"found: a message id, {PART_NAMES[found.category]} in "
-                          f"{queue.name}", *message_lines(found)]
+                poison = isinstance(found.key, PoisonKey)
+                document["message"] = with_poison(message_json(
+                    found.key, found.payload, found.params, found.category), poison)
+                lines.append(f"found: a message id, {PART_NAMES[found.category]} in "
+                             f"{queue.name}")
                 rid = found.params.result
-                if rid is None:
-                    lines.append("result id: none (the job stores no result)")
+                if poison:
+                    lines += poison_lines(found)
+                elif rid is None:
+                    lines += [*message_lines(found), "result id: none (the job stores no "
+                              "result)"]
                 else:
+                    lines += message_lines(found)
                     document["result_id"] = rid.id_
                     lines.append(f"result id: {rid.id_}")
                     result = await stored_result(connection, rid.id_)
@@ -107,21 +138,41 @@ def parse_args(text: str | None) -> Any:
     if text is None:
         return None
     try:
-        args = json.loads(text)
+        args = json.loads(text, parse_constant=not_json, parse_float=finite_float)
     except ValueError as exc:
         raise CliError(f"--args is not JSON ({exc}): give an object of argument names to "
                        """values, e.g. --args '{"to": "a@example.com"}'""") from None
     if not isinstance(args, (dict, list)):
-        raise CliError(f"--args is a JSON {type(args).__name__}, not an object: give the "
-                       """arguments by name, e.g. --args '{"n": 1}'""")
+        raise CliError(f"--args is a JSON {JSON_TYPES.get(type(args), 'value')}, not an "
+                       """object: give the arguments by name, e.g. --args '{"n": 1}'""")
     return args
+
+
+#: how `--args` names the JSON type it was given instead of an object
+JSON_TYPES = {str: "string", int: "number", float: "number", bool: "boolean",
+              type(None): "null"}
+
+
+def not_json(name: str) -> float:
+    """`NaN`, `Infinity` and `-Infinity`, which Python's json reads but JSON has not."""
+    raise ValueError(f"{name} is not a JSON number; a job's arguments must stay JSON")
+
+
+def finite_float(text: str) -> float:
+    """A JSON number, refused when it is too large for a float (it would become inf)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large: it would become Infinity, which is not a "
+                         "JSON number")
+    return value
 
 
 @jobs_group.command("send")
 @click.argument("name")
 @click.option("--args", "args_json", metavar="JSON",
               help="The job's arguments, a JSON object: '{\"n\": 1}'.")
-@click.option("--queue", "queue_name", default="default", show_default=True)
+@click.option("--queue", "queue_name", default="default", show_default=True,
+              help="The queue to send to: the one the job's actor reads.")
 @click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Run it no sooner than this many seconds from now.")
 @click.option("--retries", type=click.IntRange(min=0), default=0, show_default=True,
@@ -130,7 +181,12 @@ def parse_args(text: str | None) -> Any:
 @json_option
 def send_command(name: str, args_json: str | None, queue_name: str, delay: float | None,
                  retries: int, app: str | None, as_json: bool) -> None:
-    """Send a job NAME and print its message id and result id."""
+    """Send a job NAME and print its message id and result id.
+
+    NAME is the name of an actor; it is not checked here (this command does not load your
+    actors): a job that no worker has an actor for is returned to its queue a few times,
+    then dead-lettered with a reason that starts "no actor 'NAME'".
+    """
     args = parse_args(args_json)
     queue = make_queue(queue_name)
     until = (None if delay is None

@@ -22,6 +22,7 @@ from repid.brokers.base import BucketBroker, MessageBroker
 from repid.brokers.dsn import dsn_secrets, mask_dsn
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
 from repid.connection import Connection
+from repid.errors import BrokerConnectionError
 from repid.router import Router
 from repid.worker import Worker
 
@@ -36,8 +37,12 @@ DSN_ENVS = (BROKER_ENV, ARGS_BUCKET_ENV, RESULTS_BUCKET_ENV)
 MIN_BARE_SECRET = 6
 
 MESSAGE_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "amqp": "amqp",
-                   "amqps": "amqp", "memory": "memory"}
-BUCKET_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "memory": "memory"}
+                   "amqps": "amqp", "memory": "memory",
+                   "redis+cluster": "redis", "rediss+cluster": "redis",
+                   "redis+sentinel": "redis"}
+BUCKET_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "memory": "memory",
+                  "redis+cluster": "redis", "rediss+cluster": "redis",
+                  "redis+sentinel": "redis"}
 HOSTLESS_SCHEMES = ("memory", "unix")
 
 
@@ -135,8 +140,13 @@ def load_worker(path: str, queues: tuple[str, ...] = ()) -> Worker:
 
 
 def parse_queues(text: str | None) -> tuple[str, ...]:
-    """The names of `--queues a,b` (spaces and empty names ignored)."""
-    return tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    """The names of `--queues a,b` (spaces and empty names ignored); refused when it is
+    given but names no queue (it would otherwise mean every queue)."""
+    names = tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    if text is not None and not names:
+        raise CliError(f"--queues {text!r} names no queue: give queue names separated by "
+                       "commas, e.g. --queues emails,reports (leave it out for every queue)")
+    return names
 
 
 def select_queues(worker: Worker, queues: tuple[str, ...], path: str) -> None:
@@ -169,7 +179,8 @@ def _scheme(dsn: str, variable: str, allowed: Mapping[str, str]) -> str:
     masked = safe_dsn(dsn)
     try:
         parts = urlsplit(dsn)
-        parts.port  # noqa: B018 - parsing the port validates it
+        if "," not in parts.netloc:  # several hosts (a cluster): the broker checks each
+            parts.port  # noqa: B018 - parsing the port validates it
     except ValueError as exc:
         raise CliError(f"{variable} is malformed ({masked}): {exc}") from None
     scheme = parts.scheme.lower()
@@ -275,7 +286,8 @@ async def connect(connection: Connection) -> None:
         except Exception:
             logger.debug("disconnecting after a failed connect failed", exc_info=True)
         text = str(exc) or type(exc).__name__
-        if "cannot" not in text:
+        # repid's own connection errors name the server and say how to fix it: as they are
+        if "cannot" not in text and not isinstance(exc, BrokerConnectionError):
             text = f"cannot connect to {describe(connection)}: {type(exc).__name__}: {text}"
         raise CliError(text) from None
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repid.brokers.base import DEAD_REASON_HEADER, MessageBroker
+from repid.brokers.delivery import Delivery
 from repid.cli.render import iso, shorten, when
 from repid.connection import Connection
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey
@@ -141,22 +142,22 @@ async def find_ready(broker: MessageBroker, queue_name: str, id_: str,
     if wanted <= 0:
         return None
     consumer = broker.consume(queue_name, None, wanted, MessageCategory.NORMAL)
-    taken: list[RoutingKey] = []
+    taken: list[Delivery] = []
     found = None
     await consumer.start()
     try:
         while found is None and len(taken) < wanted:
             try:
-                key, payload, params = await asyncio.wait_for(consumer.__anext__(),
-                                                              TAKE_WAIT)
+                delivery = await asyncio.wait_for(consumer.__anext__(), TAKE_WAIT)
             except (asyncio.TimeoutError, StopAsyncIteration):
                 break
-            taken.append(key)
-            if key.id_ == id_:
-                found = Found(key, payload, params, MessageCategory.NORMAL)
+            taken.append(delivery)
+            if delivery.key.id_ == id_:
+                found = Found(delivery.key, delivery.payload, delivery.params,
+                              MessageCategory.NORMAL)
     finally:
-        for key in taken:
-            await broker.reject(key)
+        for delivery in taken:
+            await delivery.reject()
         await consumer.finish()
     return found
 

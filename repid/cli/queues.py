@@ -14,7 +14,7 @@ STATS_COLUMNS = ("ready", "delayed", "in_flight", "dead")
 #: what `repid queues list` says when the broker cannot list its queues
 CANNOT_LIST = {
     "rabbitmq": "RabbitMQ lists queues only through its management API: set "
-                "REPID_RABBITMQ_MANAGEMENT_URL (e.g. http://guest:guest@127.0.0.1:15672) "
+                "REPID_RABBITMQ_MANAGEMENT_URL (e.g. http://USER:PASSWORD@127.0.0.1:15672) "
                 "or pass --app with RabbitMessageBroker(management_url=...)",
 }
 

@@ -42,6 +42,13 @@ def make_queue(name: str) -> Queue:
     return queue
 
 
+def not_declared(queue: str) -> str:
+    """What a command says of a queue the broker does not know: often a mistyped name, so
+    it says where the declared names are before how to declare one."""
+    return (f"queue {queue!r} is not declared: check its name (`repid queues list` shows the "
+            f"declared ones), or declare it with `repid queues declare {queue}`")
+
+
 def run_with(app: str | None, action: Callable[[Connection], Awaitable[T]]) -> T:
     """Connect, run `action`, disconnect."""
     quiet_logging()
@@ -52,8 +59,7 @@ def run_with(app: str | None, action: Callable[[Connection], Awaitable[T]]) -> T
         try:
             return await action(connection)
         except QueueNotDeclaredError as exc:
-            raise CliError(f"queue {exc.queue!r} is not declared: create it with "
-                           f"`repid queues declare {exc.queue}`") from None
+            raise CliError(not_declared(exc.queue)) from None
         except (RepidError, ConnectionError) as exc:
             raise CliError(f"{type(exc).__name__}: {exc}") from None
         finally:

@@ -1,15 +1,16 @@
 """Stash: the state plugins keep for one delivery of a message, from its take to its settle.
 
-Every `RoutingKey` has one (`key.stash`), made with the key, so a plugin keeps
-what it learned about a delivery (its span, when its run started, how the run ended) on
+Every delivery has one (`repid.Delivery.stash`, passed to the hooks about a delivery as
+`stash`; the delivered key's `key.stash` reads it too, kept for this release), so a plugin
+keeps what it learned about a delivery (its span, when its run started, how the run ended) on
 the delivery itself instead of in a map keyed by message id: nothing to evict, nothing
 shared between two deliveries of one message. Each plugin makes its own typed keys::
 
     RUN = StashKey[float]()
 
     @hookimpl(wrapper=True)
-    def repid_actor_run(self, key):
-        key.stash[RUN] = time.perf_counter()
+    def repid_actor_run(self, stash):
+        stash[RUN] = time.perf_counter()
         ...
 """
 

@@ -30,9 +30,10 @@ writes it (registering refuses a wrapper where the kind wants none and the rever
 table below (`KINDS` and `HOOK_KINDS`, the one place they are stated).
 
 **Per-delivery state.** Every hook about one delivery of a message (`repid_actor_run` and
-the settles) gets its `stash` (also `key.stash`, and `message[0].stash` after the yield of
-`repid_consume`): a plugin keeps there what it learned about that delivery, under its own
-`repid.StashKey`, instead of in a map keyed by message id.
+the settles) gets the delivery's `stash` as its `stash` argument (the result of
+`repid_consume`'s yield is the `Delivery` itself: `delivery.stash`; `key.stash` reads the
+same stash, kept for this release): a plugin keeps there what it learned about that
+delivery, under its own `repid.StashKey`, instead of in a map keyed by message id.
 
 The order in which hooks fire for one message a worker handles::
 
@@ -80,6 +81,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from repid.brokers.base import BucketBroker, MessageBroker
+    from repid.brokers.delivery import Delivery
     from repid.connection import Connection
     from repid.data import BucketT, MessageCategory, Parameters, RoutingKey, Stash
     from repid.router import Actor, ActorResult
@@ -192,11 +194,13 @@ HOOKS = tuple(HOOK_KINDS)
 @hookspec
 def repid_consume(  # type: ignore[empty-body]
     connection: Connection, broker: MessageBroker, queue: str, category: MessageCategory
-) -> tuple[RoutingKey, str, Parameters]:
+) -> Delivery:
     """Around taking one message from a queue (a consumer's next message).
 
     It fires once per message handed to the worker, so the time it measures includes
-    waiting for one to arrive. The result is the message taken, `(key, payload, params)`.
+    waiting for one to arrive. The result is the message taken, a `repid.Delivery`
+    (`delivery.key`, `.payload`, `.params`, `.stash`; it also unpacks as repid 1.x's
+    `(key, payload, params)`).
 
     :param connection: the `Connection` whose middleware runs the hook.
     :param broker: the message broker (`broker.system`: `in_memory`, `redis`, `rabbitmq`).
@@ -258,7 +262,7 @@ def repid_requeue(
         `recovery` (its result could not be stored, or a plugin or retry policy raised),
         `unknown_topic` (no actor of this worker handles it); None when the caller gave
         none.
-    :param stash: the plugins' state for this delivery (`key.stash`).
+    :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash` reads it too).
     """
 
 
@@ -273,7 +277,7 @@ def repid_ack(
     :param broker: the message broker.
     :param queue: the message's queue.
     :param key: the message's `RoutingKey`.
-    :param stash: the plugins' state for this delivery (`key.stash`).
+    :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash` reads it too).
     """
 
 
@@ -302,7 +306,7 @@ def repid_nack(
         also kept in the dead message's `x-repid-dead-reason` header (RabbitMQ: unless
         the copy carrying it could not be stored); None when the caller gave none (an
         eager `msg.nack()`).
-    :param stash: the plugins' state for this delivery (`key.stash`).
+    :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash` reads it too).
     """
 
 
@@ -319,7 +323,7 @@ def repid_reject(
     :param broker: the message broker.
     :param queue: the message's queue.
     :param key: the message's `RoutingKey`.
-    :param stash: the plugins' state for this delivery (`key.stash`).
+    :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash` reads it too).
     """
 
 
@@ -426,8 +430,8 @@ def repid_actor_run(  # type: ignore[empty-body]
     :param payload: the encoded arguments as taken.
     :param params: the message's `Parameters`; this is attempt
         `params.retries.already_tried + 1`.
-    :param stash: the plugins' state for this delivery (`key.stash`): what a wrapper
-        here keeps for the settle hooks that follow.
+    :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash`
+        reads it too): what a wrapper here keeps for the settle hooks that follow.
     """
 
 

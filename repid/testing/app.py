@@ -22,6 +22,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from unittest.mock import AsyncMock, MagicMock
 
 from repid.app import Repid
+from repid.brokers.delivery import Delivery
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker, InMemoryQueue
 from repid.connection import Connection
 from repid.data import RoutingKey
@@ -109,18 +110,18 @@ class InMemoryTestApp:
             m is not None and m.key.topic in self.actors for m in queue.simple.items())
 
     async def _drain(self, queue_name: str) -> None:
-        set_aside: list[RoutingKey] = []
+        set_aside: list[Delivery] = []
         consumer = self.broker.consume(queue_name)
         try:
             while self._has_work(queue_name):
-                key, payload, params = await consumer.__anext__()
-                if key.topic in self.actors:
-                    await self.processor.process(key, payload, params)
+                delivery = await consumer.__anext__()
+                if delivery.key.topic in self.actors:
+                    await self.processor.process(delivery)
                 else:
-                    set_aside.append(key)
+                    set_aside.append(delivery)
         finally:
-            for key in set_aside:  # back in the order they came, as never taken
-                await self.broker.reject(key)
+            for delivery in set_aside:  # back in the order they came, as never taken
+                await delivery.reject()
 
     def close(self) -> None:
         if Repid.get_magic_connection() is self.connection:

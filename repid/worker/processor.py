@@ -31,7 +31,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
+from repid.data import Parameters, ResultBucket, RoutingKey, utcnow
 from repid.data.headers import NO_ACTOR_RETURNS_HEADER, RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
@@ -43,6 +43,7 @@ from repid.schedule import next_run
 from repid.serializer import ARGS_BUCKET_MARKER
 
 if TYPE_CHECKING:
+    from repid.brokers.delivery import Delivery
     from repid.connection import Connection
 
 logger = logging.getLogger("repid.worker")
@@ -80,45 +81,43 @@ class Processor:
         self.process_pool = process_pool
         self._warned_topics: set[str] = set()
 
-    async def process(self, key: RoutingKey, payload: str, params: Parameters,
-                      deliveries: int | None = None) -> bool:
-        """Handle one message; returns False when it was not for this worker.
+    async def process(self, delivery: Delivery, deliveries: int | None = None) -> bool:
+        """Handle one delivered message; returns False when it was not for this worker.
 
-        Every message taken here gets exactly one settle call, whatever fails on the way
-        (see `_recover`); a settle call that raises has left the message to the broker's
-        redelivery, and the broker has freed its consumer's room for it.
+        Every message taken here is settled exactly once, through its `delivery`, whatever
+        fails on the way (see `_recover`); a settle call that raises has left the message
+        to the broker's redelivery, and the broker has freed its consumer's room for it.
         """
+        key, params = delivery.key, delivery.params
         actor = self.actors.get(key.topic)
         if actor is None:
-            await self._not_mine(key, payload, params)
+            await self._not_mine(delivery)
             return False
         if NO_ACTOR_RETURNS_HEADER in params.headers:
             params = _found_its_actor(params)
-        broker = self.broker
         if deliveries is None:  # the runner passes what it already asked the broker
-            deliveries = broker.delivery_count(key)
+            deliveries = self.broker.delivery_count(delivery)
         if deliveries > 1:
-            limit = actor.max_deliveries or broker.max_deliveries
+            limit = actor.max_deliveries or self.broker.max_deliveries
             if deliveries > limit:
                 reason = (f"delivered {deliveries} times without being settled (limit "
                           f"{limit}): its worker died or stalled while running it")
                 logger.error("message %s (%s) %s; dead-lettered", ids(key, params), key.topic,
                              reason)
-                await broker.nack(key, reason)
+                await delivery.nack(reason)
                 return True
         if params.ttl is not None and params.is_overdue:
             logger.warning("message %s (%s) expired before it ran (ttl %s); dead-lettered",
                            ids(key, params), key.topic, params.ttl)
-            await broker.nack(key, f"expired before it ran (ttl {params.ttl})")
+            await delivery.nack(f"expired before it ran (ttl {params.ttl})")
             return True
-        message = MessageDependency(key, payload, params, MessageCategory.NORMAL,
-                                    self.connection, actor)
+        message = MessageDependency(delivery, self.connection, actor, params)
         settled_by_actor = False
         # the result to store after the settle, in repid 1.x's order (else `_run` stores it)
         later: list[ResultBucket] | None = None if self._result_first else []
         try:
             result = await self._run_hooked(actor, message, later)
-            settled_by_actor = message.is_settled
+            settled_by_actor = delivery.settled_by is not None
             if not settled_by_actor:
                 await self._settle(actor, message, result)
             elif not result.reporting_done:
@@ -129,12 +128,11 @@ class Processor:
                 await self._store(message.parameters, later[0])
         except asyncio.CancelledError:
             # shutdown past its grace time: back to the queue, no retry counted
-            if not message.is_settled:
-                message.is_settled = True
-                await broker.reject(key)
+            if delivery.settled_by is None:
+                await delivery.reject()
             raise
         except Exception as exc:
-            if message.is_settled:
+            if delivery.settled_by is not None:
                 raise  # the settle call itself failed: the broker delivers it again
             await self._recover(message, exc)
         if not settled_by_actor and message.has_submitted:
@@ -151,10 +149,11 @@ class Processor:
         chain = self.chains.actor_run
         if chain is None:
             return self._run(actor, message, later)
-        key = message.key
+        delivery = message.delivery
         hook_args = NO_ARGS if not chain.takes_args else {
-            "connection": self.connection, "actor": actor, "key": key,
-            "payload": message.raw_payload, "params": message.parameters, "stash": key.stash}
+            "connection": self.connection, "actor": actor, "key": delivery.key,
+            "payload": message.raw_payload, "params": message.parameters,
+            "stash": delivery.stash}
         return chain.around(hook_args, self._run, actor, message, later)
 
     async def _recover(self, message: MessageDependency, exc: Exception) -> None:
@@ -163,8 +162,7 @@ class Processor:
         back to run again after `RECOVER_DELAY`, with the failure counted in its
         `RECOVERIES_HEADER`; once that count reaches the delivery limit, dead-letter it
         with the reason. Raises `SettleError` (after settling) so the worker counts it."""
-        message.is_settled = True
-        key, params = message.key, message.parameters
+        key, params, delivery = message.key, message.parameters, message.delivery
         failures = _count(params.headers.get(RECOVERIES_HEADER)) + 1
         limit = (message.actor.max_deliveries if message.actor else 0) or \
             self.broker.max_deliveries
@@ -173,17 +171,17 @@ class Processor:
             reason = f"could not be settled {failures} times; last: {what}"
             logger.error("message %s (%s) %s; dead-lettered", key.id_, key.topic, reason,
                          exc_info=exc)
-            await self.broker.nack(key, reason)
+            await delivery.nack(reason)
         else:
             logger.error("message %s (%s) could not be settled (%s); it runs again in %s "
                          "(%d of %d)", key.id_, key.topic, what, RECOVER_DELAY, failures,
                          limit, exc_info=exc)
             headers = {**params.headers, RECOVERIES_HEADER: str(failures)}
             again = replace(params.with_delay(utcnow() + RECOVER_DELAY), headers=headers)
-            await self.broker.requeue(key, message.raw_payload, again, "recovery")
+            await delivery.requeue(again, "recovery", message.raw_payload)
         raise SettleError(f"message {key.id_}: {what}") from exc
 
-    async def _not_mine(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+    async def _not_mine(self, delivery: Delivery) -> None:
         """No actor here handles the message's topic: return it to its queue for a worker
         that does (a queue may be shared by workers with different actors, e.g. during a
         deploy), counting the returns in its `NO_ACTOR_RETURNS_HEADER`, each after
@@ -198,6 +196,7 @@ class Processor:
         workers sharing a queue, a job for one of them is dead-lettered only if the other
         took it all 20 times (one chance in a million); with its worker busy, the
         returns, 1 s, 2 s, 3 s, ... apart, give it about 3.5 minutes to free a slot."""
+        key, params = delivery.key, delivery.params
         returns = _count(params.headers.get(NO_ACTOR_RETURNS_HEADER))
         limit = no_actor_returns_allowed(self.broker.max_deliveries)
         if returns >= limit:
@@ -210,7 +209,7 @@ class Processor:
                          "actor? Send it back with `repid dead requeue %s` once one is.",
                          key.id_, reason, key.queue, ", ".join(map(repr, known)) or "none",
                          key.queue)
-            await self.broker.nack(key, reason)
+            await delivery.nack(reason)
             return
         delay = no_actor_delay(returns + 1)
         log = logger.debug if key.topic in self._warned_topics else logger.warning
@@ -220,7 +219,7 @@ class Processor:
             key.topic, key.queue, key.id_, delay, returns + 1, limit)
         headers = {**params.headers, NO_ACTOR_RETURNS_HEADER: str(returns + 1)}
         again = replace(params.with_delay(utcnow() + delay), headers=headers)
-        await self.broker.requeue(key, payload, again, "unknown_topic")
+        await delivery.requeue(again, "unknown_topic")
 
     async def _run(self, actor: Actor, message: MessageDependency,
                    later: list[ResultBucket] | None) -> ActorResult:
@@ -337,27 +336,25 @@ class Processor:
     async def _settle(self, actor: Actor, message: MessageDependency,
                       result: ActorResult) -> None:
         """Decide the outcome, then send the one settle call it needs. Everything that may
-        raise (retry policies, plugins, the next cron time) runs before `is_settled` is
-        set, so a failure there is recovered (`_recover`) instead of leaving the message
+        raise (retry policies, plugins, the next cron time) runs before the delivery's settle
+        call claims it, so a failure there is recovered (`_recover`) instead of leaving the message
         held."""
-        key, params, broker = message.key, message.parameters, self.broker
+        key, params, delivery = message.key, message.parameters, message.delivery
         recurring = params.delay.is_recurring
+        payload = message.raw_payload
         if result.success:
             if recurring:
                 again = params.with_next_run(next_run(params.delay))
-                message.is_settled = True
-                await broker.requeue(key, message.raw_payload, again, "schedule")
+                await delivery.requeue(again, "schedule", payload)
             else:
-                message.is_settled = True
-                await broker.ack(key)
+                await delivery.ack()
             return
         exc = result.exception
         assert exc is not None
         if isinstance(exc, PayloadDecodeError):
             logger.error("message %s for %r cannot be processed: %s; dead-lettered",
                          ids(key, params), actor.name, exc)
-            message.is_settled = True
-            await broker.nack(key, f"cannot be processed: {exc}")
+            await delivery.nack(f"cannot be processed: {exc}")
             return
         retry_allowed = params.retries.left > 0 and self._may_retry(actor, key, params, exc)
         if retry_allowed:
@@ -365,22 +362,18 @@ class Processor:
             logger.warning("actor %r failed on message %s (try %d of %d): %s; retrying in %s",
                            actor.name, ids(key, params), params.retries.already_tried + 1,
                            params.retries.max_amount + 1, describe(exc), delay)
-            again = params.with_retry(delay)
-            message.is_settled = True
-            await broker.requeue(key, message.raw_payload, again, "retry")
+            await delivery.requeue(params.with_retry(delay), "retry", payload)
         elif recurring:
             logger.error("actor %r failed on recurring message %s: %s; it runs again at its "
                          "next time", actor.name, ids(key, params), describe(exc),
                          exc_info=exc)
             again = params.with_next_run(next_run(params.delay))
-            message.is_settled = True
-            await broker.requeue(key, message.raw_payload, again, "schedule")
+            await delivery.requeue(again, "schedule", payload)
         else:
             why = "no retries left" if params.retries.left <= 0 else "a plugin refused a retry"
             logger.error("actor %r failed on message %s (%s): %s; dead-lettered",
                          actor.name, ids(key, params), why, describe(exc), exc_info=exc)
-            message.is_settled = True
-            await broker.nack(key, f"{why}; last error: {describe(exc)}")
+            await delivery.nack(f"{why}; last error: {describe(exc)}")
 
     def _may_retry(self, actor: Actor, key: RoutingKey, params: Parameters,
                    exc: BaseException) -> bool:

@@ -20,7 +20,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from repid.brokers.base import Consumer
-from repid.data import Parameters, RoutingKey
+from repid.brokers.delivery import Delivery
+from repid.data import RoutingKey
 from repid.errors import QueueNotDeclaredError, SettleError
 from repid.worker.isolation import SUSPECT_AFTER, Isolation
 from repid.worker.processor import Processor
@@ -121,7 +122,7 @@ class Runner:
             # reserved once taken, not while waiting: a consumer waiting on an empty queue
             # must not hold the last reservation against the other queues' consumers
             try:
-                key, payload, params = await consumer.__anext__()
+                delivery = await consumer.__anext__()
             except StopAsyncIteration:
                 self._release()
                 return
@@ -139,12 +140,13 @@ class Runner:
                 # another queue's consumer took the last message of the limit meanwhile
                 self._release()
                 try:
-                    await consumer.broker.reject(key)
+                    await delivery.reject()
                 except Exception:
-                    logger.exception("could not return message %s over the limit", key.id_)
+                    logger.exception("could not return message %s over the limit",
+                                     delivery.key.id_)
                 continue
             self._reserved += 1
-            task = asyncio.create_task(self._handle(key, payload, params))
+            task = asyncio.create_task(self._handle(delivery))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -182,40 +184,40 @@ class Runner:
                         f"{now - problem[1]:.0f} s: {problem[0]}")
         return None
 
-    async def _return(self, key: RoutingKey) -> None:
+    async def _return(self, delivery: Delivery) -> None:
         try:
-            await self._broker.reject(key)
+            await delivery.reject()
         except Exception:
             logger.exception("could not return message %s; the broker delivers it again",
-                             key.id_)
+                             delivery.key.id_)
 
     def _release(self) -> None:
         """Give a task slot back."""
         self._free += 1
         self._freed.set()
 
-    async def _handle(self, key: RoutingKey, payload: str, params: Parameters) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
         if self._isolation.blocked:
             # a suspect runs alone (repid.worker.isolation): hold nothing beside it; it starts
             # once this task has ended (a return lost with the process would count)
             try:
-                await self._return(key)
+                await self._return(delivery)
             finally:
                 self._done(mine=False)
             return
-        deliveries = self._broker.delivery_count(key)
+        deliveries = self._broker.delivery_count(delivery)
         alone = deliveries > SUSPECT_AFTER
         if alone:
             try:
-                await self._enter_alone(key, deliveries)
+                await self._enter_alone(delivery.key, deliveries)
             except asyncio.CancelledError:  # stopped while waiting for its turn
-                await asyncio.shield(self._return(key))
+                await asyncio.shield(self._return(delivery))
                 await asyncio.shield(self._leave_alone())
                 self._done(mine=True)
                 raise
         mine = False
         try:
-            mine = await self.processor.process(key, payload, params, deliveries)
+            mine = await self.processor.process(delivery, deliveries)
         except asyncio.CancelledError:
             mine = True
             raise
@@ -226,7 +228,7 @@ class Runner:
             mine = True
             self.settle_failures += 1
             logger.exception("settling message %s failed; the broker will deliver it again",
-                             key.id_)
+                             delivery.key.id_)
         finally:
             if alone:
                 await asyncio.shield(self._leave_alone())

@@ -96,8 +96,10 @@ def test_jobs_send_refuses_arguments_that_are_not_an_object() -> None:
     env = {"REPID_BROKER_DSN": "memory://"}
     assert "--args is not JSON" in cli("jobs", "send", "work", "--args", "{n: 1}", env=env,
                                        code=2).stderr
-    assert "--args is a JSON int" in cli("jobs", "send", "work", "--args", "3", env=env,
-                                         code=2).stderr
+    assert "--args is a JSON number, not an object" in cli("jobs", "send", "work", "--args",
+                                                           "3", env=env, code=2).stderr
+    assert "--args is a JSON null" in cli("jobs", "send", "work", "--args", "null", env=env,
+                                          code=2).stderr
     assert "job name 'bad name' is invalid" in cli("jobs", "send", "bad name", env=env,
                                                     code=2).stderr
 
@@ -116,6 +118,9 @@ def test_queues_list_says_when_rabbitmq_cannot_list(amqp_dsn: str) -> None:
     assert result.stderr.startswith("Error: RabbitMessageBroker cannot list queues: "
                                     "RabbitMQ lists queues only through its management API")
     assert "guest:guest@" not in result.stderr.replace(MANAGEMENT_URL, "")
+    # the example URL is not the DSN's password masked (`guest:***@`), but placeholders
+    assert "(e.g. http://USER:PASSWORD@127.0.0.1:15672)" in result.stderr
+    assert "***" not in result.stderr
 
 
 def test_escaped_and_shortened_arguments() -> None:
@@ -174,7 +179,7 @@ def test_send_show_list_requeue_delete_on_redis(redis_dsn: str, queue_name: str)
         assert len(text_lines) == 5 and text_lines[-1] == f"2 dead messages in {queue_name}"
         first = next(d for d in dead if d["id"] == sent["message_id"])
         line = next(i for i, t in enumerate(text_lines) if t.startswith(first["id"]))
-        assert text_lines[line + 1].startswith(f"    result: {sent['result_id']}  sent: ")
+        assert text_lines[line + 1].startswith(f"    result id: {sent['result_id']}  sent: ")
         assert text_lines[line + 1].endswith('  args: {"n":1}')
 
         dead_shown = json.loads(cli("jobs", "show", sent["message_id"], "--queue",

@@ -14,6 +14,13 @@ def test_the_page_matches_a_run_of_its_sessions() -> None:
     assert problems == [], "\n\n".join(problems) + "\n(run python tests/cli/cli_docs.py)"
 
 
+def test_the_page_names_the_app_as_it_calls_it() -> None:
+    """What a command says of the app names it `myapp.tasks`, as the page's commands do."""
+    page = cli_docs.PAGE.read_text()
+    assert cli_docs.APP_MODULE not in page
+    assert "not read by any actor of 'myapp.tasks:worker'" in page
+
+
 def test_a_changed_output_is_caught() -> None:
     page = cli_docs.PAGE.read_text().replace("declared reports\n", "declared report\n", 1)
     _, problems = cli_docs.run_page(page)

@@ -147,8 +147,9 @@ def test_queue_commands_on_rabbitmq(amqp_dsn: str) -> None:
         missing_one = CliRunner().invoke(main, ["dead", "requeue", missing],
                                          env={"REPID_BROKER_DSN": amqp_dsn})
         assert missing_one.exit_code == 2
-        assert missing_one.stderr == (f"Error: queue {missing!r} is not declared: create it "
-                                      f"with `repid queues declare {missing}`\n")
+        assert missing_one.stderr == (f"Error: queue {missing!r} is not declared: check its "
+                                      "name (`repid queues list` shows the declared ones), "
+                                      f"or declare it with `repid queues declare {missing}`\n")
     finally:
         ok(amqp_dsn, "queues", "delete", queue)
 

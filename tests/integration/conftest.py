@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers.redis_cluster import PrivateRedisCluster, free_ports
+from tests.servers.redis_cluster import available as redis_cluster_available
+
 Spawn = Callable[..., "subprocess.Popen[bytes]"]
 
 
@@ -36,3 +39,28 @@ def spawn() -> Iterator[Spawn]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[PrivateRedisCluster]:
+    """A private three-master Redis Cluster on the first three free ports from 7100 (so
+    sessions running at once do not share one), started once per session (a few seconds)
+    and stopped at its end, even after failures. Skips when redis-server or redis-cli is
+    missing, except under CI=true, where it fails."""
+    why_not = redis_cluster_available()
+    if why_not is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{why_not}; CI=true requires a Redis installation")
+        pytest.skip(f"{why_not}; install Redis to run the Redis Cluster tests")
+    cluster = PrivateRedisCluster(free_ports())
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_dsn(redis_cluster: PrivateRedisCluster) -> str:
+    """`redis+cluster://` DSN of the session's Redis Cluster."""
+    return redis_cluster.dsn

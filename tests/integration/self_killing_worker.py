@@ -1,7 +1,7 @@
 """A worker process for test_faults_all_brokers: `die` kills this process, `good` records
 its number in a Redis set.
 
-Usage: python self_killing_worker.py redis|rabbitmq DSN QUEUE RECORD_DSN RECORD_KEY
+Usage: python self_killing_worker.py redis|rabbitmq|rabbitmq_quorum DSN QUEUE RECORD_DSN RECORD_KEY
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def make_broker() -> MessageBroker:
         return RedisMessageBroker(dsn=DSN, max_deliveries=3, lease_time=timedelta(seconds=2))
     from repid import RabbitMessageBroker
 
+    if KIND == "rabbitmq_quorum":
+        return RabbitMessageBroker(dsn=DSN, max_deliveries=3, queue_type="quorum")
     return RabbitMessageBroker(dsn=DSN, max_deliveries=3)
 
 

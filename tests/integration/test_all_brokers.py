@@ -37,6 +37,14 @@ TIMEOUT = 15
 
 
 def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
+    if kind == "rabbitmq_quorum":
+        from repid import RabbitMessageBroker
+
+        return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"), queue_type="quorum")
+    if kind == "redis_cluster":
+        from repid import RedisMessageBroker
+
+        return RedisMessageBroker(dsn=request.getfixturevalue("redis_cluster_dsn"))
     if kind == "in_memory":
         return InMemoryMessageBroker()
     if kind == "redis":
@@ -50,7 +58,7 @@ def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
     return RabbitMessageBroker(dsn=dsn)
 
 
-@pytest.fixture(params=["in_memory", "redis", "rabbitmq"])
+@pytest.fixture(params=["in_memory", "redis", "rabbitmq", "rabbitmq_quorum", "redis_cluster"])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Connection, str]]:
     """A connected Connection on one broker, and a fresh declared queue name."""
     connection = Connection(_broker(request.param, request),

@@ -46,6 +46,15 @@ Connect = Callable[..., Awaitable[Connection]]
 
 
 def _broker(kind: str, request: pytest.FixtureRequest, **kwargs: Any) -> MessageBroker:
+    if kind == "rabbitmq_quorum":
+        from repid import RabbitMessageBroker
+
+        return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"),
+                                   queue_type="quorum", **kwargs)
+    if kind == "redis_cluster":
+        from repid import RedisMessageBroker
+
+        return RedisMessageBroker(dsn=request.getfixturevalue("redis_cluster_dsn"), **kwargs)
     if kind == "in_memory":
         return InMemoryMessageBroker(**kwargs)
     if kind == "redis":
@@ -62,7 +71,7 @@ def queue() -> str:
     return f"outcome-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=["in_memory", "redis", "rabbitmq"])
+@pytest.fixture(params=["in_memory", "redis", "rabbitmq", "rabbitmq_quorum", "redis_cluster"])
 async def connect(request: pytest.FixtureRequest, queue: str) -> AsyncIterator[Connect]:
     """`await connect(**broker_kwargs)`: a connected Connection to the broker, as each
     worker process would have its own (on the in-memory broker, the first one again: its

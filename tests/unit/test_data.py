@@ -122,12 +122,17 @@ def test_buckets_round_trip() -> None:
         decode_bucket("nope")
 
 
-def test_routing_key_round_trip_and_handle_ignored() -> None:
-    key = RoutingKey("id-1", "topic", "q", PrioritiesT.HIGH.value, handle=object())
+def test_routing_key_is_plain_data_that_round_trips() -> None:
+    import dataclasses
+
+    key = RoutingKey("id-1", "topic", "q", PrioritiesT.HIGH.value)
     data = key.to_dict()
     assert data == {"id": "id-1", "topic": "topic", "queue": "q", "priority": 2}
-    assert RoutingKey.from_dict(data) == key  # the handle is never compared
-    assert "handle" not in repr(key)
+    assert RoutingKey.from_dict(data) == key
+    # repid 1.x's four fields, nothing else (the broker's handle is the delivery's)
+    assert [f.name for f in dataclasses.fields(RoutingKey)] == ["id_", "topic", "queue",
+                                                                "priority"]
+    assert not hasattr(key, "handle") and not hasattr(key, "stash")
     assert RoutingKey("a", "t").queue == "default"
     assert RoutingKey("a", "t").priority == PrioritiesT.MEDIUM
 
@@ -236,15 +241,3 @@ def test_a_ttl_past_the_calendar_never_runs_out() -> None:
     assert Parameters(ttl=timedelta(days=999_999_999)).is_overdue is False
 
 
-def test_each_delivery_has_its_own_stash() -> None:
-    from repid import RoutingKey, StashKey
-
-    runs = StashKey[int]()
-    other = StashKey[int]()
-    key = RoutingKey("id", "topic")
-    key.stash[runs] = 3
-    assert key.stash[runs] == 3 and key.stash.get(other, None) is None
-    assert runs in key.stash and other not in key.stash
-    assert key.stash.setdefault(other, 5) == 5 and key.stash.pop(other, 0) == 5
-    assert RoutingKey("id", "topic").stash is not key.stash  # another delivery
-    assert RoutingKey("id", "topic") == key  # the stash is not part of the key

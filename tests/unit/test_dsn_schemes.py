@@ -8,10 +8,13 @@ import time
 import pytest
 
 from repid import RabbitMessageBroker, RedisBucketBroker, RedisMessageBroker
+from repid.brokers.dsn import SCHEMES
 
 RABBIT_NEEDS = ("RabbitMessageBroker connects to RabbitMQ and needs a RabbitMQ DSN (amqp://, "
                 "amqps://), such as 'amqp://guest:guest@localhost:5672/', but its dsn ")
-REDIS_NEEDS = ("connects to Redis and needs a Redis DSN (redis://, rediss://, unix://), such "
+#: every Redis scheme, as the message lists them (more come with Sentinel and Cluster)
+REDIS_SCHEMES = ", ".join(f"{scheme}://" for scheme in SCHEMES["Redis"])
+REDIS_NEEDS = (f"connects to Redis and needs a Redis DSN ({REDIS_SCHEMES}), such "
                "as 'redis://localhost:6379/0', but its dsn ")
 
 
@@ -45,6 +48,9 @@ def test_wrong_scheme_is_refused_when_built(make: type, dsn: str, message: str) 
     (RabbitMessageBroker, "AMQPS://guest:guest@localhost:5671/%2F"),
     (RedisMessageBroker, "rediss://localhost:6380/0"),
     (RedisBucketBroker, "unix:///run/redis.sock?db=1"),
+    (RedisMessageBroker, "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/0"),
+    (RedisMessageBroker, "redis+cluster://127.0.0.1:7100,127.0.0.1:7101/"),
+    (RedisBucketBroker, "rediss+cluster://:pw@10.0.0.1:7000,10.0.0.2:7000/0"),
 ])
 def test_right_schemes_are_taken(make: type, dsn: str) -> None:
     make(dsn)

@@ -160,11 +160,11 @@ class FailingAcks(InMemoryMessageBroker):
         super().__init__()
         self.failures = failures
 
-    async def _ack(self, key):  # type: ignore[no-untyped-def]
+    async def _ack(self, key, handle):  # type: ignore[no-untyped-def]
         if self.failures:
             self.failures -= 1
             raise ConnectionError("connection lost during ack")
-        await super()._ack(key)
+        await super()._ack(key, handle)
 
 
 async def test_failed_acks_free_their_slots() -> None:
@@ -294,7 +294,9 @@ class CountingBroker(InMemoryMessageBroker):
         super().__init__()
         self.counts = counts
 
-    def delivery_count(self, key):  # type: ignore[no-untyped-def]
+    def delivery_count(self, message):  # type: ignore[no-untyped-def]
+        # the worker asks with the Delivery; 1.x-style callers with its key
+        key = getattr(message, "key", message)
         return self.counts.get(key.topic, 1)
 
 

@@ -24,6 +24,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from repid.brokers.base import DEAD_REASON_HEADER
+from repid.brokers.delivery import DeliveredKey
 from repid.data import Parameters, RoutingKey
 from repid.errors import PayloadDecodeError
 
@@ -33,6 +34,8 @@ HEADER_PARAMS = "repid-params"
 HEADER_PRIORITY = "repid-priority"
 #: earlier deliveries of the message that ended unsettled (absent: none)
 HEADER_DELIVERIES = "x-repid-deliveries"
+#: RabbitMQ's count of earlier unacked deliveries, set by quorum queues on delivery
+HEADER_SERVER_DELIVERIES = "x-delivery-count"
 #: why a dead message was dead-lettered (the AMQP header and the params header agree)
 HEADER_DEAD_REASON = DEAD_REASON_HEADER
 #: a dead reason longer than this is cut: AMQP headers must fit one frame (128 KiB)
@@ -75,6 +78,9 @@ def copy(message: DeliveredMessage,
     so aiormq gives the new publish its own."""
     p = message.header.properties
     headers = dict(p.headers or {})
+    # RabbitMQ's count belongs to the stored message, not to a new one (a quorum queue
+    # would pass a copied value on unchanged on its first delivery).
+    headers.pop(HEADER_SERVER_DELIVERIES, None)
     for name, value in (set_headers or {}).items():
         if value is None:
             headers.pop(name, None)
@@ -100,6 +106,15 @@ def deliveries(message: DeliveredMessage) -> int:
     return value
 
 
+def server_deliveries(message: DeliveredMessage) -> int:
+    """RabbitMQ's own count of the message's earlier deliveries that ended without an ack,
+    the `x-delivery-count` header a quorum queue sets (0 when absent: classic queues)."""
+    value = (message.header.properties.headers or {}).get(HEADER_SERVER_DELIVERIES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
 def dead_reason(text: str) -> str:
     """`text` fit for the `x-repid-dead-reason` header (cut to MAX_REASON_CHARS)."""
     if len(text) > MAX_REASON_CHARS:
@@ -108,11 +123,29 @@ def dead_reason(text: str) -> str:
 
 
 def stored_reason(message: DeliveredMessage) -> str | None:
-    """The message's `x-repid-dead-reason` header as text (None when it has none)."""
-    reason = (message.header.properties.headers or {}).get(HEADER_DEAD_REASON)
+    """The message's `x-repid-dead-reason` header as text; for a message RabbitMQ
+    dead-lettered itself because it reached a quorum queue's `x-delivery-limit`, a reason
+    saying so; else None."""
+    headers = message.header.properties.headers or {}
+    reason = headers.get(HEADER_DEAD_REASON)
     if reason is None:
-        return None
+        return _server_reason(headers.get("x-death"))
     return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+
+
+def _server_reason(deaths: Any) -> str | None:
+    """The dead reason of a message whose latest dead-lettering (the first entry of its
+    `x-death` header) was RabbitMQ's delivery limit."""
+    if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], Mapping):
+        return None
+    latest = deaths[0]
+    if latest.get("reason") not in ("delivery_limit", b"delivery_limit"):
+        return None
+    queue = latest.get("queue")
+    queue = queue.decode(errors="replace") if isinstance(queue, bytes) else str(queue)
+    return (f"delivered more times without being settled than the x-delivery-limit of "
+            f"quorum queue '{queue}' allows (max_deliveries): its worker died or stalled "
+            "each time; dead-lettered by RabbitMQ")
 
 
 def describe(message: DeliveredMessage) -> str:
@@ -128,9 +161,7 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
-def decode(
-    message: DeliveredMessage, queue: str, handle: Any = None,
-) -> tuple[RoutingKey, str, Parameters]:
+def decode(message: DeliveredMessage, queue: str) -> tuple[DeliveredKey, str, Parameters]:
     """The repid message inside `message`, which belongs to `queue` (the queue it was read
     from, or whose dead-letter or delay part held it); PayloadDecodeError names what is
     wrong (a poison message, which the consumer moves to the dead-letter queue)."""
@@ -149,11 +180,10 @@ def decode(
         priority = 0
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise PayloadDecodeError(f"priority {priority!r} is not an integer")
-    key = RoutingKey(
+    key = DeliveredKey(
         id_=_text(properties.correlation_id, "correlation_id (the job id)"),
         topic=_text(properties.message_type, "type (the job's topic)"),
         queue=queue,
         priority=priority,
-        handle=handle,
     )
     return key, payload, params

@@ -16,9 +16,19 @@ prefetched messages) is the same move with the header unchanged; only when that 
 cannot be stored does it fall back to `basic.reject`, which then counts once (a broker
 fault, not a worker's choice). A returned message goes to the tail of its priority.
 
+With quorum queues (`RabbitMessageBroker(queue_type="quorum")`, see `layout.py`) RabbitMQ
+counts the unsettled deliveries itself (`x-delivery-count`): a redelivered message is
+handed out as it is, counted as that header plus `x-repid-deliveries`, and a deliberate
+return's copy carries that sum in `x-repid-deliveries`. A consumer then subscribes to one
+quorum queue per priority level, and its buffer hands out the highest level first without
+starving the lower ones (`levels.py`).
+
 Pausing (`pause()`, while the worker runs a suspect alone, see `repid.worker.isolation`): the
 subscription is cancelled, and what was buffered or arrives before the cancel-ok is given
 back (uncounted), so a suspect that kills the process takes nothing else down with it.
+Subscribing and cancelling hold one lock, so a pause never misses a subscription being
+made, and a give-back waits until no subscription is active (a quorum queue returns a
+message it delivered to a subscription being cancelled, counted once more).
 `resume()` subscribes again. (basic.qos would not do: RabbitMQ applies a new prefetch to
 new consumers only.)
 
@@ -36,11 +46,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
+import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
-from repid.brokers.base import Consumer, MessageBroker, RawMessage
+from repid.brokers.base import Consumer, MessageBroker
+from repid.brokers.delivery import Delivery
 from repid.brokers.poison import poison_message
 from repid.brokers.rabbitmq import codec, topology
 from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
@@ -50,14 +62,16 @@ from repid.errors import BrokerConnectionError, PayloadDecodeError, QueueNotDecl
 
 logger = logging.getLogger("repid.brokers.rabbitmq")
 
+#: how long deliveries to a cancelled subscription are still received (see `_cancel_subscribed`)
+_LATE_DELIVERIES_SECONDS = 30.0
 #: a message arriving this much before its time is sent back to the delay levels
 _EARLY_TOLERANCE = timedelta(seconds=1)
 
 
 @dataclass(eq=False, slots=True)
-class Delivery:
-    """What `RoutingKey.handle` holds for a consumed message: the AMQP delivery, where it
-    was read from, and the consumer that owns it until it is settled."""
+class AmqpHandle:
+    """The `handle` of a `Delivery` a RabbitMQ consumer hands out: the AMQP delivery, where
+    it was read from, and the consumer that owns it until it is settled."""
 
     message: DeliveredMessage
     category: MessageCategory
@@ -104,7 +118,7 @@ class RabbitConsumerBase(Consumer):
         self._outstanding = 0
         self._finished = False
 
-    async def settled(self, delivery: Delivery) -> None:
+    async def settled(self, delivery: AmqpHandle) -> None:
         """The broker settled a message this consumer handed out, or gave up settling it
         (it then frees the room all the same; RabbitMQ has the message back or gets it
         back when the channel closes). Counted once per delivery."""
@@ -126,7 +140,7 @@ class RabbitConsumerBase(Consumer):
             except CHANNEL_ERRORS:
                 logger.debug("consumer channel of %s was already gone", self.queue_name)
 
-    def _hand_out(self, message: RawMessage) -> RawMessage:
+    def _hand_out(self, message: Delivery) -> Delivery:
         self._outstanding += 1
         return message
 
@@ -156,9 +170,17 @@ class RabbitConsumer(RabbitConsumerBase):
                  max_unacked_messages: int | None) -> None:
         super().__init__(broker, link, MessageCategory.NORMAL)
         self.prefetch = max_unacked_messages or link.settings.default_prefetch
-        self._buffer: asyncio.Queue[RawMessage | _Wake | None] = asyncio.Queue()
+        # In arrival order on classic queues; by priority level with quorum queues
+        # (`levels.py`).
+        self._buffer: asyncio.Queue[Delivery | _Wake | None] = link.layout.new_buffer()
         self._underlay: AbstractChannel | None = None
-        self._tag: str | None = None
+        #: consumer tags of the subscriptions (one per RabbitMQ queue of `link.sources()`)
+        self._tags: list[str] = []
+        #: held while subscribing or cancelling, so a pause never misses a subscription
+        #: being made (one per queue of `link.sources()`, made one after the other)
+        self._subscribing = asyncio.Lock()
+        self._unsubscribed = asyncio.Event()  # set: no subscription is active
+        self._unsubscribed.set()
         self._timeout_limit: timedelta | None = None
         self._warned_timeout = False
         self._recovery: asyncio.Future[None] | None = None
@@ -180,8 +202,10 @@ class RabbitConsumer(RabbitConsumerBase):
         assert isinstance(channel, AbstractRobustChannel)
         try:
             # Prefetch bounded by max_unacked_messages: RabbitMQ never pushes more than
-            # this many unsettled messages to this consumer.
-            await channel.set_qos(prefetch_count=self.prefetch)
+            # this many unsettled messages to this consumer (with quorum queues, twice
+            # this many per priority level: see `levels.py`).
+            await channel.set_qos(prefetch_count=self._link.layout.level_prefetch(
+                self.prefetch))
             self._timeout_limit = self._link.effective_consumer_timeout()
             await self._subscribe(channel)
         except BaseException:
@@ -192,14 +216,53 @@ class RabbitConsumer(RabbitConsumerBase):
         self._channel = channel
 
     async def _subscribe(self, channel: AbstractRobustChannel) -> None:
-        underlay = await channel.get_underlay_channel()
-        if underlay is not self._underlay:
-            underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
-        ok = await underlay.basic_consume(
-            self.queue_name, self._on_message, no_ack=False,
-            arguments=self._link.consumer_arguments(),
-            timeout=self._link.settings.operation_timeout)
-        self._underlay, self._tag = underlay, ok.consumer_tag
+        """Subscribe to each RabbitMQ queue of the queue, the highest priority first (so
+        its messages arrive first); subscriptions still active on the same channel (one
+        of several was cancelled) are cancelled first, so none is doubled."""
+        self._unsubscribed.clear()  # at once, before any wait: copies wait for the cancel
+        async with self._subscribing:
+            underlay = await channel.get_underlay_channel()
+            if underlay is not self._underlay:
+                underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+                self._tags = []  # a new channel: the old subscriptions went with it
+            else:
+                await self._cancel_subscribed()
+            self._unsubscribed.clear()
+            self._underlay = underlay
+            for source in self._link.sources():
+                ok = await underlay.basic_consume(
+                    source, self._on_message, no_ack=False,
+                    arguments=self._link.consumer_arguments(),
+                    timeout=self._link.settings.operation_timeout)
+                assert ok.consumer_tag is not None
+                self._tags.append(ok.consumer_tag)
+
+    async def _cancel_subscriptions(self) -> None:
+        """basic.cancel each subscription, once one being made is complete (a closed
+        channel has ended them already)."""
+        async with self._subscribing:
+            await self._cancel_subscribed()
+
+    async def _cancel_subscribed(self) -> None:
+        """basic.cancel each subscription, waiting for each cancel-ok (a quorum queue has
+        then stopped delivering to it). A delivery that still comes after the cancel-ok
+        would be dropped by aiormq, which has forgotten the consumer, and stay unacked
+        here until the channel closes (then coming back counted once more), so the
+        subscription's callback is put back for a while: `_on_message` gives such a
+        delivery back while paused or finished."""
+        underlay, tags, self._tags = self._underlay, self._tags, []
+        loop = asyncio.get_running_loop()
+        for tag in tags if underlay is not None else ():
+            assert underlay is not None
+            try:
+                await underlay.basic_cancel(tag, timeout=self._link.settings.operation_timeout)
+            except CHANNEL_ERRORS as exc:  # the channel is gone: nothing more arrives on it
+                logger.debug("could not cancel a consumer of %r (%s)", self.queue_name, exc)
+                continue
+            if isinstance(underlay, aiormq.Channel):
+                underlay.consumers.setdefault(tag, self._on_message)
+                loop.call_later(_LATE_DELIVERIES_SECONDS, underlay.consumers.pop, tag, None)
+        self._unsubscribed.set()
 
     def _on_channel_close(self, channel: Any, exc: BaseException | None = None) -> None:
         """The channel closed under us (connection lost, server stopping): say so until
@@ -216,7 +279,7 @@ class RabbitConsumer(RabbitConsumerBase):
 
     def _on_cancel(self, frame: Basic.Cancel) -> None:
         """RabbitMQ cancelled the subscription (the queue was deleted, say): keep trying."""
-        if frame.consumer_tag == self._tag:
+        if frame.consumer_tag in self._tags:
             logger.warning("RabbitMQ cancelled the consumer of %r", self.queue_name)
             self._start_recovery("RabbitMQ cancelled the consumer")
 
@@ -305,20 +368,25 @@ class RabbitConsumer(RabbitConsumerBase):
                 await settle(message, requeue=False)
 
     async def _receive(self, message: DeliveredMessage) -> None:
-        if self._finished or (self._paused and not message.redelivered):
-            # Arrived between basic.cancel and cancel-ok (finishing or pausing): give it
-            # back, never drop it.
+        counted_by_copy = message.redelivered and not self._link.layout.server_counts
+        if self._finished or (self._paused and not counted_by_copy):
+            # Arrived while finishing or pausing: give it back (with quorum queues,
+            # carrying the deliveries RabbitMQ counted), never drop it; once no
+            # subscription is active, so the copy is not pushed straight back to this
+            # consumer (a quorum queue would count a delivery the cancel then stops).
+            await self._unsubscribed.wait()
             await self._link.give_back(message)
             return
-        delivery = Delivery(message, MessageCategory.NORMAL, self)
+        handle = AmqpHandle(message, MessageCategory.NORMAL, self)
         if message.redelivered:
-            # Deliveries counted: its last delivery ended unsettled (see the module).
-            earlier = codec.deliveries(message) + 1
-            if await self._link.replace(message, {codec.HEADER_DELIVERIES: earlier}):
-                return
-            delivery.earlier = earlier  # no counted copy stored: hand out, counted here
+            # Deliveries counted: its last delivery ended unsettled (see the module; with
+            # quorum queues RabbitMQ counts, see `layout.py`).
+            earlier = await self._link.count_redelivery(message)
+            if earlier is None:
+                return  # replaced by a counted copy
+            handle.earlier = earlier
         try:
-            key, payload, params = codec.decode(message, self.queue_name, delivery)
+            key, payload, params = codec.decode(message, self.queue_name)
         except Exception as exc:  # any failure to read it makes it poison, never stuck here
             reason = as_decode_error(exc)
             await self.poison_nack(codec.describe(message), poison_reason(reason),
@@ -328,12 +396,13 @@ class RabbitConsumer(RabbitConsumerBase):
             # Delays to the second: a message that arrives before its time (a delay longer
             # than the delay levels reach, or a message published straight to the queue)
             # goes back to the delay levels.
-            await self._link.delay_again(message, delivery.earlier_deliveries(), key,
+            await self._link.delay_again(message, handle.earlier_deliveries(), key,
                                          payload, params)
             return
-        self._buffer.put_nowait((key, payload, params))
+        self._buffer.put_nowait(Delivery(self.broker, key, payload, params,
+                                         MessageCategory.NORMAL, handle))
 
-    async def _next(self) -> RawMessage:
+    async def _next(self) -> Delivery:
         if self._channel is None and not self._finished:
             await self.start()  # QueueNotDeclaredError while the queue does not exist
             _raise_if_cancelling()
@@ -352,9 +421,7 @@ class RabbitConsumer(RabbitConsumerBase):
                 raise StopAsyncIteration
             if isinstance(item, _Wake):
                 continue  # look at `_missing` again
-            delivery = item[0].handle
-            assert isinstance(delivery, Delivery)
-            if not delivery.alive():
+            if not item.handle.alive():
                 # Its channel dropped; RabbitMQ requeued it and will deliver it again on
                 # the restored channel. Handing it out now would run it twice.
                 continue
@@ -368,13 +435,7 @@ class RabbitConsumer(RabbitConsumerBase):
         if self._paused or self._finished:
             return
         self._paused = True
-        underlay, tag = self._underlay, self._tag
-        if underlay is not None and tag is not None:
-            self._tag = None
-            try:
-                await underlay.basic_cancel(tag, timeout=self._link.settings.operation_timeout)
-            except CHANNEL_ERRORS as exc:  # the channel is gone: nothing more arrives on it
-                logger.debug("could not pause the consumer of %r (%s)", self.queue_name, exc)
+        await self._cancel_subscriptions()
         # Deliveries sent before cancel-ok precede it on the channel: their `_on_message`
         # tasks exist now; one loop turn lets them start and count themselves.
         await asyncio.sleep(0)
@@ -384,6 +445,17 @@ class RabbitConsumer(RabbitConsumerBase):
             self._quiet.clear()
             await self._quiet.wait()
 
+    def delivered(self, message: DeliveredMessage) -> bool:
+        """Whether `message` came through this consumer's channel."""
+        return self._underlay is not None and message.channel is self._underlay
+
+    async def until_unsubscribed(self) -> None:
+        """While pausing or finishing: return once no subscription is active any more (a
+        quorum queue returns, counted, a delivery its leader sent to a subscription
+        being cancelled); at once otherwise."""
+        if self._paused or self._finished:
+            await self._unsubscribed.wait()
+
     async def _give_back_buffered(self) -> list[_Wake | None]:
         """Give back every buffered, not handed-out message (confirmed copies, count
         unchanged, all in one round); returns the wake-ups and end marks found beside
@@ -391,11 +463,10 @@ class RabbitConsumer(RabbitConsumerBase):
         returns, others = [], []
         while not self._buffer.empty():
             item = self._buffer.get_nowait()
-            if isinstance(item, tuple):
-                delivery = item[0].handle
-                assert isinstance(delivery, Delivery)
-                if delivery.alive():
-                    returns.append(self._link.give_back(delivery.message))
+            if isinstance(item, Delivery):
+                handle: AmqpHandle = item.handle
+                if handle.alive():
+                    returns.append(self._link.give_back(handle.message))
             else:
                 others.append(item)
         if returns:
@@ -409,7 +480,7 @@ class RabbitConsumer(RabbitConsumerBase):
             return
         self._paused = False
         channel = self._channel
-        if channel is None or self._tag is not None or self._finished:
+        if channel is None or self._tags or self._finished:
             return
         try:
             await self._subscribe(channel)
@@ -417,11 +488,11 @@ class RabbitConsumer(RabbitConsumerBase):
             logger.info("could not resume consuming %r (%s); retrying", self.queue_name, exc)
             self._start_recovery("resuming after a pause failed")
 
-    def _check_consumer_timeout(self, item: RawMessage) -> None:
+    def _check_consumer_timeout(self, item: Delivery) -> None:
         """Warn once when a job may outlive RabbitMQ's delivery-ack timeout, after which
         the server closes the channel and redelivers the message (it would run twice)."""
         limit = self._timeout_limit
-        if self._warned_timeout or limit is None or item[2].execution_timeout < limit:
+        if self._warned_timeout or limit is None or item.params.execution_timeout < limit:
             return
         self._warned_timeout = True
         logger.warning(
@@ -441,13 +512,7 @@ class RabbitConsumer(RabbitConsumerBase):
             self._channel.reopen_callbacks.discard(self._resubscribe)
         if self._recovery is not None:
             self._recovery.cancel()
-        if self._underlay is not None and self._tag is not None:
-            try:
-                await self._underlay.basic_cancel(self._tag,
-                                                  timeout=self._link.settings.operation_timeout)
-            except CHANNEL_ERRORS:
-                logger.debug("cancelling the consumer of %s failed; channel is gone",
-                             self.queue_name)
+        await self._cancel_subscriptions()
         await self._give_back_buffered()
         self._buffer.put_nowait(None)
         if self._outstanding <= 0:
@@ -509,7 +574,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
         await self._link.scans.release(self.queue_name, self.category)
         if self.category is MessageCategory.DELAYED:
             await self._link.ensure_topology()
-            self._sources = [topology.level_queue(k) for k in reversed(range(topology.LEVELS))]
+            self._sources = self._link.delay_levels()
         else:
             self._sources = [topology.dead_queue(self.queue_name)]
         connection = await self._link.connection()
@@ -518,10 +583,10 @@ class RabbitScanConsumer(RabbitConsumerBase):
         self._channel = channel
         self._started = True
 
-    async def _next(self) -> RawMessage:
+    async def _next(self) -> Delivery:
         return await self.read()
 
-    async def read(self) -> RawMessage:
+    async def read(self) -> Delivery:
         """The next message the scan hands out (StopAsyncIteration once it ends), without
         the consume hooks: the broker's own scans (flush, delete) use it."""
         if not self._started:
@@ -549,29 +614,30 @@ class RabbitScanConsumer(RabbitConsumerBase):
                     continue
                 message = got
             if (self.category is MessageCategory.DELAYED
-                    and topology.destination_of(message.routing_key or "") != self.queue_name):
+                    and not self._link.holds_delayed(message.routing_key or "")):
                 self._foreign.append(message)  # another queue's delayed message
                 continue
-            delivery = Delivery(message, self.category, self)
+            handle = AmqpHandle(message, self.category, self)
             try:
-                item = codec.decode(message, self.queue_name, delivery)
+                key, payload, params = codec.decode(message, self.queue_name)
             except Exception as exc:  # unreadable: poison
                 reason = as_decode_error(exc)
                 if self.category is MessageCategory.DEAD:
-                    return self._hand_out(self._poison(message, delivery, reason))
+                    return self._hand_out(self._poison(message, handle, reason))
                 if not await self._dead_letter(message, reason):
                     self._held.append(message)  # returned where it was when the scan ends
                 continue
-            return self._hand_out(item)
+            return self._hand_out(Delivery(self.broker, key, payload, params, self.category,
+                                           handle))
         raise StopAsyncIteration
 
-    def _poison(self, message: DeliveredMessage, delivery: Delivery,
-                error: PayloadDecodeError) -> RawMessage:
+    def _poison(self, message: DeliveredMessage, handle: AmqpHandle,
+                error: PayloadDecodeError) -> Delivery:
         """A dead message that cannot be decoded (`error`), as a poison message whose
         `ack` deletes it."""
         reason = codec.stored_reason(message) or poison_reason(error)
-        return poison_message(message.header.properties.correlation_id, self.queue_name,
-                              message.body, reason, delivery)
+        return poison_message(self, message.header.properties.correlation_id, message.body,
+                              reason, handle)
 
     async def _dead_letter(self, message: DeliveredMessage, reason: PayloadDecodeError) -> bool:
         """Poison isolated (promise 7), through the `repid_nack` hook: move the message
@@ -639,7 +705,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
         await asyncio.sleep(self.POLL_INTERVAL)
         self._index = 0
 
-    async def hold(self, delivery: Delivery) -> None:
+    async def hold(self, delivery: AmqpHandle) -> None:
         """Leave the message where it was: returned now if the scan is over, else at its end."""
         if self._finished:
             await return_to_queue(delivery.message)

@@ -17,7 +17,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from aiormq.abc import DeliveredMessage
 
 from repid.brokers.rabbitmq import codec, topology
 from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
+from repid.brokers.rabbitmq.layout import ClassicLayout
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import EnqueueNotConfirmedError, PayloadDecodeError, QueueNotDeclaredError
 
@@ -90,15 +90,18 @@ class ConsumerLink:
     """What the consumers of one queue use of their broker (see the module docstring)."""
 
     __slots__ = ("_check_queue", "_connection", "_enqueue_counted", "_ensure_topology",
-                 "_move", "_server_version", "queue", "scans", "settings")
+                 "_move", "_server_version", "layout", "queue", "scans", "settings")
 
     def __init__(self, queue: str, *, settings: BrokerSettings,
                  connection: Callable[[], Awaitable[AbstractRobustConnection]],
                  check_queue: Callable[[str], Awaitable[tuple[int, int]]],
                  ensure_topology: Callable[[], Awaitable[None]],
                  server_version: Callable[[], tuple[int, ...]],
-                 move: Move, enqueue_counted: EnqueueCounted, scans: EndedScans) -> None:
+                 move: Move, enqueue_counted: EnqueueCounted, scans: EndedScans,
+                 layout: ClassicLayout | None = None) -> None:
         self.queue = queue
+        #: how the broker lays queues out (classic or quorum queues, see `layout.py`)
+        self.layout = layout or ClassicLayout()
         #: the broker's ended scans (shared by all its consumers)
         self.scans = scans
         #: the broker's public settings, read at each use so a changed one applies at once
@@ -142,6 +145,33 @@ class ConsumerLink:
             return timeout
         return timeout or SERVER_DEFAULT_CONSUMER_TIMEOUT
 
+    # --- the queue's layout (classic or quorum queues) ---
+
+    def sources(self) -> list[str]:
+        """The RabbitMQ queues a consumer of NORMAL messages subscribes to, highest
+        priority first (one per priority level with quorum queues, see `levels.py`)."""
+        return self.layout.work_queues(self.queue)
+
+    def delay_levels(self) -> list[str]:
+        """The broker's delay-level queues, longest first (a DELAYED scan reads them)."""
+        return [self.layout.level_queue(k) for k in reversed(range(topology.LEVELS))]
+
+    def holds_delayed(self, routing_key: str) -> bool:
+        """Whether a message read from a delay level, with `routing_key`, is this queue's."""
+        return topology.queue_of(topology.destination_of(routing_key)) == self.queue
+
+    async def count_redelivery(self, message: DeliveredMessage) -> int | None:
+        """Deliveries counted (promise 8), for a NORMAL message arriving `redelivered`: the
+        earlier deliveries to hand it out with, or None when it was replaced instead by a
+        copy carrying them (classic queues keep no count, see `consumer.py`); with quorum
+        queues RabbitMQ counts them, and the message is handed out as it is."""
+        earlier = self.layout.earlier(message)
+        if self.layout.server_counts:
+            return earlier
+        if await self.replace(message, {codec.HEADER_DELIVERIES: earlier}):
+            return None
+        return earlier  # no counted copy stored: hand out, counted here
+
     # --- replacing a message by a confirmed copy ---
 
     def replace(self, message: DeliveredMessage,
@@ -165,7 +195,7 @@ class ConsumerLink:
         `reconnect_interval` (not at once, which would spin while RabbitMQ refuses
         publishes)."""
         try:
-            await self._enqueue_counted(replace(key, handle=None), payload, params, earlier)
+            await self._enqueue_counted(_plain(key), payload, params, earlier)
         except (EnqueueNotConfirmedError, QueueNotDeclaredError, *CHANNEL_ERRORS) as exc:
             logger.warning("could not delay message %r again (%s); returning it to %r in "
                            "%.1f s", key.id_, exc, key.queue, self.settings.reconnect_interval)
@@ -192,3 +222,8 @@ def poison_reason(error: PayloadDecodeError) -> str:
     """The dead reason of a poison message: its `x-repid-dead-reason` header, and the
     `reason` of the `repid_nack` hook its dead-lettering fires."""
     return codec.dead_reason(f"cannot be decoded: {error}")
+
+
+def _plain(key: RoutingKey) -> RoutingKey:
+    """`key` as plain data (a consumed key also knows its delivery), for a new message."""
+    return RoutingKey(key.id_, key.topic, key.queue, key.priority)

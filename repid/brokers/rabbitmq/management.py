@@ -67,6 +67,9 @@ async def repid_queues(management_url: str, vhost: str, timeout: float) -> list[
     if not isinstance(data, list):
         raise BrokerConnectionError(f"RabbitMQ management API at {mask_dsn(management_url)} "
                                     "answered something else than a list of queues")
+    # A work queue dead-letters under its own name; the priority-level queues of a queue
+    # of quorum queues (`Q:high`, `Q:low`) under their queue's, so they are not listed.
     return sorted(str(queue["name"]) for queue in data if isinstance(queue, dict)
                   and isinstance(queue.get("arguments"), dict)
-                  and queue["arguments"].get("x-dead-letter-exchange") == DEAD_EXCHANGE)
+                  and queue["arguments"].get("x-dead-letter-exchange") == DEAD_EXCHANGE
+                  and queue["arguments"].get("x-dead-letter-routing-key") == queue["name"])

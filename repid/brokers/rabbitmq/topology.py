@@ -8,6 +8,12 @@ and a long delay never holds back a short one (no head-of-line blocking). A mess
 only through the levels whose bit is set, highest first, and the last hop dead-letters it to
 `DELIVER_EXCHANGE`, which routes it by the trailing queue name to the real queue.
 See docs/brokers/rabbitmq.md for the diagram.
+
+A broker with quorum queues (`queue_type="quorum"`, see `layout.py`) has delay levels of
+its own, `repid.qdelay.x{k}` and `repid.qdelay.q{k}` (the `quorum=True` names below), since
+classic and quorum queues of one server must not share a level queue; both sets end in the
+same `DELIVER_EXCHANGE`. Its queue `Q` is one quorum queue per priority level (`Q:high`,
+`Q`, `Q:low`: `priority_queues`), since quorum queues order by arrival only.
 """
 
 from __future__ import annotations
@@ -35,14 +41,46 @@ def dead_queue(queue: str) -> str:
     return f"{queue}:dead"
 
 
-def level_exchange(level: int) -> str:
+#: what the names of the quorum queues' own delay levels start with
+QUORUM_DELAY_PREFIX = "repid.qdelay"
+#: the suffix of the queue holding a priority level's messages, per level (a queue's own
+#: name holds the default priority, MEDIUM); queue names cannot contain ':'
+PRIORITY_SUFFIXES = {MAX_PRIORITY: ":high", 1: "", 0: ":low"}
+
+
+def level_exchange(level: int, quorum: bool = False) -> str:
     """The topic exchange that decides whether a message waits in level `level`."""
-    return f"repid.delay.x{level}"
+    return f"{QUORUM_DELAY_PREFIX if quorum else 'repid.delay'}.x{level}"
 
 
-def level_queue(level: int) -> str:
+def level_queue(level: int, quorum: bool = False) -> str:
     """The queue where a message waits `2**level` seconds."""
-    return f"repid.delay.q{level}"
+    return f"{QUORUM_DELAY_PREFIX if quorum else 'repid.delay'}.q{level}"
+
+
+def priority_level(priority: int) -> int:
+    """The priority level (0 .. MAX_PRIORITY) of a message's priority, as RabbitMQ's
+    x-max-priority treats it: below 0 is 0, above the maximum is the maximum."""
+    return min(max(priority, 0), MAX_PRIORITY)
+
+
+def priority_queue(queue: str, level: int) -> str:
+    """The quorum queue holding `queue`'s messages of priority level `level`."""
+    return queue + PRIORITY_SUFFIXES[level]
+
+
+def priority_queues(queue: str) -> list[str]:
+    """The quorum queues of `queue`, one per priority level, highest first."""
+    return [priority_queue(queue, level) for level in range(MAX_PRIORITY, -1, -1)]
+
+
+def queue_of(name: str) -> str:
+    """The repid queue a quorum priority-level queue belongs to (`name` itself when it
+    is not one)."""
+    for suffix in PRIORITY_SUFFIXES.values():
+        if suffix and name.endswith(suffix):
+            return name[:-len(suffix)]
+    return name
 
 
 def level_ttl_ms(level: int) -> int:
@@ -50,9 +88,9 @@ def level_ttl_ms(level: int) -> int:
     return 1000 * (1 << level)
 
 
-def entry_exchange() -> str:
+def entry_exchange(quorum: bool = False) -> str:
     """Where delayed messages are published: the exchange of the highest level."""
-    return level_exchange(LEVELS - 1)
+    return level_exchange(LEVELS - 1, quorum)
 
 
 def _bit_pattern(level: int, bit: str) -> str:
@@ -70,9 +108,9 @@ def level_skip_pattern(level: int) -> str:
     return _bit_pattern(level, "0")
 
 
-def next_exchange(level: int) -> str:
+def next_exchange(level: int, quorum: bool = False) -> str:
     """Where a message goes after level `level` (expired, or skipped)."""
-    return DELIVER_EXCHANGE if level == 0 else level_exchange(level - 1)
+    return DELIVER_EXCHANGE if level == 0 else level_exchange(level - 1, quorum)
 
 
 def deliver_pattern(queue: str) -> str:

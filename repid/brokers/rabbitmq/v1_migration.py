@@ -246,16 +246,28 @@ async def _drain(link: _Link, source: str, category: str, holding: str, budget: 
     """Move every message of the 1.x queue `source` to `holding`; False when the budget
     ran out first."""
     channel = await link.confirm_channel()
+
+    async def hold(message: DeliveredMessage) -> None:
+        await _publish(channel, "", holding, _held(message, category))
+        budget.spend()
+        moved[0] += 1
+
+    return await _move_each(channel, source, budget, hold)
+
+
+async def _move_each(channel: AbstractChannel, source: str, budget: Budget,
+                     move: Callable[[DeliveredMessage], Awaitable[None]]) -> bool:
+    """Take the messages of `source` one at a time: `move` each (its copy confirmed
+    elsewhere), then ack it, so a stop in between leaves a copy, never a loss. True once
+    `source` is empty, False when the budget ran out first."""
     while True:
         if budget.spent:
             return False
         message = await _get(channel, source)
         if message is None:
             return True
-        await _publish(channel, "", holding, _held(message, category))
+        await move(message)
         await channel.basic_ack(message.delivery_tag or 0)
-        budget.spend()
-        moved[0] += 1
 
 
 async def _replace(link: _Link, queue: str, declare: Callable[[str], Awaitable[None]]) -> None:
@@ -316,14 +328,9 @@ async def _deliver(link: _Link, queue: str, budget: Budget, report: QueueReport)
     (same id and category, left by a stop between a confirm and its ack) is dropped.
     False when the budget ran out first."""
     channel = await link.confirm_channel()
-    holding = holding_queue(queue)
     seen: set[tuple[str, str]] = set()
-    while True:
-        if budget.spent:
-            return False
-        message = await _get(channel, holding)
-        if message is None:
-            return True
+
+    async def deliver(message: DeliveredMessage) -> None:
         category = _category(message)
         identity = (str(message.header.properties.correlation_id), category)
         if identity not in seen:
@@ -332,7 +339,8 @@ async def _deliver(link: _Link, queue: str, budget: Budget, report: QueueReport)
             seen.add(identity)
             report.counts[category] += 1
             budget.spend()
-        await channel.basic_ack(message.delivery_tag or 0)
+
+    return await _move_each(channel, holding_queue(queue), budget, deliver)
 
 
 async def migrate_queue(link: _Link, queue: str, *,

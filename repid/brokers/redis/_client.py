@@ -8,17 +8,27 @@ import secrets
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from repid.brokers.dsn import mask_dsn
+from repid.brokers.redis.cluster import (
+    ClusterProducer,
+    discover,
+    is_cluster_dsn,
+    make_cluster_client,
+    startup_logins,
+)
 from repid.brokers.redis.errors import CONNECTION_ERRORS as CONNECTION_ERRORS
 from repid.brokers.redis.errors import RedisErrors, login_refused, password_ignored
+from repid.brokers.redis.options import client_options
+from repid.brokers.redis.sentinel import is_sentinel_dsn, sentinel_pool
 from repid.brokers.spin import DEFAULT_REPLY_SPIN, Spin
 from repid.errors import BrokerConnectionError
 
@@ -27,6 +37,9 @@ DEFAULT_MAX_CONNECTIONS = 256
 #: how long a command waits for a free connection of a full pool before it fails with
 #: ConnectionError, unless the caller chooses (`pool_timeout=`)
 DEFAULT_POOL_TIMEOUT = 30.0
+
+#: the client of either kind: one server (or the master Sentinel names), or a Redis Cluster
+AnyRedis: TypeAlias = "Redis | RedisCluster"
 
 
 def pack_bulks(parts: list[bytes], args: Any, encoding: str, errors: str,
@@ -82,6 +95,14 @@ class CommandHead:
         parts: list[bytes] = []
         pack_bulks(parts, args, "utf-8", "strict", lambda n: b"%d" % n)
         self.packed = b"".join(parts)
+
+
+async def _open(conn: Any) -> None:
+    """Open `conn` with its own `connect()` unless it is open: a Sentinel-managed
+    connection asks the sentinels for the master's address there, whereas a command sent on
+    a closed connection would open it to its last (or default) address."""
+    if not conn.is_connected:
+        await conn.connect()
 
 
 class HeldConnection:
@@ -164,6 +185,7 @@ class HeldConnection:
         async def _send(self, conn: Any, packed: list[bytes]) -> Any:
             try:
                 async with asyncio.timeout(self._timeout):
+                    await _open(conn)
                     await conn.send_packed_command(packed)
                     return await self._reply(conn)
             except TimeoutError as exc:
@@ -172,6 +194,7 @@ class HeldConnection:
                     f"Redis did not answer within {self._timeout} s") from exc
     else:  # no asyncio.timeout: the connection keeps its socket timeout (see _open)
         async def _send(self, conn: Any, packed: list[bytes]) -> Any:
+            await _open(conn)
             await conn.send_packed_command(packed)
             return await self._reply(conn)
 
@@ -218,8 +241,9 @@ def with_one_join_packing(cls: type) -> type:
 
 def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
                 socket_connect_timeout: float | None, client_name: str | None,
-                extra: dict[str, Any]) -> Redis:
-    """A client for `dsn` (`redis://`, `rediss://` or `unix://`) that reconnects by itself.
+                extra: dict[str, Any]) -> AnyRedis:
+    """A client for `dsn` (`redis://`, `rediss://`, `unix://`, or `redis+sentinel://`:
+    see `sentinel.py`) that reconnects by itself.
 
     A command that fails on a dropped connection is retried `retries` times on a fresh
     connection with jittered exponential backoff (50 ms doubling up to 2 s). Options in the
@@ -230,22 +254,31 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
     for one (up to `pool_timeout` seconds) instead of failing, so a worker running a
     thousand jobs at once never fails a call for want of a connection. A caller's own
     `connection_pool` is used as given.
+
+    A `redis+cluster://` DSN, or `cluster=True` in `extra`, gives redis-py's cluster client
+    instead (see `cluster.py`).
     """
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries),
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_connect_timeout,
-        "health_check_interval": 15,
-        "client_name": client_name,
-    }
+    wants_cluster = bool(extra.get("cluster"))
+    extra = {name: value for name, value in extra.items() if name != "cluster"}
+    if wants_cluster or is_cluster_dsn(dsn):
+        return make_cluster_client(
+            dsn, retries=retries, socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout, client_name=client_name,
+            extra=extra, max_connections=DEFAULT_MAX_CONNECTIONS)
+    options = client_options(retries=retries, socket_timeout=socket_timeout,
+                             socket_connect_timeout=socket_connect_timeout,
+                             client_name=client_name)
     options.update(extra)
     given_pool = options.pop("connection_pool", None)
     if given_pool is not None:
         return Redis(connection_pool=given_pool)
     options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
     options["timeout"] = options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT)
-    pool = BlockingConnectionPool.from_url(dsn, **options)
+    pool: BlockingConnectionPool
+    if is_sentinel_dsn(dsn):  # the master the sentinels name, followed across failovers
+        pool = sentinel_pool(dsn, options)
+    else:
+        pool = BlockingConnectionPool.from_url(dsn, **options)
     # the client owns the pool: closing the client closes its connections
     client = Redis.from_pool(pool)
     if "connection_class" not in extra:
@@ -279,17 +312,38 @@ async def _log_in(pool: Any, **override: Any) -> AuthenticationError | None:
     return await retry.call_with_retry(attempt, failed)
 
 
-async def check_login(client: Redis, where: str) -> BrokerConnectionError | None:
+async def check_login(client: AnyRedis, where: str) -> BrokerConnectionError | None:
     """The BrokerConnectionError to raise (found at once: no retries) when Redis refuses the
     client's login, or when the DSN gives a password Redis does not check; else None.
-    Redis that cannot be reached raises redis-py's error, to map as usual.
+    Redis that cannot be reached raises redis-py's error, to map as usual. On a cluster the
+    login is checked on the first node the DSN lists that answers, then the client learns
+    the cluster's slot map (`cluster.discover`)."""
+    if isinstance(client, RedisCluster):
+        unreachable: BaseException | None = None
+        for login in startup_logins(client):
+            try:
+                refused = await check_pool_login(login, where)
+            except CONNECTION_ERRORS as exc:
+                unreachable = exc
+                continue
+            if refused is None:
+                await discover(client, where)
+            return refused
+        if unreachable is not None:
+            raise unreachable
+        return None
+    return await check_pool_login(client.connection_pool, where)
+
+
+async def check_pool_login(pool: Any, where: str) -> BrokerConnectionError | None:
+    """`check_login` for the connections of `pool` (anything with a `connection_class`
+    and its `connection_kwargs`).
 
     redis-py logs in with `HELLO 3 AUTH`, which a user without a password (Redis's default
     user, unless `requirepass` is set) passes whatever the password, so a password for a
     Redis that needs none would be silently ignored: a second login with a random password
     must be refused, else the password is not checked. `where` is the masked DSN.
     """
-    pool = client.connection_pool
     kwargs = pool.connection_kwargs
     user: str | None = kwargs.get("username")
     has_password = bool(kwargs.get("password")) and kwargs.get("credential_provider") is None
@@ -315,7 +369,7 @@ class ClientSettings:
     client_name: str | None = "repid"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    async def open(self) -> Redis:
+    async def open(self) -> AnyRedis:
         """A client checked with a PING; BrokerConnectionError (password masked) when Redis
         does not answer, and at once when it refuses the login (`check_login`)."""
         client = make_client(self.dsn, retries=self.retries, socket_timeout=self.socket_timeout,
@@ -333,3 +387,22 @@ class ClientSettings:
             await client.aclose()
             raise
         return client
+
+
+class Producer(Protocol):
+    """What a broker sends its enqueues through: `HeldConnection` on one server,
+    `cluster.ClusterProducer` on a cluster (`make_producer`)."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any: ...
+
+    async def execute_with_head(self, head: CommandHead, tail: Sequence[Any]) -> Any: ...
+
+    async def release(self) -> None: ...
+
+
+def make_producer(client: AnyRedis, spin: float) -> Producer:
+    """The producer for `client`: a connection of its own beside a one-server client's pool
+    (`HeldConnection`), or the cluster client itself, which picks each script's node."""
+    if isinstance(client, RedisCluster):
+        return ClusterProducer(client)
+    return HeldConnection(client, spin)

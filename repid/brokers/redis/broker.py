@@ -7,7 +7,9 @@ the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
    connection raises `EnqueueNotConfirmedError`. The script declares the queue in the same
    atomic run (as repid 1.x did), so a stored message is always in a declared queue, even
    after Redis lost its data; with `require_declared_queues=True` it refuses an undeclared
-   queue instead (`QueueNotDeclaredError`), which catches a mistyped name.
+   queue instead (`QueueNotDeclaredError`), which catches a mistyped name. With
+   `confirm_replicas=N` the reply also waits for N replicas to have the message (WAIT on
+   the same connection, `replicas.py`), so a failover cannot lose it; fewer raise.
 2. At-least-once: TAKE puts each message under a short lease (`lease_time`) in the queue's
    in-flight set; the consumer extends the leases of all it holds every third of a lease
    until each is settled (`consumer.py`). A settle removes it only if the lease is still
@@ -45,8 +47,6 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-
 from repid.brokers.base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -56,16 +56,25 @@ from repid.brokers.base import (
 )
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis import scripts
-from repid.brokers.redis._client import ClientSettings, CommandHead, HeldConnection
+from repid.brokers.redis._client import (
+    AnyRedis,
+    ClientSettings,
+    CommandHead,
+    Producer,
+    make_producer,
+)
 from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop_closed
 from repid.brokers.redis.batcher import Batcher, Op
+from repid.brokers.redis.cluster import is_cluster_dsn
 from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
 from repid.brokers.redis.consumer import RedisConsumer
 from repid.brokers.redis.errors import CONNECTION_ERRORS, RedisErrors, mapped_error
 from repid.brokers.redis.handle import RedisHandle
-from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys, queues_key
+from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys
 from repid.brokers.redis.part_reader import RedisPartReader
 from repid.brokers.redis.queue_ops import MAX_OPS, QueueOps
+from repid.brokers.redis.registry import QueueRegistry
+from repid.brokers.redis.replicas import CLUSTER_REFUSED, ConfirmedWrites, ReplicaConfirmation
 from repid.brokers.redis.v1_detect import warn_if_v1_data
 from repid.brokers.spin import DEFAULT_REPLY_SPIN
 from repid.data import MessageCategory, Parameters, RoutingKey
@@ -106,6 +115,18 @@ class RedisMessageBroker(MessageBroker):
     `max_connections` (default 256) and `pool_timeout` (default 30 s) size the connection
     pool commands wait on (see `_client.make_client`); any other keyword goes to redis-py's
     connection pool.
+
+    `dsn` may name Redis behind Sentinel (`redis+sentinel://HOST:PORT,.../SERVICE/DB`, see
+    `sentinel.py`): the broker then follows failovers by itself. `confirm_replicas=N`
+    (default 0: the master's word is enough) makes every enqueue and settle return only
+    once N replicas acknowledged it (Redis `WAIT` after the write), raising as for a Redis
+    that did not answer when fewer did within `replica_timeout` seconds (default 1.0; see
+    `replicas.py` for what this does and does not promise).
+
+    `dsn` may name a Redis Cluster (`redis+cluster://HOST:PORT,HOST:PORT/`, or a plain
+    `redis://` DSN of one node with `cluster=True`; see `cluster.py`): each queue's keys
+    share one hash tag, so its scripts run on the one master that owns it, and the index
+    of queue names is the only key outside a queue's slot (`registry.py`).
     """
 
     system = "redis"
@@ -126,6 +147,8 @@ class RedisMessageBroker(MessageBroker):
         client_name: str | None = "repid",
         reply_spin: float = DEFAULT_REPLY_SPIN,
         require_declared_queues: bool = False,
+        confirm_replicas: int = 0,
+        replica_timeout: float = 1.0,
         **redis_options: Any,
     ) -> None:
         self._dsn = dsn = require_dsn(dsn, "RedisMessageBroker", "redis://localhost:6379/0")
@@ -149,16 +172,24 @@ class RedisMessageBroker(MessageBroker):
                              "loopback and a local network)")
         self._reply_spin = reply_spin
         self._require_declared = bool(require_declared_queues)
-        self._client: Redis | None = None
-        #: the connection enqueues go through (see HeldConnection)
-        self._producer: HeldConnection | None = None
+        #: with `confirm_replicas`, every ENQUEUE and SETTLE run is followed by a WAIT
+        self._confirmation = ReplicaConfirmation.of(confirm_replicas, replica_timeout,
+                                                    socket_timeout)
+        if self._confirmation is not None and (
+                is_cluster_dsn(dsn) or redis_options.get("cluster")):
+            raise ValueError(CLUSTER_REFUSED)
+        self._confirmed: ConfirmedWrites | None = None
+        self._client: AnyRedis | None = None
+        #: what enqueues go through (see `_client.make_producer`)
+        self._producer: Producer | None = None
         self._maintainer: asyncio.Task[None] | None = None
         self._enqueuer = Batcher(self._run_enqueue, max_ops=_MAX_ENQUEUE_OPS,
                                  max_chars=_MAX_ENQUEUE_CHARS)
         self._settler = Batcher(self._run_settle, max_ops=MAX_OPS)
         self._queue_keys: dict[str, list[str]] = {}
         self._enqueue_heads: dict[str, CommandHead] = {}
-        self._queues_key = queues_key(prefix)
+        #: the queues' declared marks and the index of their names (see registry.py)
+        self._registry = QueueRegistry(prefix, self._redis)
         #: live consumers and their background tasks, for `disconnect`
         self._tasks = ConsumerTasks()
         self._stopping = False
@@ -179,7 +210,11 @@ class RedisMessageBroker(MessageBroker):
         if self._client is not None:
             return
         self._client = await self._settings.open()
-        self._producer = HeldConnection(self._client, self._reply_spin)
+        if self._confirmation is None:
+            self._producer = make_producer(self._client, self._reply_spin)
+        else:  # enqueues and settles go through the connection that confirms them
+            self._producer = self._confirmed = ConfirmedWrites(self._client,
+                                                               self._confirmation)
         self._stopping = False
         self._maintainer = asyncio.create_task(self._maintain_loop(),
                                                name="repid-redis-maintenance")
@@ -198,12 +233,13 @@ class RedisMessageBroker(MessageBroker):
         await self._enqueuer.idle()
         await self._settler.idle()
         client, self._client = self._client, None
+        self._confirmed = None
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.release()
         await client.aclose()
 
-    def _redis(self) -> Redis:
+    def _redis(self) -> AnyRedis:
         if self._client is None:
             raise self._not_connected()
         return self._client
@@ -213,7 +249,7 @@ class RedisMessageBroker(MessageBroker):
             f"{self!r} is not connected; call `await connection.connect()` first")
 
     def _keys(self, queue: str) -> list[str]:
-        """The keys of a queue in the order the scripts expect (the declared set included)."""
+        """The keys of a queue in the order the scripts expect, all in its slot."""
         keys = self._queue_keys.get(queue)
         if keys is None:
             keys = self._queue_keys[queue] = queue_keys(self.prefix, queue)
@@ -223,7 +259,8 @@ class RedisMessageBroker(MessageBroker):
         """What a consumer of `queue` may ask of this broker (its only way to reach it)."""
         return QueueOps(queue, self._keys(queue), client=self._redis, settler=self._settler,
                         tasks=self._tasks, settings=self, lease_ms=self._lease_ms,
-                        socket_timeout=self._settings.socket_timeout)
+                        socket_timeout=self._settings.socket_timeout,
+                        registry=self._registry)
 
     # --- the scripts ---
 
@@ -242,15 +279,21 @@ class RedisMessageBroker(MessageBroker):
                 self._keys(queue)[:ENQUEUE_KEYS], queue,
                 "1" if self._require_declared else "0")
         result = await scripts.ENQUEUE.run_with_head(producer, head, args)
+        # -1: not declared; unless declared before the per-queue marks existed (registry.py)
+        if result == -1 and await self._registry.adopt(queue, self._keys(queue)):
+            result = await scripts.ENQUEUE.run_with_head(producer, head, args)
         if result == -1:
             raise QueueNotDeclaredError(queue)
+        if result[:1] == "+":  # this run declared the queue: list it
+            await self._registry.indexed_after_enqueue(queue)
+            result = result[1:]
         return [c == "1" for c in result]
 
     async def _run_settle(self, queue: str, ops: list[Op]) -> list[bool]:
         args: list[str | bytes] = []
         for op in ops:
             args.extend(op)
-        result = await scripts.SETTLE(self._redis(), self._keys(queue), args)
+        result = await scripts.SETTLE(self._confirmed or self._redis(), self._keys(queue), args)
         return [c == "1" for c in result]
 
     # --- the broker calls ---
@@ -289,13 +332,12 @@ class RedisMessageBroker(MessageBroker):
                          "Redis did not confirm a batch of messages"):
             await asyncio.gather(*(self._enqueuer.submit(q, ops) for q, ops in chunks))
 
-    async def _settle(self, action: str, key: RoutingKey,
+    async def _settle(self, action: str, key: RoutingKey, handle: RedisHandle | None,
                       extra: Callable[[], Op] | None = None) -> None:
         """Run one settle action on a consumed message (`extra()` gives the arguments that
         follow the lease token) and free its consumer's capacity whatever happens: the
         release is in a `finally`, so a settle that fails in any way, even while its
         arguments are built, never leaves the consumer short of room."""
-        handle = key.handle if isinstance(key.handle, RedisHandle) else None
         try:
             op: Op
             if handle is None:
@@ -328,30 +370,33 @@ class RedisMessageBroker(MessageBroker):
                 "consumer (its lease ran out and it went back to the queue, or the queue was "
                 "flushed)", action, key.id_, queue)
 
-    async def _ack(self, key: RoutingKey) -> None:
-        await self._settle("ack", key)
+    # `handle` is the `RedisHandle` of a delivery (None: a key the caller made, settled by
+    # id, whatever lease it is under)
 
-    async def _nack(self, key: RoutingKey, reason: str | None = None) -> None:
-        await self._settle("nack", key, lambda: (reason or "",))
+    async def _ack(self, key: RoutingKey, handle: RedisHandle | None) -> None:
+        await self._settle("ack", key, handle)
 
-    async def _reject(self, key: RoutingKey) -> None:
-        await self._settle("reject", key)
+    async def _nack(self, key: RoutingKey, handle: RedisHandle | None,
+                    reason: str | None = None) -> None:
+        await self._settle("nack", key, handle, lambda: (reason or "",))
 
-    async def _requeue(self, key: RoutingKey, payload: str, params: Parameters,
-                       reason: str | None = None) -> None:
-        await self._settle("requeue", key, lambda: (
+    async def _reject(self, key: RoutingKey, handle: RedisHandle | None) -> None:
+        await self._settle("reject", key, handle)
+
+    async def _requeue(self, key: RoutingKey, handle: RedisHandle | None, payload: str,
+                       params: Parameters, reason: str | None = None) -> None:
+        await self._settle("requeue", key, handle, lambda: (
             encode_body(key, payload, params), str(list_priority(key.priority)),
             ready_ms(params)))
 
-    def delivery_count(self, key: RoutingKey) -> int:
+    def _delivery_count(self, handle: RedisHandle | None) -> int:
         """How many times the message was delivered, this time included: one more than the
         number of its leases that ran out (returned by TAKE with the message)."""
-        handle = key.handle
-        return handle.returns + 1 if isinstance(handle, RedisHandle) else 1
+        return 1 if handle is None else handle.returns + 1
 
     async def _queue_declare(self, queue_name: str) -> None:
         with RedisErrors(BrokerConnectionError, "cannot declare queue %r", queue_name):
-            await self._redis().sadd(self._queues_key, queue_name)
+            await self._registry.declare(queue_name, self._keys(queue_name))
             await warn_if_v1_data(self._redis(), queue_name)  # repid 1.x keys: say so
 
     async def _queue_flush(self, queue_name: str) -> None:
@@ -361,10 +406,7 @@ class RedisMessageBroker(MessageBroker):
 
     async def _queue_delete(self, queue_name: str) -> None:
         with RedisErrors(BrokerConnectionError, "cannot delete queue %r", queue_name):
-            async with self._redis().pipeline(transaction=True) as pipe:
-                pipe.unlink(*own_keys(self._keys(queue_name)))
-                pipe.srem(self._queues_key, queue_name)
-                await pipe.execute()
+            await self._registry.delete(queue_name, self._keys(queue_name))
         self._queue_keys.pop(queue_name, None)
 
     def _consumer(
@@ -385,33 +427,44 @@ class RedisMessageBroker(MessageBroker):
         the queue is not declared."""
         with RedisErrors(BrokerConnectionError, "cannot read the counts of queue %r",
                          queue_name):
-            counts = await scripts.STATS(self._redis(), self._keys(queue_name), [queue_name])
+            keys = self._keys(queue_name)
+            counts = await scripts.STATS(self._redis(), keys, [queue_name])
+            if not counts and await self._registry.adopt(queue_name, keys):
+                counts = await scripts.STATS(self._redis(), keys, [queue_name])
         if not counts:
             raise QueueNotDeclaredError(queue_name)
         ready, delayed, in_flight, dead = counts
         return {"ready": ready, "delayed": delayed, "in_flight": in_flight, "dead": dead}
 
     async def queue_names(self) -> list[str] | None:
-        """The queues in the broker's set of declared queues."""
+        """The queues in the index of queue names (see registry.py)."""
         with RedisErrors(BrokerConnectionError, "cannot list the declared queues"):
-            names = await self._redis().smembers(self._queues_key)
-        return sorted(_text(name) for name in names)
+            return await self._registry.names()
 
     # --- background work ---
 
     async def _maintain_loop(self) -> None:
         """Every second, promote due delayed messages and return expired leases of every
-        declared queue (promise 2 holds even when no consumer of the queue is idle)."""
+        listed queue (promise 2 holds even when no consumer of the queue is idle), and list
+        the queues an enqueue declared while the index could not be written. A queue whose
+        node cannot be reached (one node of a cluster down) does not hold up the others."""
         failing = False
         while not self._stopping and not cancel_requested():
             await asyncio.sleep(self.maintenance_interval * random.uniform(0.8, 1.0))
             try:
-                client = self._redis()
-                for queue in await client.smembers(self._queues_key):
-                    moved = await scripts.MAINTAIN(client, self._keys(_text(queue)), [])
+                await self._registry.catch_up()
+                unreachable: BaseException | None = None
+                for queue in await self._registry.names():
+                    try:
+                        moved = await scripts.MAINTAIN(self._redis(), self._keys(queue), [])
+                    except CONNECTION_ERRORS as exc:
+                        unreachable = exc
+                        continue
                     if moved:
                         logger.debug("queue %r: %d delayed or expired messages made ready",
                                      queue, moved)
+                if unreachable is not None:
+                    raise unreachable
                 if failing:
                     logger.info("Redis maintenance of %r resumed", self)
                 failing = False
@@ -424,8 +477,3 @@ class RedisMessageBroker(MessageBroker):
                     logger.warning("Redis maintenance of %r paused, Redis unreachable: %s",
                                    self, exc)
                     failing = True
-
-
-def _text(value: Any) -> str:
-    """A reply as text (the client decodes replies; this only narrows the type)."""
-    return value if isinstance(value, str) else bytes(value).decode()

@@ -2,18 +2,19 @@
 
 A bucket is one string key, `<prefix>:bucket:<id>`, set with `PX` from the bucket's `ttl`,
 so Redis itself deletes it when it expires and any process with the DSN can read it (a
-result written by a worker is read by the producer that awaits `job.result`).
+result written by a worker is read by the producer that awaits `job.result`). Every call
+touches that one key, so the broker works on a Redis Cluster as on one server (a
+`redis+cluster://` DSN, or `cluster=True`: see `cluster.py`): each bucket lives on the
+master that owns its key's slot.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from repid.brokers.base import BucketBroker
 from repid.brokers.dsn import mask_dsn, require_dsn
-from repid.brokers.redis._client import ClientSettings
+from repid.brokers.redis._client import AnyRedis, ClientSettings
 from repid.brokers.redis.errors import RedisErrors
 from repid.data import BucketT, decode_bucket
 from repid.errors import BrokerConnectionError
@@ -41,7 +42,7 @@ class RedisBucketBroker(BucketBroker):
         self.prefix = prefix
         self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,
                                         client_name, redis_options)
-        self._client: Redis | None = None
+        self._client: AnyRedis | None = None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(dsn={mask_dsn(self._dsn)!r}, "
@@ -59,7 +60,7 @@ class RedisBucketBroker(BucketBroker):
             client, self._client = self._client, None
             await client.aclose()
 
-    def _redis(self) -> Redis:
+    def _redis(self) -> AnyRedis:
         if self._client is None:
             raise BrokerConnectionError(
                 f"{self!r} is not connected; call `await connection.connect()` first")

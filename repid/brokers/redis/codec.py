@@ -8,8 +8,8 @@ holds the routing key, the payload and the parameters, so headers travel intact.
 from __future__ import annotations
 
 import json
-from typing import Any
 
+from repid.brokers.delivery import DeliveredKey
 from repid.data import Parameters, RoutingKey
 from repid.errors import PayloadDecodeError
 
@@ -41,20 +41,21 @@ def short_reason(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def decode_stored(raw: bytes, handle: Any) -> tuple[RoutingKey, str, Parameters]:
+def decode_stored(raw: bytes) -> tuple[DeliveredKey, str, Parameters]:
     """Decode a stored body as Redis sent it (bytes). Any failure, of any type (not UTF-8,
     not JSON, nested too deep, a number out of range, wrong types), raises
     PayloadDecodeError, so one bad message never stops the others."""
     try:
-        return decode_body(raw.decode(), handle)
+        return decode_body(raw.decode())
     except PayloadDecodeError:
         raise
     except Exception as exc:
         raise PayloadDecodeError(short_reason(exc)) from exc
 
 
-def decode_body(body: str, handle: Any) -> tuple[RoutingKey, str, Parameters]:
-    """Decode a stored body; raise PayloadDecodeError (a poison message) when it cannot be."""
+def decode_body(body: str) -> tuple[DeliveredKey, str, Parameters]:
+    """Decode a stored body for a delivery; raise PayloadDecodeError (a poison message)
+    when it cannot be."""
     if not body:
         raise PayloadDecodeError("the message has no stored body")
     start = body.find("{")
@@ -67,7 +68,7 @@ def decode_body(body: str, handle: Any) -> tuple[RoutingKey, str, Parameters]:
     if not isinstance(data, dict):
         raise PayloadDecodeError("the stored body must be a JSON object")
     try:
-        key = RoutingKey.from_dict(data["k"], handle=handle)
+        key = DeliveredKey.from_dict(data["k"])
         payload = data["p"]
         raw_params = data["a"]
     except (KeyError, TypeError, ValueError) as exc:

@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any
 
-from repid.brokers.base import Consumer, MessageBroker, RawMessage
+from repid.brokers.base import Consumer, MessageBroker
+from repid.brokers.delivery import Delivery
 from repid.brokers.redis._client import CONNECTION_ERRORS
 from repid.brokers.redis.background import cancel_requested, loop_closed
 from repid.brokers.redis.batcher import Op
@@ -66,7 +67,7 @@ class RedisConsumer(Consumer):
         super().__init__(broker, ops.queue, MessageCategory.NORMAL)
         self._ops = ops
         self._limit = max_unacked_messages if max_unacked_messages else None
-        self._buffer: deque[RawMessage] = deque()
+        self._buffer: deque[Delivery] = deque()
         self._held = 0
         self._leased: set[RedisHandle] = set()
         self._waiting = 0  # __anext__ calls waiting for the buffer
@@ -139,9 +140,7 @@ class RedisConsumer(Consumer):
         order, in one script run (a release: not counted as a delivery)."""
         ops: list[Op] = []
         for _ in range(min(count, len(self._buffer))):
-            key = self._buffer.pop()
-            handle = key[0].handle
-            assert isinstance(handle, RedisHandle)
+            handle: RedisHandle = self._buffer.pop().handle
             handle.released = True
             self._leased.discard(handle)
             ops.append(("release", "inflight", handle.id_, handle.token))
@@ -168,7 +167,7 @@ class RedisConsumer(Consumer):
             return min(_MAX_TAKE, self._waiting - len(self._buffer))
         return min(_MAX_TAKE, self._limit - self._held - len(self._buffer))
 
-    async def _next(self) -> RawMessage:
+    async def _next(self) -> Delivery:
         if self._fetcher is None and not self._finished:
             await self.start()
         while True:
@@ -292,9 +291,7 @@ class RedisConsumer(Consumer):
         for entry in taken:
             message, failure = _decode_entry(entry, self)
             if message is not None:
-                handle = message[0].handle
-                assert isinstance(handle, RedisHandle)
-                self._leased.add(handle)
+                self._leased.add(message.handle)
                 self._buffer.append(message)
             elif failure is not None:
                 poison.append(failure)
@@ -314,8 +311,8 @@ Poison = tuple[str, str, Op]
 
 
 def _decode_entry(entry: bytes,
-                  consumer: RedisConsumer) -> tuple[RawMessage | None, Poison | None]:
-    """One message of TAKE's reply (`token LF returns LF id LF body`): the message, or
+                  consumer: RedisConsumer) -> tuple[Delivery | None, Poison | None]:
+    """One message of TAKE's reply (`token LF returns LF id LF body`): its delivery, or
     what dead-letters it with the reason when it cannot be decoded."""
     token_b, returns_b, id_b, body = entry.split(b"\n", 3)
     token = token_b.decode()
@@ -328,9 +325,11 @@ def _decode_entry(entry: bytes,
                      "list", id_b, queue, reason)
         return None, (id_b.decode(errors="replace"), reason,
                       ("nack", "inflight", id_b, token, reason))
-    handle = RedisHandle(queue, id_, "inflight", token, consumer, int(returns_b))
     try:
-        return decode_stored(body, handle), None
+        key, payload, params = decode_stored(body)
+        handle = RedisHandle(queue, id_, "inflight", token, consumer, int(returns_b))
+        return Delivery(consumer.broker, key, payload, params, MessageCategory.NORMAL,
+                        handle), None
     except PayloadDecodeError as exc:
         reason = f"the stored message cannot be decoded: {exc}"
         logger.error("message %r in queue %r cannot be decoded (%s); moved to the dead-letter "

@@ -23,15 +23,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import TracebackType
 
-from redis.exceptions import AuthenticationError
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from repid.errors import BrokerConnectionError
 
-#: errors that mean "Redis could not be reached or did not answer in time"
+#: errors that mean "Redis could not be reached or did not answer in time"; on a Redis
+#: Cluster also: a node is down or the slot has no owner yet (CLUSTERDOWN, an uncovered
+#: slot, no node reachable), or a slot is being moved (TRYAGAIN)
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, OSError,
+    ClusterDownError, SlotNotCoveredError, RedisClusterUnreachableError, TryAgainError,
 )
 
 

@@ -1,4 +1,4 @@
-"""RedisHandle: what `RoutingKey.handle` holds for a message a Redis consumer delivered."""
+"""RedisHandle: the `handle` of a `Delivery` a Redis consumer hands out."""
 
 from __future__ import annotations
 
@@ -34,11 +34,6 @@ class RedisHandle:
     #: a poison message's id as Redis stores it (`id_` shows bytes that are not UTF-8
     #: escaped, see `repid.brokers.poison`): what its settle names
     stored_id: bytes | None = None
-
-    @property
-    def settle_id(self) -> str | bytes:
-        """The id a settle names in Redis."""
-        return self.id_ if self.stored_id is None else self.stored_id
 
     def release(self) -> None:
         """Give the consumer its capacity back and stop extending the lease, once, whatever

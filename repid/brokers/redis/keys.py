@@ -9,7 +9,9 @@ file (`local MSGS, READY0, ... = KEYS[1], KEYS[2], ...`), so no script names a K
 2-4. `ready:0`, `ready:1`, `ready:2`  lists of ids ready to take, one per priority
 5. `delayed`  sorted set of ids scored by ready time
 6. `wake`     list a blocked consumer BLPOPs on; pushed to whenever something may be ready
-7. `queues`   the global set of declared queue names (`<prefix>:queues`, one for all)
+7. `declared` the queue's mark of being declared (a string key, `1`): set by a declare, and
+   by an ENQUEUE that declares the queue; checked by ENQUEUE (`require_declared_queues`),
+   TAKE and STATS
 8. `inflight` sorted set of taken ids scored by lease deadline
 9. `leases`   hash, id -> token of its current lease
 10. `dead`    list of dead-lettered ids
@@ -19,7 +21,13 @@ file (`local MSGS, READY0, ... = KEYS[1], KEYS[2], ...`), so no script names a K
 13. `deliveries` hash, id -> how many of its leases ran out (removed when it is acked,
     nacked or requeued; reject and release leave it)
 
-ENQUEUE takes only the keys up to `queues` (`ENQUEUE_KEYS`), so a producer sends fewer
+All of them share the hash tag `{<queue>}`, so they live in one Redis Cluster slot and every
+script runs on the one node that owns the queue. The one key outside a queue's slot is the
+index of queue names, `<prefix>:queues` (`index_key`): a set used only to list the queues
+(`queue_names`, the maintenance loop), never by a script, and updated by the Python side
+(see `registry.py`).
+
+ENQUEUE takes only the keys up to `declared` (`ENQUEUE_KEYS`), so a producer sends fewer
 arguments; its header declares only those, and a script that used another would fail
 on its first run (Redis refuses undeclared globals).
 """
@@ -41,7 +49,7 @@ class QueueKey(IntEnum):
     READY2 = 3
     DELAYED = 4
     WAKE = 5
-    QUEUES = 6
+    DECLARED = 6
     INFLIGHT = 7
     LEASES = 8
     DEAD = 9
@@ -56,27 +64,28 @@ class QueueKey(IntEnum):
         return re.sub(r"(\d)$", r":\1", self.name.lower())
 
 
-#: how many keys, from the first, ENQUEUE takes (up to and including `queues`)
-ENQUEUE_KEYS = QueueKey.QUEUES + 1
+#: how many keys, from the first, ENQUEUE takes (up to and including `declared`)
+ENQUEUE_KEYS = QueueKey.DECLARED + 1
 
 
-def queues_key(prefix: str) -> str:
-    """The global set of declared queue names."""
+def index_key(prefix: str) -> str:
+    """The set of queue names, for listing only (the name repid used before for its
+    global set of declared queues, so queues declared then are listed as before)."""
     return f"{prefix}:queues"
 
 
 def queue_keys(prefix: str, queue: str) -> list[str]:
-    """The keys of `queue`, in the order of `QueueKey` (the declared set included)."""
+    """The keys of `queue`, in the order of `QueueKey`, all in the queue's slot."""
     # the hash tag keeps one queue's keys in one cluster slot
     base = f"{prefix}:{{{queue}}}:"
-    return [queues_key(prefix) if key is QueueKey.QUEUES else base + key.suffix
-            for key in QueueKey]
+    return [base + key.suffix for key in QueueKey]
 
 
 def own_keys(keys: list[str]) -> list[str]:
-    """The keys holding a queue's messages: all of `keys` but the global declared set."""
+    """The keys holding a queue's messages: all of `keys` but its `declared` mark (what a
+    flush empties; a delete removes the mark too)."""
     return [name for key, name in zip(QueueKey, keys, strict=True)
-            if key is not QueueKey.QUEUES]
+            if key is not QueueKey.DECLARED]
 
 
 def lua_header(count: int = len(QueueKey)) -> str:

@@ -36,7 +36,8 @@ import itertools
 import logging
 from collections import deque
 
-from repid.brokers.base import DEAD_REASON_HEADER, Consumer, MessageBroker, RawMessage
+from repid.brokers.base import DEAD_REASON_HEADER, Consumer, MessageBroker
+from repid.brokers.delivery import Delivery
 from repid.brokers.poison import poison_message, show_raw
 from repid.brokers.redis._client import CONNECTION_ERRORS
 from repid.brokers.redis.batcher import Op
@@ -68,7 +69,7 @@ class RedisPartReader(Consumer):
         #: ids to read, in the part's order (None until the first take)
         self._ids: deque[bytes] | None = None
         #: messages read and not yet yielded, with their ids as stored
-        self._messages: deque[tuple[bytes, RawMessage]] = deque()
+        self._messages: deque[tuple[bytes, Delivery]] = deque()
         #: ids read (yielded, or dead-lettered as undecodable) that are still in the part
         self._seen: set[bytes] = set()
         self._finished = False
@@ -90,7 +91,7 @@ class RedisPartReader(Consumer):
         if handle.moved:
             self._seen.discard(handle.stored_id or handle.id_.encode())
 
-    async def _next(self) -> RawMessage:
+    async def _next(self) -> Delivery:
         backoff = self.POLL_INTERVAL
         while True:
             try:
@@ -107,7 +108,7 @@ class RedisPartReader(Consumer):
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    async def _read(self) -> RawMessage:
+    async def _read(self) -> Delivery:
         ops = self._ops
         while not self._finished:
             ops.ensure_connected()
@@ -152,10 +153,11 @@ class RedisPartReader(Consumer):
                 if body is None:
                     raise PayloadDecodeError("the message has no stored body")
                 id_ = id_b.decode()
-                handle = RedisHandle(self.queue_name, id_, self._where, "", self)
-                message = decode_stored(body, handle)
+                key, payload, params = decode_stored(body)
                 if reason is not None:
-                    message[2].headers[DEAD_REASON_HEADER] = reason.decode(errors="replace")
+                    params.headers[DEAD_REASON_HEADER] = reason.decode(errors="replace")
+                message = Delivery(self.broker, key, payload, params, self.category,
+                                   RedisHandle(self.queue_name, id_, self._where, "", self))
             except Exception as exc:
                 why = ("the stored message cannot be decoded: "
                        f"{exc if isinstance(exc, PayloadDecodeError) else short_reason(exc)}")
@@ -173,13 +175,13 @@ class RedisPartReader(Consumer):
             await self.poison_nack(id_, why, functools.partial(_settle, ops, op))
 
     def _poison(self, id_b: bytes, body: bytes | None, reason: bytes | None,
-                why: str) -> RawMessage:
+                why: str) -> Delivery:
         """The dead message `id_b` that cannot be decoded (`why`), as a poison message
         whose `ack` deletes it."""
         handle = RedisHandle(self.queue_name, show_raw(id_b), "dead", "", self,
                              stored_id=id_b)
         stored = why if reason is None else reason.decode(errors="replace")
-        return poison_message(id_b, self.queue_name, body, stored, handle)
+        return poison_message(self, id_b, body, stored, handle)
 
 
 async def _settle(ops: QueueOps, op: Op) -> None:

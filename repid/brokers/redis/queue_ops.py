@@ -15,13 +15,13 @@ from datetime import timedelta
 from random import random
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from repid.brokers.redis import scripts
+from repid.brokers.redis._client import AnyRedis
 from repid.brokers.redis.background import ConsumerTasks
 from repid.brokers.redis.batcher import Batcher, Op
 from repid.brokers.redis.handle import RedisHandle
 from repid.brokers.redis.keys import QueueKey
+from repid.brokers.redis.registry import QueueRegistry
 from repid.errors import QueueNotDeclaredError
 
 logger = logging.getLogger("repid.brokers.redis")
@@ -45,12 +45,13 @@ class BrokerSettings(Protocol):
 class QueueOps:
     """The operations on one queue its consumers use (see the module docstring)."""
 
-    __slots__ = ("_client", "_lease_ms", "_settings", "_settler", "_socket_timeout", "keys",
-                 "queue", "tasks", "wake_key")
+    __slots__ = ("_client", "_lease_ms", "_registry", "_settings", "_settler",
+                 "_socket_timeout", "keys", "queue", "tasks", "wake_key")
 
-    def __init__(self, queue: str, keys: list[str], *, client: Callable[[], Redis],
+    def __init__(self, queue: str, keys: list[str], *, client: Callable[[], AnyRedis],
                  settler: Batcher, tasks: ConsumerTasks, settings: BrokerSettings,
-                 lease_ms: int, socket_timeout: float | None) -> None:
+                 lease_ms: int, socket_timeout: float | None,
+                 registry: QueueRegistry) -> None:
         self.queue = queue
         #: the queue's keys in the order of `QueueKey`
         self.keys = keys
@@ -62,6 +63,8 @@ class QueueOps:
         self._settings = settings
         self._lease_ms = lease_ms
         self._socket_timeout = socket_timeout
+        #: whether the queue is declared, for one its scripts found unmarked (registry.py)
+        self._registry = registry
 
     def ensure_connected(self) -> None:
         """Raise BrokerConnectionError (saying how to connect) unless the broker is."""
@@ -77,8 +80,10 @@ class QueueOps:
         [`token LF returns LF id LF body` per message, undecoded]); QueueNotDeclaredError if
         it is not declared."""
         queue = self.queue
-        result = await scripts.TAKE(self._client(), self.keys, [
-            queue, count, self._lease_ms, self._settings.starvation_limit], raw=True)
+        args: list[str | int] = [queue, count, self._lease_ms, self._settings.starvation_limit]
+        result = await scripts.TAKE(self._client(), self.keys, args, raw=True)
+        if not result[3] and await self._registry.adopt(queue, self.keys):
+            result = await scripts.TAKE(self._client(), self.keys, args, raw=True)
         if not result[3]:
             raise QueueNotDeclaredError(queue)
         if result[2]:
@@ -114,14 +119,15 @@ class QueueOps:
         """The ids of the queue's dead (`where` "dead") or delayed messages, undecoded, in
         their order; QueueNotDeclaredError if the queue is not declared."""
         client = self._client()
-        if not await client.sismember(self.keys[QueueKey.QUEUES], self.queue):
+        if not await client.exists(self.keys[QueueKey.DECLARED]) and \
+                not await self._registry.adopt(self.queue, self.keys):
             raise QueueNotDeclaredError(self.queue)
         ids: list[bytes]
         if where == "dead":
-            ids = await client.execute_command(  # type: ignore[no-untyped-call]
+            ids = await client.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
                 "LRANGE", self.keys[QueueKey.DEAD], 0, -1, **scripts.UNDECODED)
         else:
-            ids = await client.execute_command(  # type: ignore[no-untyped-call]
+            ids = await client.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
                 "ZRANGE", self.keys[QueueKey.DELAYED], 0, -1, **scripts.UNDECODED)
         return ids
 
@@ -130,11 +136,11 @@ class QueueOps:
         """The stored bodies of `ids` (None for one settled since) and, `with_reasons`,
         their dead-letter reasons (else all None), undecoded."""
         client = self._client()
-        bodies = await client.execute_command(  # type: ignore[no-untyped-call]
+        bodies = await client.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
             "HMGET", self.keys[QueueKey.MSGS], *ids, **scripts.UNDECODED)
         reasons: list[bytes | None] = [None] * len(ids)
         if with_reasons:
-            reasons = await client.execute_command(  # type: ignore[no-untyped-call]
+            reasons = await client.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
                 "HMGET", self.keys[QueueKey.REASONS], *ids, **scripts.UNDECODED)
         return bodies, reasons
 

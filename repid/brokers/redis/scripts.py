@@ -17,15 +17,14 @@ job runs, so a dead worker's messages come back within a lease.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
-from repid.brokers.redis._client import CommandHead, HeldConnection
+from repid.brokers.redis._client import AnyRedis, CommandHead, Producer
 from repid.brokers.redis.keys import ENQUEUE_KEYS, QueueKey, lua_header
 
 #: at most this many wake-up tokens wait in a queue's wake list
@@ -49,7 +48,10 @@ def assemble(name: str, parts: Sequence[str], keys: int = len(QueueKey)) -> str:
 
 
 class Script:
-    """A Lua script run by its SHA1, loaded into Redis again whenever Redis lost it."""
+    """A Lua script run by its SHA1; when Redis does not have it (NOSCRIPT: a restarted
+    server or cluster node), run once by its source with EVAL, which loads it into the
+    server that ran it (on a cluster, the node of the script's keys, whatever the state of
+    the other nodes)."""
 
     __slots__ = ("name", "sha", "source")
 
@@ -58,34 +60,32 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
 
-    async def __call__(self, client: Redis | HeldConnection, keys: Sequence[str | bytes],
+    async def __call__(self, client: AnyRedis | Producer, keys: Sequence[str | bytes],
                        args: Sequence[str | bytes | int | float], *, raw: bool = False) -> Any:
-        """Run the script; after a Redis restart (NOSCRIPT) load it and run it again.
+        """Run the script (by its source after a Redis restart: see the class docstring).
 
-        `raw`: the reply's strings stay bytes (only with a `Redis` client), for replies that
-        may carry text that is not UTF-8."""
+        `raw`: the reply's strings stay bytes (only with a client, not a `Producer`), for
+        replies that may carry text that is not UTF-8."""
         options = UNDECODED if raw else {}
-        return await self._run(client, lambda: client.execute_command(  # type: ignore[no-untyped-call]
-            "EVALSHA", self.sha, len(keys), *keys, *args, **options))
+        try:
+            return await client.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
+                "EVALSHA", self.sha, len(keys), *keys, *args, **options)
+        except NoScriptError:
+            return await client.execute_command(  # type: ignore[no-untyped-call,unused-ignore]
+                "EVAL", self.source, len(keys), *keys, *args, **options)
 
     def head(self, keys: Sequence[str], *args: str) -> CommandHead:
         """The start of a run with these keys and first arguments, packed once (for a
         caller that runs the script with them again and again: `run_with_head`)."""
         return CommandHead("EVALSHA", self.sha, len(keys), *keys, *args)
 
-    async def run_with_head(self, client: HeldConnection, head: CommandHead,
+    async def run_with_head(self, client: Producer, head: CommandHead,
                             args: Sequence[str | bytes]) -> Any:
         """Run the script from `head` (made by `head`), with `args` after it."""
-        return await self._run(client, lambda: client.execute_with_head(head, args))
-
-    async def _run(self, client: Redis | HeldConnection,
-                   send: Callable[[], Awaitable[Any]]) -> Any:
-        """`send()` the run; after a Redis restart (NOSCRIPT) load the script and again."""
         try:
-            return await send()
+            return await client.execute_with_head(head, args)
         except NoScriptError:
-            await client.execute_command("SCRIPT", "LOAD", self.source)  # type: ignore[no-untyped-call]
-            return await send()
+            return await client.execute_command("EVAL", self.source, *head.args[2:], *args)
 
 
 def _load(name: str, *parts: str, keys: int = len(QueueKey)) -> Script:

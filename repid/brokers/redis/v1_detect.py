@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio import Redis
+from repid.brokers.redis._client import AnyRedis
 
 logger = logging.getLogger("repid.brokers.redis")
 
@@ -27,7 +27,7 @@ def v1_holders_of(queue: str) -> list[str]:
             for kind in ("n", "d", "dead")]
 
 
-async def warn_if_v1_data(client: Redis, queue: str) -> bool:
+async def warn_if_v1_data(client: AnyRedis, queue: str) -> bool:
     """Log a warning, and return True, when repid 1.x left messages for `queue`."""
     found = int(await client.exists(*v1_holders_of(queue)))
     if found:

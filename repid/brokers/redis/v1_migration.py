@@ -39,9 +39,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from repid.brokers.dsn import mask_dsn
 from repid.brokers.redis._client import ClientSettings
 from repid.brokers.redis.codec import encode_body, ready_ms
-from repid.brokers.redis.keys import queue_keys, queues_key
+from repid.brokers.redis.keys import QueueKey, index_key, queue_keys
 from repid.brokers.redis.scripts import Script, assemble
 from repid.brokers.v1_format import (
     V1_DEAD_REASON,
@@ -52,7 +53,7 @@ from repid.brokers.v1_format import (
     v1_bucket_kind,
 )
 from repid.brokers.v1_report import BucketReport, Budget, QueueReport
-from repid.errors import PayloadDecodeError
+from repid.errors import BrokerConnectionError, PayloadDecodeError
 
 MIGRATE = Script("migrate_v1", assemble("migrate_v1", ["base"]))
 MIGRATE_BUCKET = Script("migrate_v1_bucket", (
@@ -74,8 +75,15 @@ _UTC = timezone.utc
 
 
 async def open_client(dsn: str) -> Redis:
-    """A client for `dsn` (BrokerConnectionError, password masked, when Redis is down)."""
-    return await ClientSettings(dsn, client_name="repid-migrate-v1").open()
+    """A client for `dsn` (BrokerConnectionError, password masked, when Redis is down, and
+    for a Redis Cluster: repid 1.x ran on one server, and its keys have no hash tags)."""
+    client = await ClientSettings(dsn, client_name="repid-migrate-v1").open()
+    if not isinstance(client, Redis):
+        await client.aclose()
+        raise BrokerConnectionError(
+            f"{mask_dsn(dsn)} is a Redis Cluster; migrate the data of repid 1.x on the one "
+            "Redis server it ran on, before moving to a cluster")
+    return client
 
 
 async def v1_queues(client: Redis) -> list[str]:
@@ -138,10 +146,11 @@ async def migrate_queue(client: Redis, queue: str, *, prefix: str = "repid",
             size = await (client.zcard(key) if kind == "d" else client.llen(key))
             report.counts[_CATEGORY[kind]] += int(size)
         return report
+    keys = queue_keys(prefix, queue)
     if holders:
         # the queue exists now: producers and workers of the current version may use it
-        await client.sadd(queues_key(prefix), queue)
-    keys = queue_keys(prefix, queue)
+        await client.set(keys[QueueKey.DECLARED], "1")
+        await client.sadd(index_key(prefix), queue)
     for key, priority, kind in holders:
         skipped = [0]
         async for name, score in _names(client, key, kind, skipped):

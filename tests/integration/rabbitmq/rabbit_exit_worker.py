@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 
-from repid import Connection, RabbitMessageBroker, Repid, Router, Worker
+from repid import Connection, Delivery, RabbitMessageBroker, Repid, Router, Worker
 from repid.data import RoutingKey
 
 DSN, QUEUE, LOG_FILE, MAX_DELIVERIES = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -22,8 +22,9 @@ router = Router()
 class CountLoggingBroker(RabbitMessageBroker):
     logged: set[int] = set()
 
-    def delivery_count(self, key: RoutingKey) -> int:
-        count = super().delivery_count(key)
+    def delivery_count(self, message: RoutingKey | Delivery) -> int:
+        count = super().delivery_count(message)
+        key = message.key if isinstance(message, Delivery) else message
         if id(key.handle) in self.logged:
             return count
         self.logged.add(id(key.handle))

@@ -2,7 +2,7 @@
 -- {ready, delayed, in flight, dead}, after doing what MAINTAIN does, so a due delayed
 -- message counts as ready and an expired lease as ready again, the moment they are; an
 -- empty array when the queue is not declared (a mistyped name is not an empty queue).
-if redis.call('SISMEMBER', QUEUES, ARGV[1]) == 0 then
+if redis.call('EXISTS', DECLARED) == 0 then
   return {}
 end
 maintain(now_ms())

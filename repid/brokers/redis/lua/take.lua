@@ -11,7 +11,7 @@
 -- next (MEDIUM before LOW when both are due). So with every level busy, each waiting
 -- level gets at least one take in every K + 2.
 local now = now_ms()
-if redis.call('SISMEMBER', QUEUES, ARGV[1]) == 0 then
+if redis.call('EXISTS', DECLARED) == 0 then
   return {-1, now, 0, 0}
 end
 maintain(now)

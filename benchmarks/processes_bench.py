@@ -10,7 +10,7 @@ time, the same for every row; take enough jobs that it is small beside the run. 
 machine's core count is printed beside the table: more processes than cores cannot add
 throughput.
 
-Run it with: python benchmarks/processes_bench.py [--jobs 20000] [--brokers redis,rabbitmq]
+Run it with: python benchmarks/processes_bench.py [--jobs 100000] [--brokers redis,rabbitmq]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ async def one_run(kind: str, processes: int, jobs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--jobs", type=int, default=100000)
     parser.add_argument("--brokers", default="redis,rabbitmq")
     parser.add_argument("--processes", default="1,2")
     parser.add_argument("--rounds", type=int, default=2,

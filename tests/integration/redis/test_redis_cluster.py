@@ -308,7 +308,9 @@ async def test_queue_of_the_previous_layout_keeps_working(redis_dsn: str) -> Non
 async def test_node_stopped_and_started_while_a_worker_runs() -> None:
     """Jobs on three queues (one per master) while the master of one queue is SIGKILLed
     for 3 s and started again on its data: every confirmed job runs, the other queues keep
-    running meanwhile, and the stopped node's queue resumes by itself."""
+    running meanwhile, the worker's health check names the stopped node's queue while it
+    is down (its /healthz answers 503) and clears after, and the stopped node's queue
+    resumes by itself."""
     cluster = PrivateRedisCluster(free_ports())  # a cluster of its own
     cluster.start()
     try:
@@ -357,7 +359,12 @@ async def _stop_and_start_one_node(cluster: PrivateRedisCluster) -> None:
         cluster.stop_node(1)
         stopped = time.monotonic()
         producing = asyncio.create_task(produce(range(150, 300)))
-        await asyncio.sleep(3)
+        problems: set[str] = set()  # what the health check says meanwhile (503 with it)
+        while time.monotonic() - stopped < 3:
+            problem = worker.health_problem(after=0)
+            if problem is not None:
+                problems.add(problem)
+            await asyncio.sleep(0.1)
         cluster.start_node(1)
         restarted = time.monotonic()
         await asyncio.wait_for(producing, 40)
@@ -367,6 +374,13 @@ async def _stop_and_start_one_node(cluster: PrivateRedisCluster) -> None:
 
         await until(all_ran, "every confirmed job to run", 40)
         assert refused[0] > 0, "no enqueue met the stopped node"
+        # health: a problem naming the stopped node's queue while it was down, none after
+        assert any(repr(names[1]) in problem for problem in problems), problems
+
+        async def healthy() -> bool:
+            return worker.health_problem(after=0) is None
+
+        await until(healthy, "the health check to clear after the node came back")
         # the queues on the other masters kept running while node 1 was down
         others_during = [n for n, at in ran.items()
                          if confirmed.get(n) != 1 and stopped < at < restarted]

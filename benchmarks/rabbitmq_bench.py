@@ -24,7 +24,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from repid import Connection, Job
-from repid.brokers.rabbitmq import RabbitMessageBroker, topology
+from repid.brokers.rabbitmq import RabbitMessageBroker
+from repid.brokers.rabbitmq import _topology as topology
 from repid.data import Parameters, RoutingKey
 from repid.job import Enqueued
 

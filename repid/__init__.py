@@ -46,7 +46,7 @@ from repid.retry_policy import default_retry_policy_factory
 from repid.router import Actor, ActorResult, Router
 from repid.testing.types import EventLog, GetEventLogT, GetInMemoryQueueT, GetMockedActorT
 from repid.worker import Worker
-from repid.worker.health import HealthCheckServerSettings
+from repid.worker._health import HealthCheckServerSettings
 
 if TYPE_CHECKING:  # `X as X`: re-exported for type checkers, imported lazily at run time
     from repid.brokers.rabbitmq import RabbitMessageBroker as RabbitMessageBroker

@@ -1,3 +1,3 @@
-"""Moved to `repid.worker.health`; this name is kept so that older imports work."""
+"""Moved to `repid.worker._health`; this name is kept so that older imports work."""
 
-from repid.worker.health import *  # noqa: F403
+from repid.worker._health import *  # noqa: F403

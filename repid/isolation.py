@@ -1,3 +1,3 @@
-"""Moved to `repid.worker.isolation`; this name is kept so that older imports work."""
+"""Moved to `repid.worker._isolation`; this name is kept so that older imports work."""
 
-from repid.worker.isolation import *  # noqa: F403
+from repid.worker._isolation import *  # noqa: F403

@@ -1,3 +1,3 @@
-"""Moved to `repid.worker.processor`; this name is kept so that older imports work."""
+"""Moved to `repid.worker._processor`; this name is kept so that older imports work."""
 
-from repid.worker.processor import *  # noqa: F403
+from repid.worker._processor import *  # noqa: F403

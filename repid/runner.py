@@ -1,3 +1,3 @@
-"""Moved to `repid.worker.runner`; this name is kept so that older imports work."""
+"""Moved to `repid.worker._runner`; this name is kept so that older imports work."""
 
-from repid.worker.runner import *  # noqa: F403
+from repid.worker._runner import *  # noqa: F403

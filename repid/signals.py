@@ -1,3 +1,3 @@
-"""Moved to `repid.worker.signals`; this name is kept so that older imports work."""
+"""Moved to `repid.worker._signals`; this name is kept so that older imports work."""
 
-from repid.worker.signals import *  # noqa: F403
+from repid.worker._signals import *  # noqa: F403

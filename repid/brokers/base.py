@@ -5,7 +5,7 @@ A message is a `(key, payload, params)` triple: a `RoutingKey`, the encoded argu
 `repid.brokers.delivery.Delivery`, which is that triple too and the one owner of its
 settle. Brokers store and move messages; they never run actors and never decide
 retries. The public methods here pass each call through the middleware (one `is None`
-check when no plugin is registered; see `repid.middleware.chain`);
+check when no plugin is registered; see `repid.middleware._chain`);
 concrete brokers implement the underscored methods.
 
 Delivery promises of every `MessageBroker`:
@@ -48,14 +48,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from repid.brokers.delivery import Delivery, delivery_of
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
-from repid.middleware.chain import NO_ARGS
-from repid.middleware.hooked import Hooked
+from repid.middleware._chain import NO_ARGS
+from repid.middleware._hooked import Hooked
 
 #: a message as brokers move it: the key, the encoded arguments, the parameters (the
 #: public `repid.Message` is what a consumer of `Queue.get_messages` sees)
@@ -121,8 +122,22 @@ def _check_size(broker: MessageBroker, key: RoutingKey, payload: str) -> None:
         broker.check_size(key, payload)
 
 
+@dataclass(frozen=True, slots=True)
+class ConsumeRequest:
+    """What `MessageBroker.consume()` was asked for, as a broker's `_consumer` gets it."""
+
+    queue_name: str
+    #: the topics to take, where the broker can filter (None: every topic)
+    topics: frozenset[str] | None
+    #: how many messages the consumer may hold unsettled (None: the broker's default)
+    max_unacked_messages: int | None
+    category: MessageCategory
+    #: DELAYED or DEAD: read what is there and end, instead of waiting for more
+    stop_when_empty: bool
+
+
 class _HasMiddleware(Hooked):
-    """The middleware slot shared by both kinds of broker (`repid.middleware.hooked`)."""
+    """The middleware slot shared by both kinds of broker (`repid.middleware._hooked`)."""
 
     #: `messaging.system` of OpenTelemetry: in_memory, redis, rabbitmq
     system: ClassVar[str] = "unknown"
@@ -279,13 +294,9 @@ class MessageBroker(_HasMiddleware, ABC):
             raise ValueError(
                 "stop_when_empty=True applies to the DELAYED and DEAD categories; a NORMAL "
                 "consumer waits for messages until you stop iterating (or finish() it)")
-        return self._consumer(
-            queue_name,
-            None if topics is None else frozenset(topics),
-            max_unacked_messages,
-            category,
-            stop_when_empty,
-        )
+        return self._consumer(ConsumeRequest(
+            queue_name, None if topics is None else frozenset(topics), max_unacked_messages,
+            category, stop_when_empty))
 
     # --- what a concrete broker implements ---
 
@@ -318,14 +329,8 @@ class MessageBroker(_HasMiddleware, ABC):
     async def _queue_delete(self, queue_name: str) -> None: ...
 
     @abstractmethod
-    def _consumer(
-        self,
-        queue_name: str,
-        topics: frozenset[str] | None,
-        max_unacked_messages: int | None,
-        category: MessageCategory,
-        stop_when_empty: bool,
-    ) -> Consumer: ...
+    def _consumer(self, request: ConsumeRequest) -> Consumer:
+        """A consumer for what `consume()` was asked (`request`)."""
 
     def delivery_count(self, message: RoutingKey | Delivery) -> int:
         """How many times the consumed message has been delivered, this delivery
@@ -417,7 +422,7 @@ class Consumer(ABC):
         """Hold nothing that was not handed out: give back what was received but not yet
         handed out (deliberately: not counted as a delivery) and receive nothing more until
         `resume()`, except what `__anext__` asks for. The worker pauses its consumers while
-        a suspect runs alone (`repid.worker.isolation`). Nothing to do for a consumer that holds
+        a suspect runs alone (`repid.worker._isolation`). Nothing to do for a consumer that holds
         nothing of its own."""
 
     async def resume(self) -> None:

@@ -23,6 +23,7 @@ from repid.brokers.base import (
     DEFAULT_MAX_MESSAGE_SIZE,
     BucketBroker,
     Consumer,
+    ConsumeRequest,
     MessageBroker,
 )
 from repid.brokers.delivery import DeliveredKey, Delivery
@@ -207,12 +208,11 @@ class InMemoryMessageBroker(MessageBroker):
             # and, declared again, waits on the new one
             queue.simple.put_nowait((_GONE, next(_seq), None))
 
-    def _consumer(self, queue_name: str, topics: frozenset[str] | None,
-                  max_unacked_messages: int | None,
-                  category: MessageCategory, stop_when_empty: bool) -> Consumer:
-        if category is MessageCategory.NORMAL:
-            return _ReadyConsumer(self, queue_name, category)
-        return _PartReader(self, queue_name, category, stop_when_empty)
+    def _consumer(self, request: ConsumeRequest) -> Consumer:
+        if request.category is MessageCategory.NORMAL:
+            return _ReadyConsumer(self, request.queue_name, request.category)
+        return _PartReader(self, request.queue_name, request.category,
+                           request.stop_when_empty)
 
     async def queue_names(self) -> list[str] | None:
         return sorted(self.queues)

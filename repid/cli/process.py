@@ -35,9 +35,9 @@ from repid.cli.supervisor import HEARTBEAT_SECONDS, READY_FD_ENV, SUPERVISOR_PID
 from repid.connection import Connection
 from repid.middleware import hookimpl
 from repid.worker import Worker
-from repid.worker.health import HttpServer
-from repid.worker.health import Route as HealthRoute
-from repid.worker.signals import STOP_SIGNALS, StopSignals, install
+from repid.worker._health import HttpServer
+from repid.worker._health import Route as HealthRoute
+from repid.worker._signals import STOP_SIGNALS, StopSignals, install
 
 logger = logging.getLogger("repid.cli")
 

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from repid.cli.reload import changed_file, snapshot
-from repid.worker.health import HttpServer, Route, ServerThread
-from repid.worker.signals import STOP_SIGNALS, StopSignals, install
+from repid.worker._health import HttpServer, Route, ServerThread
+from repid.worker._signals import STOP_SIGNALS, StopSignals, install
 
 logger = logging.getLogger("repid.cli.supervisor")
 

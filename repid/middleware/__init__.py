@@ -2,9 +2,9 @@
 
 What users need from here is `hookimpl` (to mark a plugin's hooks) and `Middleware` (a
 connection's plugins and v1 subscribers); the chains are internal
-(`repid.middleware.manager`).
+(`repid.middleware._manager`).
 """
 
-from repid.middleware.manager import Middleware, hookimpl
+from repid.middleware._manager import Middleware, hookimpl
 
 __all__ = ["Middleware", "hookimpl"]

@@ -1,9 +1,9 @@
-"""Kept for one release: the repid 1.x subscriber adapter moved to `repid.middleware.v1`.
+"""Kept for one release: the repid 1.x subscriber adapter moved to `repid.middleware._v1`.
 
-Import from `repid.middleware.v1`; this module only re-exports its names.
+Import from `repid.middleware._v1`; this module only re-exports its names.
 """
 
-from repid.middleware.v1 import (
+from repid.middleware._v1 import (
     EVENTS,
     Subscriber,
     collect,

@@ -90,7 +90,7 @@ if TYPE_CHECKING:
 hookspec = pluggy.HookspecMarker("repid")
 
 #: The calls plugins run around: each is the around hook `repid_<call>`, and the slot of
-#: that name in `repid.middleware.manager.Chains`. This tuple is the one list of them.
+#: that name in `repid.middleware._manager.Chains`. This tuple is the one list of them.
 AROUND_CALLS = (
     "consume",
     "enqueue",

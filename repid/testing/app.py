@@ -29,7 +29,7 @@ from repid.data import RoutingKey
 from repid.router import Actor
 from repid.testing.event_log import EventLogPlugin
 from repid.testing.markers import MarkerSettings
-from repid.worker.processor import Processor
+from repid.worker._processor import Processor
 
 
 class _AsyncActorMock(AsyncMock, MagicMock):

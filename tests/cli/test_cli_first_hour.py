@@ -195,7 +195,7 @@ async def _poison_in(dsn: str, queue: str) -> None:
     from redis.asyncio import Redis
 
     from repid.brokers.redis import RedisMessageBroker
-    from repid.brokers.redis.keys import QueueKey, queue_keys
+    from repid.brokers.redis._keys import QueueKey, queue_keys
 
     broker = RedisMessageBroker(dsn=dsn)
     connection = Connection(broker)

@@ -25,8 +25,8 @@ from repid import (
     hookimpl,
 )
 from repid.brokers.base import MessageBroker
-from repid.brokers.rabbitmq.codec import HEADER_PARAMS
-from repid.brokers.redis.keys import QueueKey, queue_keys
+from repid.brokers.rabbitmq._codec import HEADER_PARAMS
+from repid.brokers.redis._keys import QueueKey, queue_keys
 from repid_plugins.prometheus import MetricsPlugin
 
 pytestmark = pytest.mark.integration

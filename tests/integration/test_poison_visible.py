@@ -22,9 +22,9 @@ from repid import Connection, MessageCategory, Parameters, Queue, RoutingKey
 from repid.brokers.base import DEAD_REASON_HEADER, MessageBroker
 from repid.brokers.poison import PoisonMessageError
 from repid.brokers.rabbitmq import RabbitMessageBroker
-from repid.brokers.rabbitmq.codec import HEADER_PARAMS
+from repid.brokers.rabbitmq._codec import HEADER_PARAMS
 from repid.brokers.redis import RedisMessageBroker
-from repid.brokers.redis.keys import QueueKey, queue_keys
+from repid.brokers.redis._keys import QueueKey, queue_keys
 from repid.message import Message
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from repid import (
     Repid,
     Worker,
 )
-from repid.worker.runner import Runner
+from repid.worker._runner import Runner
 
 #: every await on the system under test is bounded by this many seconds
 TIMEOUT = 5

@@ -22,8 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from repid.brokers.rabbitmq.errors import CONNECT_ERRORS, NO_ROUTE, PublishErrors, RabbitErrors
-from repid.brokers.redis.errors import RedisErrors
+from repid.brokers.rabbitmq._errors import CONNECT_ERRORS, NO_ROUTE, PublishErrors, RabbitErrors
+from repid.brokers.redis._errors import RedisErrors
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
 
 # --- Redis ---

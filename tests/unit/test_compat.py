@@ -288,10 +288,12 @@ def test_a_misspelt_subscriber_is_ignored_with_a_warning_naming_the_closest_even
 
 
 def test_the_v1_adapter_is_one_module_and_compat_re_exports_it() -> None:
-    from repid.middleware import chain, compat, v1
+    from repid.middleware import _chain as chain
+    from repid.middleware import _v1 as v1
+    from repid.middleware import compat
 
-    assert chain.HookChain.__module__ == "repid.middleware.chain"
-    assert v1.Subscriber.__module__ == "repid.middleware.v1"
+    assert chain.HookChain.__module__ == "repid.middleware._chain"
+    assert v1.Subscriber.__module__ == "repid.middleware._v1"
     for name in compat.__all__:
         assert getattr(compat, name) is getattr(v1, name), name
     assert {"Subscriber", "EVENTS", "make_subscriber", "collect"} <= set(compat.__all__)

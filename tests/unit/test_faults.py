@@ -26,7 +26,7 @@ from repid import (
 from repid.brokers.base import DEAD_REASON_HEADER, DEFAULT_MAX_MESSAGE_SIZE
 from repid.data import BucketT
 from repid.serializer import to_json
-from repid.worker.processor import RECOVERIES_HEADER
+from repid.worker._processor import RECOVERIES_HEADER
 
 TIMEOUT = 10
 

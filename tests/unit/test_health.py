@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from repid import Connection, HealthCheckServerSettings, Router, Worker, hookimpl
-from repid.worker.health import HealthCheckServer
+from repid.worker._health import HealthCheckServer
 
 
 async def http(port: int, request: bytes) -> tuple[int, bytes]:

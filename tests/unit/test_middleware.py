@@ -350,8 +350,8 @@ def test_hookspecs_cover_every_around_call() -> None:
 
 def test_the_hook_list_is_declared_once_and_matches_the_module() -> None:
     from repid.middleware import hookspecs
+    from repid.middleware._manager import Chains
     from repid.middleware.compat import EVENTS
-    from repid.middleware.manager import Chains
 
     defined = {name for name in vars(hookspecs) if name.startswith("repid_")}
     assert set(hookspecs.HOOKS) == defined  # nothing declared without being listed

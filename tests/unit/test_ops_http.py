@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from repid.worker.health import (
+from repid.worker._health import (
     HealthCheckServer,
     HealthCheckServerSettings,
     HttpLimits,

@@ -29,7 +29,7 @@ from repid.data.headers import NO_ACTOR_RETURNS_HEADER
 from repid.testing.app import InMemoryTestApp
 from repid.testing.event_log import EventLogPlugin
 from repid.testing.markers import MarkerSettings
-from repid.worker.processor import no_actor_delay, no_actor_returns_allowed
+from repid.worker._processor import no_actor_delay, no_actor_returns_allowed
 
 
 def no_wait(_: int) -> int:

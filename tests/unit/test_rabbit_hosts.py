@@ -8,7 +8,7 @@ import pytest
 
 from repid import RabbitMessageBroker
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq.hosts import HostRing, node_dsns
+from repid.brokers.rabbitmq._hosts import HostRing, node_dsns
 
 
 @pytest.mark.parametrize(("given", "nodes"), [

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from repid.brokers.rabbitmq import layout, topology
-from repid.brokers.rabbitmq.levels import STARVATION_LIMIT, FairPriorityBuffer
+from repid.brokers.rabbitmq import _layout as layout
+from repid.brokers.rabbitmq import _topology as topology
+from repid.brokers.rabbitmq._levels import STARVATION_LIMIT, FairPriorityBuffer
 
 
 def item(priority: int, name: str) -> SimpleNamespace:

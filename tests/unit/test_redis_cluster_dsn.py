@@ -1,4 +1,4 @@
-"""Redis Cluster DSNs taken apart (repid/brokers/redis/cluster.py), without a server: the
+"""Redis Cluster DSNs taken apart (repid/brokers/redis/_cluster.py), without a server: the
 nodes, the options, and each mistake refused with the DSN masked."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from repid.brokers.redis._client import make_client
-from repid.brokers.redis.cluster import is_cluster_dsn, parse_cluster_dsn
-from repid.brokers.redis.keys import ENQUEUE_KEYS, QueueKey, index_key, queue_keys
+from repid.brokers.redis._cluster import is_cluster_dsn, parse_cluster_dsn
+from repid.brokers.redis._keys import ENQUEUE_KEYS, QueueKey, index_key, queue_keys
 
 
 def test_nodes_credentials_and_options() -> None:

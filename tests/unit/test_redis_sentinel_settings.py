@@ -7,7 +7,7 @@ import pytest
 
 from repid import RedisMessageBroker
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.redis.sentinel import DEFAULT_SENTINEL_PORT, parse_sentinel_dsn
+from repid.brokers.redis._sentinel import DEFAULT_SENTINEL_PORT, parse_sentinel_dsn
 
 
 def test_a_full_dsn_is_read_whole() -> None:

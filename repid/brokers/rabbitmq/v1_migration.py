@@ -43,7 +43,8 @@ from aiormq.exceptions import AMQPError, ChannelClosed, ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq import codec, topology
+from repid.brokers.rabbitmq import _codec as codec
+from repid.brokers.rabbitmq import _topology as topology
 from repid.brokers.v1_format import (
     V1_DEAD_REASON,
     V1Message,

@@ -18,17 +18,17 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.redis.cluster import (
+from repid.brokers.redis._cluster import (
     ClusterProducer,
     discover,
     is_cluster_dsn,
     make_cluster_client,
     startup_logins,
 )
-from repid.brokers.redis.errors import CONNECTION_ERRORS as CONNECTION_ERRORS
-from repid.brokers.redis.errors import RedisErrors, login_refused, password_ignored
-from repid.brokers.redis.options import client_options
-from repid.brokers.redis.sentinel import is_sentinel_dsn, sentinel_pool
+from repid.brokers.redis._errors import CONNECTION_ERRORS as CONNECTION_ERRORS
+from repid.brokers.redis._errors import RedisErrors, login_refused, password_ignored
+from repid.brokers.redis._options import client_options
+from repid.brokers.redis._sentinel import is_sentinel_dsn, sentinel_pool
 from repid.brokers.spin import DEFAULT_REPLY_SPIN, Spin
 from repid.errors import BrokerConnectionError
 
@@ -243,7 +243,7 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
                 socket_connect_timeout: float | None, client_name: str | None,
                 extra: dict[str, Any]) -> AnyRedis:
     """A client for `dsn` (`redis://`, `rediss://`, `unix://`, or `redis+sentinel://`:
-    see `sentinel.py`) that reconnects by itself.
+    see `_sentinel.py`) that reconnects by itself.
 
     A command that fails on a dropped connection is retried `retries` times on a fresh
     connection with jittered exponential backoff (50 ms doubling up to 2 s). Options in the
@@ -256,7 +256,7 @@ def make_client(dsn: str, *, retries: int, socket_timeout: float | None,
     `connection_pool` is used as given.
 
     A `redis+cluster://` DSN, or `cluster=True` in `extra`, gives redis-py's cluster client
-    instead (see `cluster.py`).
+    instead (see `_cluster.py`).
     """
     wants_cluster = bool(extra.get("cluster"))
     extra = {name: value for name, value in extra.items() if name != "cluster"}

@@ -41,9 +41,9 @@ from redis.asyncio import Redis
 
 from repid.brokers.dsn import mask_dsn
 from repid.brokers.redis._client import ClientSettings
-from repid.brokers.redis.codec import encode_body, ready_ms
-from repid.brokers.redis.keys import QueueKey, index_key, queue_keys
-from repid.brokers.redis.scripts import Script, assemble
+from repid.brokers.redis._codec import encode_body, ready_ms
+from repid.brokers.redis._keys import QueueKey, index_key, queue_keys
+from repid.brokers.redis._scripts import Script, assemble
 from repid.brokers.v1_format import (
     V1_DEAD_REASON,
     V1Message,

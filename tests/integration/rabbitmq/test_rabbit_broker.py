@@ -13,7 +13,7 @@ from rabbit_helpers import broker, drain, key, nothing_within, params, queue, ta
 from repid import QueueDeclareError
 from repid.brokers.base import DEAD_REASON_HEADER
 from repid.brokers.rabbitmq import RabbitMessageBroker
-from repid.brokers.rabbitmq.codec import HEADER_PARAMS
+from repid.brokers.rabbitmq._codec import HEADER_PARAMS
 from repid.data import MessageCategory, Parameters
 from repid.errors import QueueNotDeclaredError
 from repid.middleware import Middleware

@@ -9,7 +9,8 @@ import aio_pika
 import pytest
 from rabbit_helpers import broker, drain, key, nothing_within, params, queue, take
 
-from repid.brokers.rabbitmq import RabbitMessageBroker, codec
+from repid.brokers.rabbitmq import RabbitMessageBroker
+from repid.brokers.rabbitmq import _codec as codec
 from repid.data import MessageCategory, utcnow
 
 pytestmark = pytest.mark.integration

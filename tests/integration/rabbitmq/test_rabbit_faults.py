@@ -19,9 +19,10 @@ from rabbit_helpers import broker, drain, key, nothing_within, params, queue, ta
 from repid import Connection, Job, Router, Worker
 from repid.brokers.base import DEAD_REASON_HEADER
 from repid.brokers.poison import PoisonKey
-from repid.brokers.rabbitmq import RabbitMessageBroker, topology
-from repid.brokers.rabbitmq.codec import HEADER_PARAMS
-from repid.brokers.rabbitmq.consumer import RabbitConsumer
+from repid.brokers.rabbitmq import RabbitMessageBroker
+from repid.brokers.rabbitmq import _topology as topology
+from repid.brokers.rabbitmq._codec import HEADER_PARAMS
+from repid.brokers.rabbitmq._consumer import RabbitConsumer
 from repid.data import MessageCategory, Parameters
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
 from tests.servers.rabbit_node import PrivateRabbit

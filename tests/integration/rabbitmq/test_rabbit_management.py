@@ -12,7 +12,7 @@ import pytest
 from rabbit_helpers import broker, key, params, queue, take  # noqa: F401 - fixtures
 
 from repid.brokers.rabbitmq import RabbitMessageBroker
-from repid.brokers.rabbitmq.management import vhost_of
+from repid.brokers.rabbitmq._management import vhost_of
 
 MANAGEMENT_URL = os.environ.get("REPID_TEST_RABBITMQ_MANAGEMENT_URL",
                                 "http://guest:guest@127.0.0.1:15672")

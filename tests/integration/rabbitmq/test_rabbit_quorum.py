@@ -18,8 +18,10 @@ from rabbit_helpers import drain, key, nothing_within, params, take, unique
 
 from repid import Connection, Job, MessageCategory, Queue, QueueDeclareError
 from repid.brokers.base import DEAD_REASON_HEADER
-from repid.brokers.rabbitmq import RabbitMessageBroker, layout, topology
-from repid.brokers.rabbitmq.levels import STARVATION_LIMIT
+from repid.brokers.rabbitmq import RabbitMessageBroker
+from repid.brokers.rabbitmq import _layout as layout
+from repid.brokers.rabbitmq import _topology as topology
+from repid.brokers.rabbitmq._levels import STARVATION_LIMIT
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from repid.brokers.base import DEAD_REASON_HEADER, Consumer, RawMessage
 from repid.brokers.redis import RedisBucketBroker, RedisMessageBroker
 from repid.brokers.redis._client import DEFAULT_MAX_CONNECTIONS
-from repid.brokers.redis.codec import encode_body
+from repid.brokers.redis._codec import encode_body
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey
 from repid.errors import BrokerConnectionError, MessageTooLargeError, QueueNotDeclaredError
 from tests.servers.redis_server import PrivateRedis

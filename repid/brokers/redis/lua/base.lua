@@ -1,5 +1,5 @@
 -- What every script uses: the server clock, the ready list of a priority, wake-ups.
--- The loader (scripts.py) puts the key names (MSGS, READY0, ... from keys.py) and
+-- The loader (_scripts.py) puts the key names (MSGS, READY0, ... from _keys.py) and
 -- WAKE_TOKENS_MAX in front of this file.
 
 local READY = {[0] = READY0, [1] = READY1, [2] = READY2}

@@ -1,5 +1,5 @@
 -- MIGRATE_V1 (after base.lua): move one message written by repid 1.x into the queue's
--- keys, whole or not at all. KEYS: the queue's keys (keys.py), then the 1.x message hash
+-- keys, whole or not at all. KEYS: the queue's keys (_keys.py), then the 1.x message hash
 -- and the 1.x list or sorted set that holds its name. ARGV: the 1.x name (`topic:id`),
 -- the holder's kind ('list' or 'zset'), the payload and parameters the caller read and
 -- converted (the move happens only if the hash still holds them), then the id, the new

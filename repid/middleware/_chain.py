@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar
 
-from repid.middleware.v1 import Subscriber
+from repid.middleware._v1 import Subscriber
 
 logger = logging.getLogger("repid.middleware")
 

@@ -2,7 +2,7 @@
 
 This module is the whole adapter between them and the hook contract: the events and the
 arguments they offer (`EVENTS`), reading a subscriber's name and signature, and
-`Subscriber`, which `repid.middleware.chain.HookChain` calls before and after the call it
+`Subscriber`, which `repid.middleware._chain.HookChain` calls before and after the call it
 runs the around hooks of.
 
 Each event maps to one around hook (`hookspecs.AROUND_CALLS`). A subscriber receives

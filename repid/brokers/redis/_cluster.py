@@ -7,10 +7,10 @@ it learns which node owns which of the 16384 slots from the nodes the DSN lists 
 that answers is enough), sends each command to the owner of its key's slot, follows
 MOVED/ASK redirections, and refreshes its map of the cluster after a connection error.
 
-What keeps the brokers correct on a cluster is the key layout (`keys.py`): every key of a
+What keeps the brokers correct on a cluster is the key layout (`_keys.py`): every key of a
 queue carries the hash tag `{<queue>}`, so a queue lives in one slot, and every script of
 a queue (its keys are all it touches) runs on the node that owns it. The one key outside a
-queue's slot is the index of queue names, which no script reads (`registry.py`).
+queue's slot is the index of queue names, which no script reads (`_registry.py`).
 
 Differences from the one-server client, each one redis-py's cluster client's:
 
@@ -39,7 +39,7 @@ from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import RedisClusterException
 
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.redis.options import client_options
+from repid.brokers.redis._options import client_options
 from repid.errors import BrokerConnectionError
 
 #: the DSN schemes of a Redis Cluster (plain TCP, TLS)

@@ -15,7 +15,7 @@ import urllib.request
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq.topology import DEAD_EXCHANGE
+from repid.brokers.rabbitmq._topology import DEAD_EXCHANGE
 from repid.errors import BrokerConnectionError
 
 logger = logging.getLogger("repid.brokers.rabbitmq")

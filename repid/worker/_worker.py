@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from repid.app import resolve_connection
 from repid.connection import Connection
 from repid.router import Router
-from repid.worker.health import HealthCheckServer, HealthCheckServerSettings
-from repid.worker.runner import Runner
+from repid.worker._health import HealthCheckServer, HealthCheckServerSettings
+from repid.worker._runner import Runner
 
 logger = logging.getLogger("repid.worker")
 

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from redis.asyncio.cluster import RedisCluster
 
 from repid.brokers.redis._client import AnyRedis
-from repid.brokers.redis.errors import CONNECTION_ERRORS
-from repid.brokers.redis.keys import QueueKey, index_key
+from repid.brokers.redis._errors import CONNECTION_ERRORS
+from repid.brokers.redis._keys import QueueKey, index_key
 
 logger = logging.getLogger("repid.brokers.redis")
 

@@ -2,7 +2,7 @@
 leases (the DEAD and DELAYED parts are read by `part_reader.RedisPartReader`).
 
 They reach the broker only through the `QueueOps` it gives them. Promises of
-`repid.brokers.base` kept here (the numbers are those of `broker.py`'s list):
+`repid.brokers.base` kept here (the numbers are those of `_broker.py`'s list):
 
 2. At-least-once: the consumer extends the leases of all it holds every third of a lease
    (`RedisConsumer._heartbeat_loop`) until each is settled, so a long job keeps its
@@ -27,12 +27,12 @@ from typing import Any
 
 from repid.brokers.base import Consumer, MessageBroker
 from repid.brokers.delivery import Delivery
+from repid.brokers.redis._background import cancel_requested, loop_closed
+from repid.brokers.redis._batcher import Op
 from repid.brokers.redis._client import CONNECTION_ERRORS
-from repid.brokers.redis.background import cancel_requested, loop_closed
-from repid.brokers.redis.batcher import Op
-from repid.brokers.redis.codec import decode_stored, short_reason
-from repid.brokers.redis.handle import RedisHandle
-from repid.brokers.redis.queue_ops import QueueOps
+from repid.brokers.redis._codec import decode_stored, short_reason
+from repid.brokers.redis._handle import RedisHandle
+from repid.brokers.redis._queue_ops import QueueOps
 from repid.data import MessageCategory
 from repid.errors import PayloadDecodeError, QueueNotDeclaredError
 

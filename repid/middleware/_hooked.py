@@ -1,7 +1,7 @@
 """Hooked: what an object needs to run its calls through a middleware (brokers are).
 
 A `Connection` hands each of its brokers its `Middleware` (`broker.middleware = ...`);
-from then on the broker's around calls (`repid.middleware.chain`) find their chains
+from then on the broker's around calls (`repid.middleware._chain`) find their chains
 here, and hooks receive `hook_connection` as `connection`.
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from repid.middleware.manager import NO_CHAINS, Chains
+from repid.middleware._manager import NO_CHAINS, Chains
 
 if TYPE_CHECKING:
     from repid.connection import Connection
-    from repid.middleware.manager import Middleware
+    from repid.middleware._manager import Middleware
 
 
 class Hooked:

@@ -37,8 +37,8 @@ from aiormq.exceptions import (
 )
 
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS
-from repid.brokers.rabbitmq.management import vhost_of
+from repid.brokers.rabbitmq._acks import CHANNEL_ERRORS
+from repid.brokers.rabbitmq._management import vhost_of
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
 
 #: what connecting raises when RabbitMQ cannot be reached or refuses the connection

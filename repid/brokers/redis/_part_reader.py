@@ -2,7 +2,7 @@
 
 What it yields stays where it is until settled: `ack` deletes it, `requeue` moves it to the
 queue (ready at the new parameters' time), `nack` (of a delayed message) dead-letters it,
-`reject` leaves it. Promises of `repid.brokers.base` kept here (numbers of `broker.py`):
+`reject` leaves it. Promises of `repid.brokers.base` kept here (numbers of `_broker.py`):
 
 6. Dead letters: each dead message is read with the reason it was dead-lettered, if one was
    given, in `params.headers[DEAD_REASON_HEADER]`.
@@ -39,11 +39,11 @@ from collections import deque
 from repid.brokers.base import DEAD_REASON_HEADER, Consumer, MessageBroker
 from repid.brokers.delivery import Delivery
 from repid.brokers.poison import poison_message, show_raw
+from repid.brokers.redis._batcher import Op
 from repid.brokers.redis._client import CONNECTION_ERRORS
-from repid.brokers.redis.batcher import Op
-from repid.brokers.redis.codec import decode_stored, short_reason
-from repid.brokers.redis.handle import RedisHandle
-from repid.brokers.redis.queue_ops import QueueOps
+from repid.brokers.redis._codec import decode_stored, short_reason
+from repid.brokers.redis._handle import RedisHandle
+from repid.brokers.redis._queue_ops import QueueOps
 from repid.data import MessageCategory
 from repid.errors import BrokerConnectionError, PayloadDecodeError
 

@@ -12,7 +12,7 @@ A broker is given its nodes in one of two forms:
 one host is returned unchanged, character for character. A malformed host list is refused
 with a `ValueError` that says which part is wrong and how to write it, showing the DSN with
 its password masked. `HostRing` holds those DSNs and the one in use: connecting starts at
-the first, and each failure moves on to the next, wrapping round (see `failover.py`).
+the first, and each failure moves on to the next, wrapping round (see `_failover.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from repid.brokers.dsn import check_scheme, mask_dsn, require_dsn, split_netloc
-from repid.brokers.rabbitmq.management import vhost_of
+from repid.brokers.rabbitmq._management import vhost_of
 
 OWNER = "RabbitMessageBroker"
 EXAMPLE = "amqp://guest:guest@localhost:5672/"

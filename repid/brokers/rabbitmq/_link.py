@@ -23,9 +23,10 @@ from typing import Any, Protocol
 from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from repid.brokers.rabbitmq import codec, topology
-from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
-from repid.brokers.rabbitmq.layout import ClassicLayout
+from repid.brokers.rabbitmq import _codec as codec
+from repid.brokers.rabbitmq import _topology as topology
+from repid.brokers.rabbitmq._acks import CHANNEL_ERRORS, return_to_queue, settle
+from repid.brokers.rabbitmq._layout import ClassicLayout
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import EnqueueNotConfirmedError, PayloadDecodeError, QueueNotDeclaredError
 
@@ -100,7 +101,7 @@ class ConsumerLink:
                  move: Move, enqueue_counted: EnqueueCounted, scans: EndedScans,
                  layout: ClassicLayout | None = None) -> None:
         self.queue = queue
-        #: how the broker lays queues out (classic or quorum queues, see `layout.py`)
+        #: how the broker lays queues out (classic or quorum queues, see `_layout.py`)
         self.layout = layout or ClassicLayout()
         #: the broker's ended scans (shared by all its consumers)
         self.scans = scans
@@ -149,7 +150,7 @@ class ConsumerLink:
 
     def sources(self) -> list[str]:
         """The RabbitMQ queues a consumer of NORMAL messages subscribes to, highest
-        priority first (one per priority level with quorum queues, see `levels.py`)."""
+        priority first (one per priority level with quorum queues, see `_levels.py`)."""
         return self.layout.work_queues(self.queue)
 
     def delay_levels(self) -> list[str]:
@@ -163,7 +164,7 @@ class ConsumerLink:
     async def count_redelivery(self, message: DeliveredMessage) -> int | None:
         """Deliveries counted (promise 8), for a NORMAL message arriving `redelivered`: the
         earlier deliveries to hand it out with, or None when it was replaced instead by a
-        copy carrying them (classic queues keep no count, see `consumer.py`); with quorum
+        copy carrying them (classic queues keep no count, see `_consumer.py`); with quorum
         queues RabbitMQ counts them, and the message is handed out as it is."""
         earlier = self.layout.earlier(message)
         if self.layout.server_counts:
@@ -183,7 +184,7 @@ class ConsumerLink:
 
     async def give_back(self, message: DeliveredMessage) -> None:
         """Return a NORMAL message to its queue on purpose, uncounted: a copy with the same
-        `x-repid-deliveries` replaces it (see `consumer.py`); basic.reject requeue=True
+        `x-repid-deliveries` replaces it (see `_consumer.py`); basic.reject requeue=True
         (which counts once) only if that copy cannot be stored."""
         if not await self._move(message, "", self.queue, self.queue, None):
             await return_to_queue(message)

@@ -23,9 +23,9 @@ from repid.brokers.base import Consumer
 from repid.brokers.delivery import Delivery
 from repid.data import RoutingKey
 from repid.errors import QueueNotDeclaredError, SettleError
-from repid.worker.isolation import SUSPECT_AFTER, Isolation
-from repid.worker.processor import Processor
-from repid.worker.signals import STOP_SIGNALS, StopSignals, install
+from repid.worker._isolation import SUSPECT_AFTER, Isolation
+from repid.worker._processor import Processor
+from repid.worker._signals import STOP_SIGNALS, StopSignals, install
 
 if TYPE_CHECKING:
     from repid.connection import Connection
@@ -198,7 +198,7 @@ class Runner:
 
     async def _handle(self, delivery: Delivery) -> None:
         if self._isolation.blocked:
-            # a suspect runs alone (repid.worker.isolation): hold nothing beside it; it starts
+            # a suspect runs alone (repid.worker._isolation): hold nothing beside it; it starts
             # once this task has ended (a return lost with the process would count)
             try:
                 await self._return(delivery)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
-logger = logging.getLogger("repid.worker.health")
+logger = logging.getLogger("repid.worker._health")
 
 #: connections the kernel may queue before the server accepts them
 ACCEPT_BACKLOG = 1024

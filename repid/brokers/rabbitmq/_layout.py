@@ -5,12 +5,12 @@ Classic (`ClassicLayout`, unchanged from earlier releases): a queue `Q` is the c
 queue `Q` (priorities by RabbitMQ through `x-max-priority`) and `Q:dead`; delays wait in
 the classic levels `repid.delay.q{k}`. A redelivered message (its last delivery ended
 unsettled) is counted by replacing it with a copy whose `x-repid-deliveries` header is one
-higher (see `consumer.py`): classic queues keep no count.
+higher (see `_consumer.py`): classic queues keep no count.
 
 Quorum (`QuorumLayout`): replicated, durable Raft queues. Per repid queue `Q`:
 
 - `Q:high`, `Q` and `Q:low`: one quorum queue per priority level (quorum queues deliver in
-  arrival order only; `levels.py` says how a consumer orders and shares them), each with
+  arrival order only; `_levels.py` says how a consumer orders and shares them), each with
   `x-delivery-limit` = the broker's `max_deliveries`, dead-lettering to `Q:dead`;
 - `Q:dead`, a quorum queue;
 - the broker's own delay levels `repid.qdelay.q{k}` (quorum queues with one fixed
@@ -30,7 +30,7 @@ an ack (its `x-delivery-count` header), so a redelivered message is handed out a
 is, no copy; its count is that header plus its `x-repid-deliveries` header (the deliveries
 counted before a deliberate return, which replaces a message by a copy and so starts the
 server's count again). The worker dead-letters a message, with the reason, at delivery
-`max_deliveries + 1` (`repid.worker.processor`); RabbitMQ's `x-delivery-limit` of
+`max_deliveries + 1` (`repid.worker._processor`); RabbitMQ's `x-delivery-limit` of
 `max_deliveries` lets a message be delivered `max_deliveries + 1` times, so the server's
 count and the worker's agree on the last delivery, and if that one ends unsettled too (the
 worker died before it could dead-letter it) RabbitMQ dead-letters the message itself
@@ -49,7 +49,8 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
-from repid.brokers.rabbitmq import codec, topology
+from repid.brokers.rabbitmq import _codec as codec
+from repid.brokers.rabbitmq import _topology as topology
 
 #: the accepted values of `RabbitMessageBroker(queue_type=...)`
 QUEUE_TYPES = ("classic", "quorum")
@@ -197,7 +198,7 @@ class QuorumLayout(ClassicLayout):
         return LEVEL_PREFETCH_FACTOR * max_unacked
 
     def new_buffer(self) -> asyncio.Queue[Any]:
-        from repid.brokers.rabbitmq.levels import FairPriorityBuffer
+        from repid.brokers.rabbitmq._levels import FairPriorityBuffer
 
         return FairPriorityBuffer()
 

@@ -11,7 +11,7 @@ aio-pika wrapper objects on the hot path.
 
 Two more AMQP headers, outside the parameters, are written by the broker itself:
 `x-repid-deliveries` counts the earlier deliveries of the message that ended unsettled
-(see `consumer.py`), and `x-repid-dead-reason` says why a dead message was dead-lettered;
+(see `_consumer.py`), and `x-repid-dead-reason` says why a dead message was dead-lettered;
 `decode` puts the latter into `params.headers[DEAD_REASON_HEADER]`.
 """
 

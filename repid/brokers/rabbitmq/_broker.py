@@ -1,8 +1,8 @@
 """The RabbitMQ message broker, on aio-pika.
 
-Each of the base module's delivery promises is kept here, in `consumer.py` or in
-`link.py`, and the comment next to the code that keeps it says which. The topology
-(queues, dead-letter exchange, delay levels) is described in `topology.py` and
+Each of the base module's delivery promises is kept here, in `_consumer.py` or in
+`_link.py`, and the comment next to the code that keeps it says which. The topology
+(queues, dead-letter exchange, delay levels) is described in `_topology.py` and
 docs/brokers/rabbitmq.md. Consumers reach the broker only through the `ConsumerLink` it
 gives each of them (`_link`), so its public API is `MessageBroker`'s and its options.
 """
@@ -29,23 +29,28 @@ from repid.brokers.base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_SIZE,
     Consumer,
+    ConsumeRequest,
     MessageBroker,
     RawMessage,
 )
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq import codec, layout, management, topology, v1_migration
-from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
-from repid.brokers.rabbitmq.consumer import (
+from repid.brokers.rabbitmq import _codec as codec
+from repid.brokers.rabbitmq import _layout as layout
+from repid.brokers.rabbitmq import _management as management
+from repid.brokers.rabbitmq import _topology as topology
+from repid.brokers.rabbitmq import v1_migration
+from repid.brokers.rabbitmq._acks import CHANNEL_ERRORS, return_to_queue, settle
+from repid.brokers.rabbitmq._consumer import (
     AmqpHandle,
     RabbitConsumer,
     RabbitConsumerBase,
     RabbitScanConsumer,
 )
-from repid.brokers.rabbitmq.errors import ConnectErrors, PublishErrors, RabbitErrors
-from repid.brokers.rabbitmq.failover import NodeRotation, connect_first
-from repid.brokers.rabbitmq.hosts import HostRing, node_dsns
-from repid.brokers.rabbitmq.link import ConsumerLink, EndedScans
-from repid.brokers.rabbitmq.management import vhost_of
+from repid.brokers.rabbitmq._errors import ConnectErrors, PublishErrors, RabbitErrors
+from repid.brokers.rabbitmq._failover import NodeRotation, connect_first
+from repid.brokers.rabbitmq._hosts import HostRing, node_dsns
+from repid.brokers.rabbitmq._link import ConsumerLink, EndedScans
+from repid.brokers.rabbitmq._management import vhost_of
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import (
     BrokerConnectionError,
@@ -68,7 +73,7 @@ class RabbitMessageBroker(MessageBroker):
     name several nodes: hosts separated by commas in one DSN
     (`amqp://user:password@host1:5672,host2:5672,host3:5672/`), or a list of DSNs, one per
     node. Connecting tries them in order; when the connection is lost, each reconnect tries
-    the next node, and consumers subscribe again on the node reached (see `failover.py`).
+    the next node, and consumers subscribe again on the node reached (see `_failover.py`).
     `dsns` holds one single-host DSN per node; `dsn` is the string given (the first node's
     DSN when a list was given). `consumer_timeout` is
     the delivery-ack timeout to ask for per consumer on RabbitMQ >= 3.12; on older servers
@@ -78,11 +83,11 @@ class RabbitMessageBroker(MessageBroker):
     connection list. `management_url` (e.g. `http://guest:guest@127.0.0.1:15672`) lets
     `queue_stats` report in-flight messages through the management plugin's HTTP API.
     `max_deliveries` is how many deliveries ending unsettled a message may have before the
-    worker dead-letters it (counted in a header, see `consumer.py`); `max_message_size`
+    worker dead-letters it (counted in a header, see `_consumer.py`); `max_message_size`
     bounds a payload (see `MessageBroker.max_message_size`). `queue_type` is "classic"
     (the default, the queues of earlier releases) or "quorum": replicated quorum queues
     with at-least-once dead-lettering and RabbitMQ's own `x-delivery-limit` backing
-    `max_deliveries` (RabbitMQ >= 3.10; see `layout.py` and
+    `max_deliveries` (RabbitMQ >= 3.10; see `_layout.py` and
     docs/scaling/rabbitmq-quorum.md).
     """
 
@@ -110,7 +115,7 @@ class RabbitMessageBroker(MessageBroker):
         self._layout = layout.layout_for(self.queue_type, max_deliveries)
         self.max_deliveries = max_deliveries
         self.max_message_size = max_message_size
-        #: one single-host DSN per node, in the order they are tried (see `hosts.py`)
+        #: one single-host DSN per node, in the order they are tried (see `_hosts.py`)
         self.dsns = node_dsns(dsn)
         self.dsn = dsn if isinstance(dsn, str) else self.dsns[0]
         self._shown_dsn = repr(mask_dsn(dsn)) if isinstance(dsn, str) else repr(
@@ -161,7 +166,7 @@ class RabbitMessageBroker(MessageBroker):
         """Open a robust connection (aio-pika reconnects it, re-opens its channels and
         resumes its consumers after a drop or a broker restart) and a confirm channel.
         With several nodes, the first that answers, and each reconnect tries the next
-        (`failover.py`)."""
+        (`_failover.py`)."""
         async with self._connect_lock:
             if self._connection is not None:
                 return
@@ -299,7 +304,7 @@ class RabbitMessageBroker(MessageBroker):
             topology.DELIVER_EXCHANGE, exchange_type="topic", durable=True,
             arguments={"alternate-exchange": topology.UNROUTABLE_EXCHANGE})
         # This broker's delay levels: the classic ones, or the quorum ones (classic and
-        # quorum queues of one server never share a level queue, see `layout.py`).
+        # quorum queues of one server never share a level queue, see `_layout.py`).
         levels = self._layout
         for level in range(topology.LEVELS):
             await ch.exchange_declare(levels.level_exchange(level), exchange_type="topic",
@@ -338,7 +343,7 @@ class RabbitMessageBroker(MessageBroker):
         name = queue_name
         try:
             async with self._admin_channel() as ch:
-                # Durable queue(s) of this broker's type (`layout.py`): nack dead-letters
+                # Durable queue(s) of this broker's type (`_layout.py`): nack dead-letters
                 # through the dead-letter exchange into `<queue>:dead` (promise 6).
                 for name in self._layout.work_queues(queue_name):
                     await ch.queue_declare(name, durable=True,
@@ -575,7 +580,7 @@ class RabbitMessageBroker(MessageBroker):
         return handle
 
     def _delivery_count(self, handle: Any) -> int:
-        """1 + the message's `x-repid-deliveries` header (see `consumer.py`)."""
+        """1 + the message's `x-repid-deliveries` header (see `_consumer.py`)."""
         if not isinstance(handle, AmqpHandle):
             return 1
         return 1 + handle.earlier_deliveries()
@@ -688,7 +693,7 @@ class RabbitMessageBroker(MessageBroker):
         delivery = self._delivery(key, handle)
         if delivery.category is MessageCategory.NORMAL:
             # Back to the queue as it was, no retry and no delivery counted: a confirmed
-            # copy with the same headers replaces it (see `consumer.py`), or basic.reject
+            # copy with the same headers replaces it (see `_consumer.py`), or basic.reject
             # requeue=True when that copy cannot be stored.
             await self._or_give_back(delivery, "reject", self._move_or_reject(delivery))
         else:
@@ -724,22 +729,16 @@ class RabbitMessageBroker(MessageBroker):
 
     # --- consuming ---
 
-    def _consumer(
-        self,
-        queue_name: str,
-        topics: frozenset[str] | None,
-        max_unacked_messages: int | None,
-        category: MessageCategory,
-        stop_when_empty: bool,
-    ) -> Consumer:
+    def _consumer(self, request: ConsumeRequest) -> Consumer:
         # RabbitMQ cannot filter one queue by topic, so `topics` is not applied here: the
         # worker returns messages of topics it does not handle.
         consumer: RabbitConsumerBase
-        if category is MessageCategory.NORMAL:
-            consumer = RabbitConsumer(self, self._link(queue_name), max_unacked_messages)
+        link = self._link(request.queue_name)
+        if request.category is MessageCategory.NORMAL:
+            consumer = RabbitConsumer(self, link, request.max_unacked_messages)
         else:
-            consumer = RabbitScanConsumer(self, self._link(queue_name), category,
-                                          stop_when_empty)
+            consumer = RabbitScanConsumer(self, link, request.category,
+                                          request.stop_when_empty)
         self._consumers.add(consumer)
         return consumer
 

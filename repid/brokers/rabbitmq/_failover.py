@@ -18,7 +18,7 @@ Nothing is replayed: what a consumer held unsettled on the lost node goes back t
 queue on the cluster (at-least-once), and a publish whose confirm did not arrive raises
 `EnqueueNotConfirmedError` (it may or may not be stored), as with one server. After a
 publish RabbitMQ refused, the broker publishes on a new channel (`_renew_channel` in
-`broker.py`): on RabbitMQ 3.10 a channel reopened while a quorum queue's leader moved can
+`_broker.py`): on RabbitMQ 3.10 a channel reopened while a quorum queue's leader moved can
 go on refusing that queue.
 """
 
@@ -33,7 +33,7 @@ from aio_pika.connection import Connection
 from yarl import URL
 
 from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq.hosts import HostRing, describe
+from repid.brokers.rabbitmq._hosts import HostRing, describe
 from repid.errors import BrokerConnectionError
 
 logger = logging.getLogger("repid.brokers.rabbitmq")

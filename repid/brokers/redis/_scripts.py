@@ -25,7 +25,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 from repid.brokers.redis._client import AnyRedis, CommandHead, Producer
-from repid.brokers.redis.keys import ENQUEUE_KEYS, QueueKey, lua_header
+from repid.brokers.redis._keys import ENQUEUE_KEYS, QueueKey, lua_header
 
 #: at most this many wake-up tokens wait in a queue's wake list
 WAKE_TOKENS_MAX = 64

@@ -2,7 +2,7 @@
 
 `QueueKey` lists them in the order the scripts receive them as KEYS. Everything else is
 derived from it: the key names (`queue_keys`), the positions the Python code reads a key
-list at (`QueueKey.WAKE` ...), and the header `scripts.py` puts in front of every Lua
+list at (`QueueKey.WAKE` ...), and the header `_scripts.py` puts in front of every Lua
 file (`local MSGS, READY0, ... = KEYS[1], KEYS[2], ...`), so no script names a KEYS index.
 
 1. `msgs`     hash, message id -> stored body (`<priority>|<timeout ms>|<json>`)
@@ -25,7 +25,7 @@ All of them share the hash tag `{<queue>}`, so they live in one Redis Cluster sl
 script runs on the one node that owns the queue. The one key outside a queue's slot is the
 index of queue names, `<prefix>:queues` (`index_key`): a set used only to list the queues
 (`queue_names`, the maintenance loop), never by a script, and updated by the Python side
-(see `registry.py`).
+(see `_registry.py`).
 
 ENQUEUE takes only the keys up to `declared` (`ENQUEUE_KEYS`), so a producer sends fewer
 arguments; its header declares only those, and a script that used another would fail

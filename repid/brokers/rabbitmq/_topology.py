@@ -9,7 +9,7 @@ only through the levels whose bit is set, highest first, and the last hop dead-l
 `DELIVER_EXCHANGE`, which routes it by the trailing queue name to the real queue.
 See docs/brokers/rabbitmq.md for the diagram.
 
-A broker with quorum queues (`queue_type="quorum"`, see `layout.py`) has delay levels of
+A broker with quorum queues (`queue_type="quorum"`, see `_layout.py`) has delay levels of
 its own, `repid.qdelay.x{k}` and `repid.qdelay.q{k}` (the `quorum=True` names below), since
 classic and quorum queues of one server must not share a level queue; both sets end in the
 same `DELIVER_EXCHANGE`. Its queue `Q` is one quorum queue per priority level (`Q:high`,

@@ -36,7 +36,7 @@ from repid.data.headers import NO_ACTOR_RETURNS_HEADER, RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
 from repid.message import EagerExit, MessageDependency, describe
-from repid.middleware.chain import NO_ARGS
+from repid.middleware._chain import NO_ARGS
 from repid.retry_policy import compute_retry_delay
 from repid.router import Actor, ActorResult
 from repid.schedule import next_run

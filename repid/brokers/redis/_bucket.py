@@ -4,7 +4,7 @@ A bucket is one string key, `<prefix>:bucket:<id>`, set with `PX` from the bucke
 so Redis itself deletes it when it expires and any process with the DSN can read it (a
 result written by a worker is read by the producer that awaits `job.result`). Every call
 touches that one key, so the broker works on a Redis Cluster as on one server (a
-`redis+cluster://` DSN, or `cluster=True`: see `cluster.py`): each bucket lives on the
+`redis+cluster://` DSN, or `cluster=True`: see `_cluster.py`): each bucket lives on the
 master that owns its key's slot.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from repid.brokers.base import BucketBroker
 from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis._client import AnyRedis, ClientSettings
-from repid.brokers.redis.errors import RedisErrors
+from repid.brokers.redis._errors import RedisErrors
 from repid.data import BucketT, decode_bucket
 from repid.errors import BrokerConnectionError
 

@@ -1,7 +1,7 @@
 """RedisMessageBroker: durable queues in Redis, each state change of a message one Lua script.
 
 How each promise of `repid.brokers.base` is kept (the design is in docs/brokers/redis.md;
-the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
+the parts kept by the consumers are in `_consumer.py`, the scripts' in `lua/`):
 
 1. Confirmed enqueue: `_enqueue` returns only after the ENQUEUE script replied; a lost
    connection raises `EnqueueNotConfirmedError`. The script declares the queue in the same
@@ -9,16 +9,16 @@ the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
    after Redis lost its data; with `require_declared_queues=True` it refuses an undeclared
    queue instead (`QueueNotDeclaredError`), which catches a mistyped name. With
    `confirm_replicas=N` the reply also waits for N replicas to have the message (WAIT on
-   the same connection, `replicas.py`), so a failover cannot lose it; fewer raise.
+   the same connection, `_replicas.py`), so a failover cannot lose it; fewer raise.
 2. At-least-once: TAKE puts each message under a short lease (`lease_time`) in the queue's
    in-flight set; the consumer extends the leases of all it holds every third of a lease
-   until each is settled (`consumer.py`). A settle removes it only if the lease is still
+   until each is settled (`_consumer.py`). A settle removes it only if the lease is still
    the consumer's, and frees the consumer's capacity whatever its outcome (`_settle`).
    Every live broker returns expired leases to the queue once a second
    (`_maintain_loop`), so a killed worker's messages run again within about a lease.
 3. Delays: a delayed message waits in a sorted set scored by its ready time; TAKE and the
    maintenance loop promote it when due, and idle consumers block no longer than until the
-   next ready time (at most a second; `consumer.py`).
+   next ready time (at most a second; `_consumer.py`).
 4. Priorities: one ready list per priority; TAKE serves the highest, with the
    anti-starvation rule written at the top of `lua/take.lua`.
 5. Headers: the parameters are stored whole in the message body, and replaced whole by
@@ -27,11 +27,11 @@ the parts kept by the consumers are in `consumer.py`, the scripts' in `lua/`):
    `reasons` hash; a DEAD consumer reads both (the reason in `DEAD_REASON_HEADER`), and
    `requeue` / `ack` of what it read moves it back / deletes it.
 7. Poison: each message of a TAKE is decoded on its own, and one that fails is
-   dead-lettered alone with its reason (`consumer.py`).
+   dead-lettered alone with its reason (`_consumer.py`).
 8. Deliveries counted: the scripts count per message the leases that ran out
    (`deliveries` hash); TAKE returns that count, and `delivery_count` is one more.
 
-Consumers reach the broker only through the `QueueOps` of their queue (`queue_ops.py`).
+Consumers reach the broker only through the `QueueOps` of their queue (`_queue_ops.py`).
 redis-py's errors become repid's in one place, `errors.RedisErrors`: an enqueue Redis did
 not answer raises `EnqueueNotConfirmedError` (promise 1), any other call
 `BrokerConnectionError`. Every enqueue path refuses a payload over `max_message_size`
@@ -51,11 +51,14 @@ from repid.brokers.base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_SIZE,
     Consumer,
+    ConsumeRequest,
     MessageBroker,
     RawMessage,
 )
 from repid.brokers.dsn import mask_dsn, require_dsn
-from repid.brokers.redis import scripts
+from repid.brokers.redis import _scripts as scripts
+from repid.brokers.redis._background import ConsumerTasks, cancel_requested, loop_closed
+from repid.brokers.redis._batcher import Batcher, Op
 from repid.brokers.redis._client import (
     AnyRedis,
     ClientSettings,
@@ -63,19 +66,17 @@ from repid.brokers.redis._client import (
     Producer,
     make_producer,
 )
-from repid.brokers.redis.background import ConsumerTasks, cancel_requested, loop_closed
-from repid.brokers.redis.batcher import Batcher, Op
-from repid.brokers.redis.cluster import is_cluster_dsn
-from repid.brokers.redis.codec import encode_body, list_priority, ready_ms
-from repid.brokers.redis.consumer import RedisConsumer
-from repid.brokers.redis.errors import CONNECTION_ERRORS, RedisErrors, mapped_error
-from repid.brokers.redis.handle import RedisHandle
-from repid.brokers.redis.keys import ENQUEUE_KEYS, own_keys, queue_keys
-from repid.brokers.redis.part_reader import RedisPartReader
-from repid.brokers.redis.queue_ops import MAX_OPS, QueueOps
-from repid.brokers.redis.registry import QueueRegistry
-from repid.brokers.redis.replicas import CLUSTER_REFUSED, ConfirmedWrites, ReplicaConfirmation
-from repid.brokers.redis.v1_detect import warn_if_v1_data
+from repid.brokers.redis._cluster import is_cluster_dsn
+from repid.brokers.redis._codec import encode_body, list_priority, ready_ms
+from repid.brokers.redis._consumer import RedisConsumer
+from repid.brokers.redis._errors import CONNECTION_ERRORS, RedisErrors, mapped_error
+from repid.brokers.redis._handle import RedisHandle
+from repid.brokers.redis._keys import ENQUEUE_KEYS, own_keys, queue_keys
+from repid.brokers.redis._part_reader import RedisPartReader
+from repid.brokers.redis._queue_ops import MAX_OPS, QueueOps
+from repid.brokers.redis._registry import QueueRegistry
+from repid.brokers.redis._replicas import CLUSTER_REFUSED, ConfirmedWrites, ReplicaConfirmation
+from repid.brokers.redis._v1_detect import warn_if_v1_data
 from repid.brokers.spin import DEFAULT_REPLY_SPIN
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
@@ -117,16 +118,16 @@ class RedisMessageBroker(MessageBroker):
     connection pool.
 
     `dsn` may name Redis behind Sentinel (`redis+sentinel://HOST:PORT,.../SERVICE/DB`, see
-    `sentinel.py`): the broker then follows failovers by itself. `confirm_replicas=N`
+    `_sentinel.py`): the broker then follows failovers by itself. `confirm_replicas=N`
     (default 0: the master's word is enough) makes every enqueue and settle return only
     once N replicas acknowledged it (Redis `WAIT` after the write), raising as for a Redis
     that did not answer when fewer did within `replica_timeout` seconds (default 1.0; see
-    `replicas.py` for what this does and does not promise).
+    `_replicas.py` for what this does and does not promise).
 
     `dsn` may name a Redis Cluster (`redis+cluster://HOST:PORT,HOST:PORT/`, or a plain
-    `redis://` DSN of one node with `cluster=True`; see `cluster.py`): each queue's keys
+    `redis://` DSN of one node with `cluster=True`; see `_cluster.py`): each queue's keys
     share one hash tag, so its scripts run on the one master that owns it, and the index
-    of queue names is the only key outside a queue's slot (`registry.py`).
+    of queue names is the only key outside a queue's slot (`_registry.py`).
     """
 
     system = "redis"
@@ -188,7 +189,7 @@ class RedisMessageBroker(MessageBroker):
         self._settler = Batcher(self._run_settle, max_ops=MAX_OPS)
         self._queue_keys: dict[str, list[str]] = {}
         self._enqueue_heads: dict[str, CommandHead] = {}
-        #: the queues' declared marks and the index of their names (see registry.py)
+        #: the queues' declared marks and the index of their names (see _registry.py)
         self._registry = QueueRegistry(prefix, self._redis)
         #: live consumers and their background tasks, for `disconnect`
         self._tasks = ConsumerTasks()
@@ -279,7 +280,7 @@ class RedisMessageBroker(MessageBroker):
                 self._keys(queue)[:ENQUEUE_KEYS], queue,
                 "1" if self._require_declared else "0")
         result = await scripts.ENQUEUE.run_with_head(producer, head, args)
-        # -1: not declared; unless declared before the per-queue marks existed (registry.py)
+        # -1: not declared; unless declared before the per-queue marks existed (_registry.py)
         if result == -1 and await self._registry.adopt(queue, self._keys(queue)):
             result = await scripts.ENQUEUE.run_with_head(producer, head, args)
         if result == -1:
@@ -409,17 +410,11 @@ class RedisMessageBroker(MessageBroker):
             await self._registry.delete(queue_name, self._keys(queue_name))
         self._queue_keys.pop(queue_name, None)
 
-    def _consumer(
-        self,
-        queue_name: str,
-        topics: frozenset[str] | None,
-        max_unacked_messages: int | None,
-        category: MessageCategory,
-        stop_when_empty: bool,
-    ) -> Consumer:
-        if category is MessageCategory.NORMAL:
-            return RedisConsumer(self, self.queue_ops(queue_name), max_unacked_messages)
-        return RedisPartReader(self, self.queue_ops(queue_name), category, stop_when_empty)
+    def _consumer(self, request: ConsumeRequest) -> Consumer:
+        ops = self.queue_ops(request.queue_name)
+        if request.category is MessageCategory.NORMAL:
+            return RedisConsumer(self, ops, request.max_unacked_messages)
+        return RedisPartReader(self, ops, request.category, request.stop_when_empty)
 
     async def queue_stats(self, queue_name: str) -> dict[str, int]:
         """Counts of the queue's messages: ready, delayed, in_flight (leased), dead; a due
@@ -437,7 +432,7 @@ class RedisMessageBroker(MessageBroker):
         return {"ready": ready, "delayed": delayed, "in_flight": in_flight, "dead": dead}
 
     async def queue_names(self) -> list[str] | None:
-        """The queues in the index of queue names (see registry.py)."""
+        """The queues in the index of queue names (see _registry.py)."""
         with RedisErrors(BrokerConnectionError, "cannot list the declared queues"):
             return await self._registry.names()
 

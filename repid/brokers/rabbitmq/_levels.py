@@ -30,7 +30,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from repid.brokers.rabbitmq.topology import MAX_PRIORITY, priority_level
+from repid.brokers.rabbitmq._topology import MAX_PRIORITY, priority_level
 
 #: a waiting level's message goes first once this many higher-level messages passed it
 STARVATION_LIMIT = 10

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from repid.middleware import hookspecs
-from repid.middleware.chain import HookChain, Wrapper
-from repid.middleware.v1 import (
+from repid.middleware._chain import HookChain, Wrapper
+from repid.middleware._v1 import (
     Subscriber,
     collect,
     make_subscriber,

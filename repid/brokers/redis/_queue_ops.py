@@ -15,13 +15,13 @@ from datetime import timedelta
 from random import random
 from typing import Any, Protocol
 
-from repid.brokers.redis import scripts
+from repid.brokers.redis import _scripts as scripts
+from repid.brokers.redis._background import ConsumerTasks
+from repid.brokers.redis._batcher import Batcher, Op
 from repid.brokers.redis._client import AnyRedis
-from repid.brokers.redis.background import ConsumerTasks
-from repid.brokers.redis.batcher import Batcher, Op
-from repid.brokers.redis.handle import RedisHandle
-from repid.brokers.redis.keys import QueueKey
-from repid.brokers.redis.registry import QueueRegistry
+from repid.brokers.redis._handle import RedisHandle
+from repid.brokers.redis._keys import QueueKey
+from repid.brokers.redis._registry import QueueRegistry
 from repid.errors import QueueNotDeclaredError
 
 logger = logging.getLogger("repid.brokers.redis")
@@ -63,7 +63,7 @@ class QueueOps:
         self._settings = settings
         self._lease_ms = lease_ms
         self._socket_timeout = socket_timeout
-        #: whether the queue is declared, for one its scripts found unmarked (registry.py)
+        #: whether the queue is declared, for one its scripts found unmarked (_registry.py)
         self._registry = registry
 
     def ensure_connected(self) -> None:

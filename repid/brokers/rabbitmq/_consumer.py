@@ -16,14 +16,14 @@ prefetched messages) is the same move with the header unchanged; only when that 
 cannot be stored does it fall back to `basic.reject`, which then counts once (a broker
 fault, not a worker's choice). A returned message goes to the tail of its priority.
 
-With quorum queues (`RabbitMessageBroker(queue_type="quorum")`, see `layout.py`) RabbitMQ
+With quorum queues (`RabbitMessageBroker(queue_type="quorum")`, see `_layout.py`) RabbitMQ
 counts the unsettled deliveries itself (`x-delivery-count`): a redelivered message is
 handed out as it is, counted as that header plus `x-repid-deliveries`, and a deliberate
 return's copy carries that sum in `x-repid-deliveries`. A consumer then subscribes to one
 quorum queue per priority level, and its buffer hands out the highest level first without
-starving the lower ones (`levels.py`).
+starving the lower ones (`_levels.py`).
 
-Pausing (`pause()`, while the worker runs a suspect alone, see `repid.worker.isolation`): the
+Pausing (`pause()`, while the worker runs a suspect alone, see `repid.worker._isolation`): the
 subscription is cancelled, and what was buffered or arrives before the cancel-ok is given
 back (uncounted), so a suspect that kills the process takes nothing else down with it.
 Subscribing and cancelling hold one lock, so a pause never misses a subscription being
@@ -33,7 +33,7 @@ message it delivered to a subscription being cancelled, counted once more).
 new consumers only.)
 
 The consumers reach their broker only through the `ConsumerLink` it gives them
-(`link.py`); the acknowledgements themselves are in `acks.py`.
+(`_link.py`); the acknowledgements themselves are in `_acks.py`.
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ from pamqp.commands import Basic
 from repid.brokers.base import Consumer, MessageBroker
 from repid.brokers.delivery import Delivery
 from repid.brokers.poison import poison_message
-from repid.brokers.rabbitmq import codec, topology
-from repid.brokers.rabbitmq.acks import CHANNEL_ERRORS, return_to_queue, settle
-from repid.brokers.rabbitmq.link import ConsumerLink, poison_reason
+from repid.brokers.rabbitmq import _codec as codec
+from repid.brokers.rabbitmq import _topology as topology
+from repid.brokers.rabbitmq._acks import CHANNEL_ERRORS, return_to_queue, settle
+from repid.brokers.rabbitmq._link import ConsumerLink, poison_reason
 from repid.data import MessageCategory, utcnow
 from repid.errors import BrokerConnectionError, PayloadDecodeError, QueueNotDeclaredError
 
@@ -171,7 +172,7 @@ class RabbitConsumer(RabbitConsumerBase):
         super().__init__(broker, link, MessageCategory.NORMAL)
         self.prefetch = max_unacked_messages or link.settings.default_prefetch
         # In arrival order on classic queues; by priority level with quorum queues
-        # (`levels.py`).
+        # (`_levels.py`).
         self._buffer: asyncio.Queue[Delivery | _Wake | None] = link.layout.new_buffer()
         self._underlay: AbstractChannel | None = None
         #: consumer tags of the subscriptions (one per RabbitMQ queue of `link.sources()`)
@@ -203,7 +204,7 @@ class RabbitConsumer(RabbitConsumerBase):
         try:
             # Prefetch bounded by max_unacked_messages: RabbitMQ never pushes more than
             # this many unsettled messages to this consumer (with quorum queues, twice
-            # this many per priority level: see `levels.py`).
+            # this many per priority level: see `_levels.py`).
             await channel.set_qos(prefetch_count=self._link.layout.level_prefetch(
                 self.prefetch))
             self._timeout_limit = self._link.effective_consumer_timeout()
@@ -380,7 +381,7 @@ class RabbitConsumer(RabbitConsumerBase):
         handle = AmqpHandle(message, MessageCategory.NORMAL, self)
         if message.redelivered:
             # Deliveries counted: its last delivery ended unsettled (see the module; with
-            # quorum queues RabbitMQ counts, see `layout.py`).
+            # quorum queues RabbitMQ counts, see `_layout.py`).
             earlier = await self._link.count_redelivery(message)
             if earlier is None:
                 return  # replaced by a counted copy

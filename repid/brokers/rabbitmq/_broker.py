@@ -573,10 +573,10 @@ class RabbitMessageBroker(MessageBroker):
     # --- settling ---
 
     def _delivery(self, key: RoutingKey, handle: Any) -> AmqpHandle:
+        """The AMQP delivery to settle (a second settle never gets here: the `Delivery`
+        refused it)."""
         if not isinstance(handle, AmqpHandle) or handle.consumer.broker is not self:
             raise ValueError(f"message {key.id_!r} was not consumed from {self!r}")
-        if handle.settled:
-            raise RuntimeError(f"message {key.id_!r} was already settled")
         return handle
 
     def _delivery_count(self, handle: Any) -> int:

@@ -301,10 +301,12 @@ class RedisMessageBroker(MessageBroker):
 
     async def _enqueue(self, key: RoutingKey, payload: str, params: Parameters) -> None:
         op = (key.id_, encode_body(key, payload, params), ready_ms(params))
-        with RedisErrors(EnqueueNotConfirmedError,
-                         "Redis did not confirm the message %r for queue %r",
-                         key.id_, key.queue):
+        try:  # every enqueue: no `RedisErrors` object on this path (as in `_settle`)
             stored = await self._enqueuer.submit(key.queue, [op])
+        except CONNECTION_ERRORS as exc:
+            raise mapped_error(exc, EnqueueNotConfirmedError, lambda: (
+                f"Redis did not confirm the message {key.id_!r} for queue "
+                f"{key.queue!r}")) or exc from exc
         if not stored[0]:
             logger.debug("message %r is already in queue %r; not enqueued again",
                          key.id_, key.queue)

@@ -97,14 +97,6 @@ class CommandHead:
         self.packed = b"".join(parts)
 
 
-async def _open(conn: Any) -> None:
-    """Open `conn` with its own `connect()` unless it is open: a Sentinel-managed
-    connection asks the sentinels for the master's address there, whereas a command sent on
-    a closed connection would open it to its last (or default) address."""
-    if not conn.is_connected:
-        await conn.connect()
-
-
 class HeldConnection:
     """One connection of its own for a caller that mostly sends one command at a time: a
     producer's enqueues.
@@ -185,7 +177,8 @@ class HeldConnection:
         async def _send(self, conn: Any, packed: list[bytes]) -> Any:
             try:
                 async with asyncio.timeout(self._timeout):
-                    await _open(conn)
+                    if not conn.is_connected:  # see `_open`
+                        await conn.connect()
                     await conn.send_packed_command(packed)
                     return await self._reply(conn)
             except TimeoutError as exc:
@@ -194,7 +187,8 @@ class HeldConnection:
                     f"Redis did not answer within {self._timeout} s") from exc
     else:  # no asyncio.timeout: the connection keeps its socket timeout (see _open)
         async def _send(self, conn: Any, packed: list[bytes]) -> Any:
-            await _open(conn)
+            if not conn.is_connected:  # see `_open`
+                await conn.connect()
             await conn.send_packed_command(packed)
             return await self._reply(conn)
 
@@ -210,7 +204,10 @@ class HeldConnection:
 
     def _open(self) -> Any:
         """The held connection: the pool's class and settings, without the socket timeout
-        where `_send` bounds each command itself."""
+        where `_send` bounds each command itself. `_send` opens it with its own `connect()`
+        when it is not open: a Sentinel-managed connection asks the sentinels for the
+        master's address there, whereas a command sent on a closed connection would open
+        it to its last (or default) address."""
         pool = self._client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         if sys.version_info >= (3, 11):

@@ -142,6 +142,7 @@ async def test_unencodable_result_is_retried_then_dead_with_the_reason(
     assert result is not None and result.success is False
 
 
+@pytest.mark.timeout(240)  # six jobs, each allowed a 60 s run of bad luck (see below)
 async def test_two_workers_share_a_queue_each_runs_its_jobs(
         connect: Connect, queue: str) -> None:
     """Why such messages are returned at all; with the default allowance (20 returns) a

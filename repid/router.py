@@ -7,12 +7,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar, overload
 
 from repid.config import Config
 from repid.converter import ConverterT, make_converter
 from repid.dependencies.resolver import Injection, injections_of
 from repid.validation import check_name
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 FnT = TypeVar("FnT", bound=Callable[..., Any])
 
@@ -77,6 +80,27 @@ class Actor:
         return f"Actor(name={self.name!r}, queue={self.queue!r})"
 
 
+class ActorOptions(TypedDict, total=False):
+    """The options `Router.actor(...)` takes, each by keyword and each optional."""
+
+    #: the job name it handles; default: the function's name
+    name: str | None
+    #: the queue its jobs are taken from; default: "default"
+    queue: str
+    #: takes the retry number, returns the delay before that retry (a timedelta or
+    #: seconds); default: the `repid_retry_delay` hooks, answered last by the default
+    #: exponential backoff
+    retry_policy: Callable[[int], Any] | None
+    #: run a sync function in a process pool instead of a thread pool; default: False
+    run_in_process: bool
+    #: the class that turns a job's arguments into the function's (`repid.ConverterT`);
+    #: default: `Config.CONVERTER`
+    converter: type[ConverterT] | None
+    #: dead-letter a message delivered this many times without being settled (a job that
+    #: kills its worker); default: the broker's `max_deliveries`
+    max_deliveries: int | None
+
+
 class Router:
     """A collection of actors. Include routers in a Worker (or in other routers)."""
 
@@ -87,16 +111,7 @@ class Router:
     def actor(self, fn: FnT) -> FnT: ...
 
     @overload
-    def actor(
-        self,
-        *,
-        name: str | None = None,
-        queue: str = "default",
-        retry_policy: Callable[[int], Any] | None = None,
-        run_in_process: bool = False,
-        converter: type[ConverterT] | None = None,
-        max_deliveries: int | None = None,
-    ) -> Callable[[FnT], FnT]: ...
+    def actor(self, **options: Unpack[ActorOptions]) -> Callable[[FnT], FnT]: ...
 
     def actor(
         self,

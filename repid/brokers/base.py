@@ -153,6 +153,16 @@ class MessageBroker(_HasMiddleware, ABC):
     #: take it as `max_message_size=`
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
 
+    def set_limits(self, max_deliveries: int, max_message_size: int) -> None:
+        """Set `max_deliveries` and `max_message_size` from a broker's own arguments,
+        refusing a limit under 1 (`ValueError`)."""
+        for name, limit in (("max_deliveries", max_deliveries),
+                            ("max_message_size", max_message_size)):
+            if limit < 1:
+                raise ValueError(f"{name} is {limit}; give 1 or more")
+        self.max_deliveries = max_deliveries
+        self.max_message_size = max_message_size
+
     @abstractmethod
     async def connect(self) -> None:
         """Open the connection. Idempotent."""

@@ -86,8 +86,7 @@ class InMemoryMessageBroker(MessageBroker):
                  max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
                  require_declared_queues: bool = False) -> None:
         self.queues: dict[str, InMemoryQueue] = {}
-        self.max_deliveries = max_deliveries
-        self.max_message_size = max_message_size
+        self.set_limits(max_deliveries, max_message_size)
         self.require_declared_queues = require_declared_queues
 
     def __repr__(self) -> str:

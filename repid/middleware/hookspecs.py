@@ -212,11 +212,7 @@ def repid_consume(  # type: ignore[empty-body]
 
 @hookspec
 def repid_enqueue(
-    connection: Connection,
-    broker: MessageBroker,
-    queue: str,
-    key: RoutingKey,
-    payload: str,
+    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey, payload: str,
     params: Parameters,
 ) -> None:
     """Around sending a new message, until the broker confirmed it.
@@ -268,14 +264,13 @@ def repid_requeue(
 
 @hookspec
 def repid_ack(
-    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
-    stash: Stash,
+    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey, stash: Stash
 ) -> None:
     """Around acknowledging a message (a settle): it is done and removed from the broker.
 
     :param connection: the `Connection` whose middleware runs the hook.
     :param broker: the message broker.
-    :param queue: the message's queue.
+    :param queue: the queue the message is removed from.
     :param key: the message's `RoutingKey`.
     :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash` reads it too).
     """
@@ -312,8 +307,7 @@ def repid_nack(
 
 @hookspec
 def repid_reject(
-    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey,
-    stash: Stash,
+    connection: Connection, broker: MessageBroker, queue: str, key: RoutingKey, stash: Stash
 ) -> None:
     """Around returning a message to its queue unchanged, no retry counted (a settle):
     a worker stopping past its grace time, a message taken while a suspect runs alone,
@@ -321,45 +315,41 @@ def repid_reject(
 
     :param connection: the `Connection` whose middleware runs the hook.
     :param broker: the message broker.
-    :param queue: the message's queue.
-    :param key: the message's `RoutingKey`.
+    :param queue: the queue the message goes back to, ready at once.
+    :param key: the message's `RoutingKey`, the same on its next delivery.
     :param stash: the plugins' state for this delivery (`delivery.stash`; `key.stash` reads it too).
     """
 
 
 @hookspec
-def repid_queue_declare(
-    connection: Connection, broker: MessageBroker, queue: str
-) -> None:
-    """Around creating a queue with its delayed and dead-letter parts. Idempotent.
+def repid_queue_declare(connection: Connection, broker: MessageBroker, queue: str) -> None:
+    """Around creating a queue with its delayed and dead-letter parts. Idempotent: a
+    worker declares its queues each time it starts, and after a broker lost them.
 
     :param connection: the `Connection` whose middleware runs the hook.
-    :param broker: the message broker.
-    :param queue: the queue's name.
+    :param broker: the message broker that creates the queue.
+    :param queue: the name of the queue to create; its other parts are named after it.
     """
 
 
 @hookspec
-def repid_queue_flush(
-    connection: Connection, broker: MessageBroker, queue: str
-) -> None:
+def repid_queue_flush(connection: Connection, broker: MessageBroker, queue: str) -> None:
     """Around removing every message of a queue: ready, delayed, dead and in flight.
+    The queue stays declared.
 
     :param connection: the `Connection` whose middleware runs the hook.
-    :param broker: the message broker.
-    :param queue: the queue's name.
+    :param broker: the message broker holding the messages.
+    :param queue: the queue to empty.
     """
 
 
 @hookspec
-def repid_queue_delete(
-    connection: Connection, broker: MessageBroker, queue: str
-) -> None:
+def repid_queue_delete(connection: Connection, broker: MessageBroker, queue: str) -> None:
     """Around deleting a queue and everything in it.
 
     :param connection: the `Connection` whose middleware runs the hook.
     :param broker: the message broker.
-    :param queue: the queue's name.
+    :param queue: which queue goes, with its delayed, dead and in-flight messages.
     """
 
 

@@ -16,10 +16,13 @@ from repid import (
     InMemoryBucketBroker,
     InMemoryMessageBroker,
     Job,
+    MessageBroker,
     MessageCategory,
     MessageDependency,
     MessageTooLargeError,
     Queue,
+    RabbitMessageBroker,
+    RedisMessageBroker,
     Router,
     Worker,
 )
@@ -276,6 +279,19 @@ async def test_a_message_over_the_size_limit_is_refused_naming_its_size() -> Non
     assert "max_message_size of 1,000" in str(info.value)
     assert (await Queue(_connection=conn).stats())["ready"] == 1
     assert InMemoryMessageBroker().max_message_size == DEFAULT_MAX_MESSAGE_SIZE == 16 << 20
+
+
+@pytest.mark.parametrize("make", [
+    lambda **limits: InMemoryMessageBroker(**limits),
+    lambda **limits: RedisMessageBroker("redis://127.0.0.1:6379/0", **limits),
+    lambda **limits: RabbitMessageBroker("amqp://guest:guest@127.0.0.1:5672/", **limits),
+], ids=["in_memory", "redis", "rabbitmq"])
+def test_every_broker_refuses_a_limit_under_one(make: Callable[..., MessageBroker]) -> None:
+    for name in ("max_deliveries", "max_message_size"):
+        with pytest.raises(ValueError, match=f"{name} is 0; give 1 or more"):
+            make(**{name: 0})
+    broker = make(max_deliveries=3, max_message_size=1000)
+    assert (broker.max_deliveries, broker.max_message_size) == (3, 1000)
 
 
 def test_max_deliveries_of_an_actor_must_be_positive() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import threading
@@ -11,6 +12,7 @@ import time
 import pytest
 
 from repid import Connection, Job, MessageDependency, Queue, Router, Worker
+from repid.router import ActorOptions
 
 
 def in_another_process(x: int) -> dict[str, int]:
@@ -38,6 +40,16 @@ def test_actor_decorator_returns_function_unchanged_with_and_without_arguments()
     assert router.actors["plain"].is_async is False
     assert router.topics_by_queue == {"default": frozenset({"plain"}),
                                       "q2": frozenset({"other-name"})}
+
+
+def test_actor_options_name_exactly_what_router_actor_takes() -> None:
+    """`ActorOptions` types the keyword form of `Router.actor` for mypy; the
+    implementation's own keywords are what runs, so the two lists must agree."""
+    taken = [parameter.name for parameter in inspect.signature(Router.actor).parameters.values()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert taken == list(ActorOptions.__annotations__)
+    with pytest.raises(TypeError, match="nmae"):
+        Router().actor(nmae="x")  # type: ignore[call-overload]
 
 
 def test_bad_actor_names_and_async_process_actor_are_rejected() -> None:

@@ -28,7 +28,6 @@ from pamqp.commands import Basic
 from repid.brokers.base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_SIZE,
-    Consumer,
     ConsumeRequest,
     MessageBroker,
     RawMessage,
@@ -108,13 +107,10 @@ class RabbitMessageBroker(MessageBroker):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         queue_type: str = "classic",
     ) -> None:
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries is {max_deliveries}; give 1 or more")
+        self.set_limits(max_deliveries, max_message_size)
         #: "classic" or "quorum": the type of every queue this broker declares
         self.queue_type = layout.check_queue_type(queue_type)
         self._layout = layout.layout_for(self.queue_type, max_deliveries)
-        self.max_deliveries = max_deliveries
-        self.max_message_size = max_message_size
         #: one single-host DSN per node, in the order they are tried (see `_hosts.py`)
         self.dsns = node_dsns(dsn)
         self.dsn = dsn if isinstance(dsn, str) else self.dsns[0]
@@ -729,7 +725,7 @@ class RabbitMessageBroker(MessageBroker):
 
     # --- consuming ---
 
-    def _consumer(self, request: ConsumeRequest) -> Consumer:
+    def _consumer(self, request: ConsumeRequest) -> RabbitConsumerBase:
         # RabbitMQ cannot filter one queue by topic, so `topics` is not applied here: the
         # worker returns messages of topics it does not handle.
         consumer: RabbitConsumerBase

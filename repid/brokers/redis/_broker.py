@@ -159,10 +159,7 @@ class RedisMessageBroker(MessageBroker):
                              "20 s, suits most workers)")
         self.lease_time = lease_time
         self._lease_ms = int(lease_time.total_seconds() * 1000)
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries is {max_deliveries}; give 1 or more")
-        self.max_deliveries = max_deliveries
-        self.max_message_size = max_message_size
+        self.set_limits(max_deliveries, max_message_size)
         self.starvation_limit = max(1, starvation_limit)
         self.maintenance_interval = maintenance_interval
         self._settings = ClientSettings(dsn, retries, socket_timeout, socket_connect_timeout,

@@ -348,12 +348,8 @@ class MessageBroker(_HasMiddleware, ABC):
         connection lost while it was held); a message returned on purpose (`reject`,
         `requeue`, a consumer's `finish`) does not count. 1 where the broker cannot tell."""
         if type(message) is Delivery:
-            return self._delivery_count(message.handle)
-        return self._delivery_count(delivery_of(self, message).handle)
-
-    def _delivery_count(self, handle: Any) -> int:
-        """`delivery_count` from the broker's handle of a delivery (None: not consumed)."""
-        return 1
+            return message.delivery_count
+        return delivery_of(self, message).delivery_count
 
     # --- inspection, for the CLI and tests ---
 

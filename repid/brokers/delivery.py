@@ -69,12 +69,12 @@ class DeliveredKey(RoutingKey):
 class Delivery:
     """One delivered message and the calls that settle it (see the module docstring)."""
 
-    __slots__ = ("broker", "category", "handle", "key", "params", "payload", "settled_by",
-                 "stash")
+    __slots__ = ("broker", "category", "delivery_count", "handle", "key", "params", "payload",
+                 "settled_by", "stash")
 
     def __init__(self, broker: MessageBroker, key: DeliveredKey, payload: str,
                  params: Parameters, category: MessageCategory = MessageCategory.NORMAL,
-                 handle: Any = None) -> None:
+                 handle: Any = None, delivery_count: int = 1) -> None:
         object.__setattr__(key, "delivery", self)  # a frozen dataclass: set once, here
         self.broker = broker
         self.key = key
@@ -83,6 +83,10 @@ class Delivery:
         self.category = category
         #: the broker's own reference: a lease, a delivery tag (None: settled by id)
         self.handle = handle
+        #: how many times the message was delivered, this delivery included, counting only
+        #: deliveries that ended unsettled (promise 8 of `repid.brokers.base`); the
+        #: consumer reads it from the broker's handle when it hands the delivery out
+        self.delivery_count = delivery_count
         #: the plugins' state for this delivery (`repid.data.stash`)
         self.stash = Stash()
         #: the settle that took effect ("ack", "nack", ...), None while unsettled
@@ -109,12 +113,6 @@ class Delivery:
     def is_settled(self) -> bool:
         """Whether one of the settle calls was made (whatever the broker answered)."""
         return self.settled_by is not None
-
-    @property
-    def delivery_count(self) -> int:
-        """How many times the message was delivered, this delivery included, counting only
-        deliveries that ended unsettled (promise 8 of `repid.brokers.base`)."""
-        return self.broker.delivery_count(self.key)
 
     def claim(self, action: str) -> None:
         """Mark the delivery settled by `action`; `AlreadySettledError` if it already was.

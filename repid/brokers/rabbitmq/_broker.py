@@ -575,12 +575,6 @@ class RabbitMessageBroker(MessageBroker):
             raise ValueError(f"message {key.id_!r} was not consumed from {self!r}")
         return handle
 
-    def _delivery_count(self, handle: Any) -> int:
-        """1 + the message's `x-repid-deliveries` header (see `_consumer.py`)."""
-        if not isinstance(handle, AmqpHandle):
-            return 1
-        return 1 + handle.earlier_deliveries()
-
     async def _settle(self, delivery: AmqpHandle, what: str, requeue: bool | None) -> None:
         """basic.ack (requeue None) or basic.reject; a closed channel means RabbitMQ has
         already put the message back (at-least-once), which is reported, not hidden."""

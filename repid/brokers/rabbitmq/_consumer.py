@@ -78,8 +78,8 @@ class AmqpHandle:
     category: MessageCategory
     consumer: RabbitConsumerBase
     settled: bool = False
-    #: earlier deliveries that ended unsettled; -1 until read from the header (lazily:
-    #: the worker asks for it once per message, decoding does not)
+    #: earlier deliveries that ended unsettled; -1 until first needed (read from the
+    #: header once, when the delivery is handed out or sent back to the delay levels)
     earlier: int = -1
 
     def alive(self) -> bool:
@@ -401,7 +401,8 @@ class RabbitConsumer(RabbitConsumerBase):
                                          payload, params)
             return
         self._buffer.put_nowait(Delivery(self.broker, key, payload, params,
-                                         MessageCategory.NORMAL, handle))
+                                         MessageCategory.NORMAL, handle,
+                                         1 + handle.earlier_deliveries()))
 
     async def _next(self) -> Delivery:
         if self._channel is None and not self._finished:
@@ -629,7 +630,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
                     self._held.append(message)  # returned where it was when the scan ends
                 continue
             return self._hand_out(Delivery(self.broker, key, payload, params, self.category,
-                                           handle))
+                                           handle, 1 + handle.earlier_deliveries()))
         raise StopAsyncIteration
 
     def _poison(self, message: DeliveredMessage, handle: AmqpHandle,

@@ -389,11 +389,6 @@ class RedisMessageBroker(MessageBroker):
             encode_body(key, payload, params), str(list_priority(key.priority)),
             ready_ms(params)))
 
-    def _delivery_count(self, handle: RedisHandle | None) -> int:
-        """How many times the message was delivered, this time included: one more than the
-        number of its leases that ran out (returned by TAKE with the message)."""
-        return 1 if handle is None else handle.returns + 1
-
     async def _queue_declare(self, queue_name: str) -> None:
         with RedisErrors(BrokerConnectionError, "cannot declare queue %r", queue_name):
             await self._registry.declare(queue_name, self._keys(queue_name))

@@ -327,9 +327,11 @@ def _decode_entry(entry: bytes,
                       ("nack", "inflight", id_b, token, reason))
     try:
         key, payload, params = decode_stored(body)
-        handle = RedisHandle(queue, id_, "inflight", token, consumer, int(returns_b))
+        # delivered once more than its leases that ran out (TAKE returns how many did)
+        returns = int(returns_b)
+        handle = RedisHandle(queue, id_, "inflight", token, consumer, returns)
         return Delivery(consumer.broker, key, payload, params, MessageCategory.NORMAL,
-                        handle), None
+                        handle, returns + 1), None
     except PayloadDecodeError as exc:
         reason = f"the stored message cannot be decoded: {exc}"
         logger.error("message %r in queue %r cannot be decoded (%s); moved to the dead-letter "

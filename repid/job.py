@@ -9,6 +9,14 @@ from datetime import datetime, timedelta
 from random import getrandbits
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
+from repid._validation import (
+    check_cron,
+    check_datetime,
+    check_duration,
+    check_headers,
+    check_id,
+    check_name,
+)
 from repid.app import Repid, resolve_connection
 from repid.data import (
     ArgsBucket,
@@ -25,14 +33,6 @@ from repid.data.parameters import NO_DELAY
 from repid.queue import Queue
 from repid.schedule import first_run
 from repid.serializer import ARGS_BUCKET_MARKER, encode_args
-from repid.validation import (
-    check_cron,
-    check_datetime,
-    check_duration,
-    check_headers,
-    check_id,
-    check_name,
-)
 
 if TYPE_CHECKING:
     from repid.connection import Connection

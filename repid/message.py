@@ -34,7 +34,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from repid.brokers.poison import PoisonKey, refuse_requeue
+from repid.brokers._poison import PoisonKey, refuse_requeue
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey, utcnow
 from repid.data.headers import FATE_HEADERS
 from repid.errors import NoRetriesLeftError
@@ -81,7 +81,7 @@ class Message:
 
     @property
     def is_poison(self) -> bool:
-        """Whether this is a dead message that cannot be decoded (`repid.brokers.poison`):
+        """Whether this is a dead message that cannot be decoded (`repid.brokers._poison`):
         its `raw_payload` is the stored body as text, its `parameters` are default ones
         with the reason in `headers[DEAD_REASON_HEADER]`; it can only be deleted (`ack`),
         `reschedule` and the retries raise `PoisonMessageError`."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
+from repid._validation import check_name
 from repid.app import resolve_connection
 from repid.data import MessageCategory
 from repid.message import Message
-from repid.validation import check_name
 
 if TYPE_CHECKING:
     from repid.connection import Connection

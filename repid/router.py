@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar, overload
 
+from repid._validation import check_name
 from repid.config import Config
 from repid.converter import ConverterT, make_converter
 from repid.dependencies.resolver import Injection, injections_of
-from repid.validation import check_name
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack

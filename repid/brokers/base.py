@@ -31,7 +31,7 @@ Delivery promises of every `MessageBroker`:
    `DEAD_REASON_HEADER`, through the `repid_nack` hook like every dead-lettering
    (`Consumer.poison_nack`); the rest of what was taken with it is handed out, and
    consuming goes on. `consume(category=DEAD)` hands it out as a poison message (its id,
-   its raw body as text, its reason; see `repid.brokers.poison`), which `ack` deletes and
+   its raw body as text, its reason; see `repid.brokers._poison`), which `ack` deletes and
    nothing sends back to the queue.
 8. **Deliveries counted.** `delivery_count(key)` tells how many times a consumed message
    was delivered without being settled, so the worker can dead-letter one that keeps

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import click
 
-from repid.cli.dead import dead_group
-from repid.cli.jobs import jobs_group
-from repid.cli.migrate_v1 import migrate_v1_command
-from repid.cli.queues import queues_group
-from repid.cli.worker import worker_command
+from repid.cli._dead import dead_group
+from repid.cli._jobs import jobs_group
+from repid.cli._migrate_v1 import migrate_v1_command
+from repid.cli._queues import queues_group
+from repid.cli._worker import worker_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

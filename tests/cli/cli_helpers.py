@@ -121,7 +121,7 @@ def metric_total(text: str, name: str, **labels: str) -> float:
 
 async def _enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]], actor: str) -> None:
     from repid import Connection, Job
-    from repid.cli.loading import message_broker_from_dsn
+    from repid.cli._loading import message_broker_from_dsn
 
     connection = Connection(message_broker_from_dsn(dsn))
     await connection.connect()
@@ -138,7 +138,7 @@ def enqueue(dsn: str, queue: str, jobs: list[dict[str, Any]], actor: str = "work
 
 
 async def _declare(dsn: str, queue: str) -> None:
-    from repid.cli.loading import message_broker_from_dsn
+    from repid.cli._loading import message_broker_from_dsn
 
     broker = message_broker_from_dsn(dsn)
     await broker.connect()
@@ -154,7 +154,7 @@ def declare_queue(dsn: str, queue: str) -> None:
 
 
 async def _stats(dsn: str, queue: str) -> dict[str, int]:
-    from repid.cli.loading import message_broker_from_dsn
+    from repid.cli._loading import message_broker_from_dsn
 
     broker = message_broker_from_dsn(dsn)
     await broker.connect()
@@ -210,7 +210,7 @@ class PrivateRedis:
 
 
 async def _delete(dsn: str, queue: str) -> None:
-    from repid.cli.loading import message_broker_from_dsn
+    from repid.cli._loading import message_broker_from_dsn
 
     broker = message_broker_from_dsn(dsn)
     await broker.connect()

@@ -52,7 +52,7 @@ def python_m_repid(*args: str, env: dict[str, str]) -> subprocess.CompletedProce
 
 async def _dead_letter(dsn: str, queue: str, count: int) -> None:
     """Take `count` ready messages and dead-letter them with a reason."""
-    from repid.cli.loading import message_broker_from_dsn
+    from repid.cli._loading import message_broker_from_dsn
 
     broker = message_broker_from_dsn(dsn)
     connection = Connection(broker)
@@ -124,7 +124,7 @@ def test_queues_list_says_when_rabbitmq_cannot_list(amqp_dsn: str) -> None:
 
 
 def test_escaped_and_shortened_arguments() -> None:
-    from repid.cli.render import shorten
+    from repid.cli._render import shorten
 
     assert shorten("a\nb\x1b[31m") == "a\\nb\\x1b[31m"
     cut = shorten("x" * 200)

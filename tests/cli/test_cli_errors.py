@@ -11,7 +11,7 @@ from cli_helpers import APP, ROOT, cli_env, free_port, repid_command
 from click.testing import CliRunner, Result
 
 from repid.cli import main
-from repid.cli.loading import connection_from_env
+from repid.cli._loading import connection_from_env
 
 SECRET = "s3cr3t-pa55"
 

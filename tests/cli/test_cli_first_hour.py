@@ -18,9 +18,9 @@ from click.testing import CliRunner, Result
 from repid import Connection, InMemoryMessageBroker, Parameters, Queue, RoutingKey
 from repid.brokers.base import DEAD_REASON_HEADER
 from repid.cli import main
-from repid.cli.dead import dead_json, dead_line, detail_line
-from repid.cli.jobs import parse_args
-from repid.cli.loading import CliError, connect, parse_queues
+from repid.cli._dead import dead_json, dead_line, detail_line
+from repid.cli._jobs import parse_args
+from repid.cli._loading import CliError, connect, parse_queues
 from repid.errors import BrokerConnectionError
 
 MEMORY = {"REPID_BROKER_DSN": "memory://"}

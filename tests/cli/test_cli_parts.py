@@ -9,10 +9,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from repid.cli import main
-from repid.cli.loading import safe_dsn, scrub
-from repid.cli.queues import stats_table
-from repid.cli.reload import changed_file, snapshot
-from repid.cli.supervisor import describe_exit
+from repid.cli._loading import safe_dsn, scrub
+from repid.cli._queues import stats_table
+from repid.cli._reload import changed_file, snapshot
+from repid.cli._supervisor import describe_exit
 
 
 def test_scrub_masks_the_dsn_and_its_password_anywhere() -> None:

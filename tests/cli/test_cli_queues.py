@@ -36,7 +36,7 @@ def stats(dsn: str, queue: str) -> dict[str, int]:
 
 async def _dead_letter(dsn: str, queue: str, reasons: list[str | None]) -> None:
     """Take ready messages and dead-letter one per reason (None: no reason given)."""
-    from repid.cli.loading import message_broker_from_dsn
+    from repid.cli._loading import message_broker_from_dsn
 
     broker = message_broker_from_dsn(dsn)
     connection = Connection(broker)

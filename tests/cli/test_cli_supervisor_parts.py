@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from repid.cli.supervisor import (
+from repid.cli._supervisor import (
     MAX_REPORT_BYTES,
     RESTART_RESET_SECONDS,
     Backoff,

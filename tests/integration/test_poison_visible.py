@@ -19,8 +19,8 @@ import pytest
 from redis.asyncio import Redis
 
 from repid import Connection, MessageCategory, Parameters, Queue, RoutingKey
+from repid.brokers._poison import PoisonMessageError
 from repid.brokers.base import DEAD_REASON_HEADER, MessageBroker
-from repid.brokers.poison import PoisonMessageError
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.brokers.rabbitmq._codec import HEADER_PARAMS
 from repid.brokers.redis import RedisMessageBroker

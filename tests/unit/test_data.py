@@ -20,7 +20,7 @@ from repid import (
     RoutingKey,
     default_retry_policy_factory,
 )
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.data import DelayProperties, ResultProperties, RetriesProperties, decode_bucket
 from repid.schedule import first_run, next_cron_time, next_run
 from repid.serializer import encode_args, to_json

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from repid import RabbitMessageBroker, RedisBucketBroker, RedisMessageBroker
-from repid.brokers.dsn import SCHEMES
+from repid.brokers._dsn import SCHEMES
 
 RABBIT_NEEDS = ("RabbitMessageBroker connects to RabbitMQ and needs a RabbitMQ DSN (amqp://, "
                 "amqps://), such as 'amqp://guest:guest@localhost:5672/', but its dsn ")

@@ -8,9 +8,9 @@ import logging
 import pytest
 
 from repid import Connection, Job, MessageCategory, Router
-from repid.brokers.dsn import dsn_secrets, mask_dsn
+from repid._validation import check_datetime, check_duration
+from repid.brokers._dsn import dsn_secrets, mask_dsn
 from repid.converter import ArgumentsError, DefaultConverter
-from repid.validation import check_datetime, check_duration
 
 SECRET = "sk-live-5ecr3t-VALUE"
 
@@ -113,7 +113,7 @@ async def test_a_job_with_bad_arguments_is_dead_and_no_log_shows_the_value(
 
 
 def test_cli_scrub_masks_query_string_credentials() -> None:
-    from repid.cli.loading import scrub
+    from repid.cli._loading import scrub
 
     env = {"REPID_BROKER_DSN": "redis://127.0.0.1:6379/0?password=hunter2-secret&db=1"}
     text = scrub("connect failed: password=hunter2-secret rejected (hunter2-secret)", env)

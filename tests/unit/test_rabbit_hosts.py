@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from repid import RabbitMessageBroker
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.rabbitmq._hosts import HostRing, node_dsns
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from repid import RedisMessageBroker
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.redis._sentinel import DEFAULT_SENTINEL_PORT, parse_sentinel_dsn
 
 

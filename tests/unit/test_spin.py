@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from repid.brokers.spin import Spin
+from repid.brokers._spin import Spin
 
 
 async def _cpu_while_sleeping(seconds: float) -> float:

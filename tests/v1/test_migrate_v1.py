@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from repid import Connection, Job, Queue, RedisBucketBroker, Repid, Router, Worker
-from repid.brokers import v1_format
+from repid.brokers import _v1_format as v1_format
 from repid.cli import main
 from repid.data import ArgsBucket, MessageCategory, ResultBucket
 from repid.errors import QueueDeclareError

@@ -25,6 +25,7 @@ from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelClosed, ChannelNotFoundEntity, DeliveryError
 from pamqp.commands import Basic
 
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -32,7 +33,6 @@ from repid.brokers.base import (
     MessageBroker,
     RawMessage,
 )
-from repid.brokers.dsn import mask_dsn
 from repid.brokers.rabbitmq import _codec as codec
 from repid.brokers.rabbitmq import _layout as layout
 from repid.brokers.rabbitmq import _management as management

@@ -51,9 +51,9 @@ from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
+from repid.brokers._poison import poison_message
 from repid.brokers.base import Consumer, MessageBroker
 from repid.brokers.delivery import Delivery
-from repid.brokers.poison import poison_message
 from repid.brokers.rabbitmq import _codec as codec
 from repid.brokers.rabbitmq import _topology as topology
 from repid.brokers.rabbitmq._acks import CHANNEL_ERRORS, return_to_queue, settle
@@ -525,7 +525,7 @@ class RabbitScanConsumer(RabbitConsumerBase):
     """DELAYED or DEAD messages of one queue, read with basic.get.
 
     DEAD reads `<queue>:dead`, and hands out a message there that cannot be decoded as a
-    poison message (`repid.brokers.poison`: its correlation_id, its AMQP body as text, its
+    poison message (`repid.brokers._poison`: its correlation_id, its AMQP body as text, its
     `x-repid-dead-reason`, else why it cannot be decoded now), which `ack` deletes. DELAYED
     reads the shared delay-level queues and hands out only the messages bound for this
     queue; one that cannot be decoded is dead-lettered. Every other message read (one held

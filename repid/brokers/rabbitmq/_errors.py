@@ -36,7 +36,7 @@ from aiormq.exceptions import (
     PublishError,
 )
 
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.rabbitmq._acks import CHANNEL_ERRORS
 from repid.brokers.rabbitmq._management import vhost_of
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError

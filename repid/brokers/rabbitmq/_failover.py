@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractConnection
 from aio_pika.connection import Connection
 from yarl import URL
 
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.rabbitmq._hosts import HostRing, describe
 from repid.errors import BrokerConnectionError
 

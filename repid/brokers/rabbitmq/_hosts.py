@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from repid.brokers.dsn import check_scheme, mask_dsn, require_dsn, split_netloc
+from repid.brokers._dsn import check_scheme, mask_dsn, require_dsn, split_netloc
 from repid.brokers.rabbitmq._management import vhost_of
 
 OWNER = "RabbitMessageBroker"

@@ -14,7 +14,7 @@ import logging
 import urllib.request
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.rabbitmq._topology import DEAD_EXCHANGE
 from repid.errors import BrokerConnectionError
 

@@ -42,17 +42,17 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import AMQPError, ChannelClosed, ChannelNotFoundEntity
 from pamqp.commands import Basic
 
-from repid.brokers.dsn import mask_dsn
-from repid.brokers.rabbitmq import _codec as codec
-from repid.brokers.rabbitmq import _topology as topology
-from repid.brokers.v1_format import (
+from repid.brokers._dsn import mask_dsn
+from repid.brokers._v1_format import (
     V1_DEAD_REASON,
     V1Message,
     convert_message,
     parse_params,
     v1_ready_at,
 )
-from repid.brokers.v1_report import Budget, QueueReport
+from repid.brokers._v1_report import Budget, QueueReport
+from repid.brokers.rabbitmq import _codec as codec
+from repid.brokers.rabbitmq import _topology as topology
 from repid.data import Parameters
 from repid.errors import BrokerConnectionError, PayloadDecodeError, RepidError
 

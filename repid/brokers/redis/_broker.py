@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+from repid.brokers._dsn import mask_dsn, require_dsn
+from repid.brokers._spin import DEFAULT_REPLY_SPIN
 from repid.brokers.base import (
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -55,7 +57,6 @@ from repid.brokers.base import (
     MessageBroker,
     RawMessage,
 )
-from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis import _scripts as scripts
 from repid.brokers.redis._background import ConsumerTasks, cancel_requested, loop_closed
 from repid.brokers.redis._batcher import Batcher, Op
@@ -77,7 +78,6 @@ from repid.brokers.redis._queue_ops import MAX_OPS, QueueOps
 from repid.brokers.redis._registry import QueueRegistry
 from repid.brokers.redis._replicas import CLUSTER_REFUSED, ConfirmedWrites, ReplicaConfirmation
 from repid.brokers.redis._v1_detect import warn_if_v1_data
-from repid.brokers.spin import DEFAULT_REPLY_SPIN
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError, QueueNotDeclaredError
 
@@ -111,7 +111,7 @@ class RedisMessageBroker(MessageBroker):
     `max_message_size` bounds a payload (see `MessageBroker.max_message_size`).
     `starvation_limit` is K of the anti-starvation rule (see `lua/take.lua`). `reply_spin`
     is how long (seconds, 0: never) an enqueue keeps the event loop polling for Redis's
-    reply before it lets the loop sleep (see `repid.brokers.spin`). `retries`,
+    reply before it lets the loop sleep (see `repid.brokers._spin`). `retries`,
     `socket_timeout` and `socket_connect_timeout` tune redis-py's reconnects;
     `max_connections` (default 256) and `pool_timeout` (default 30 s) size the connection
     pool commands wait on (see `_client.make_client`); any other keyword goes to redis-py's

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from repid.brokers._dsn import mask_dsn, require_dsn
 from repid.brokers.base import BucketBroker
-from repid.brokers.dsn import mask_dsn, require_dsn
 from repid.brokers.redis._client import AnyRedis, ClientSettings
 from repid.brokers.redis._errors import RedisErrors
 from repid.data import BucketT, decode_bucket

@@ -17,7 +17,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
+from repid.brokers._spin import DEFAULT_REPLY_SPIN, Spin
 from repid.brokers.redis._cluster import (
     ClusterProducer,
     discover,
@@ -29,7 +30,6 @@ from repid.brokers.redis._errors import CONNECTION_ERRORS as CONNECTION_ERRORS
 from repid.brokers.redis._errors import RedisErrors, login_refused, password_ignored
 from repid.brokers.redis._options import client_options
 from repid.brokers.redis._sentinel import is_sentinel_dsn, sentinel_pool
-from repid.brokers.spin import DEFAULT_REPLY_SPIN, Spin
 from repid.errors import BrokerConnectionError
 
 #: most connections one client opens, unless the caller chooses (`max_connections=`)
@@ -115,7 +115,7 @@ class HeldConnection:
     its reply goes through the pool as usual.
 
     While it waits for a reply it keeps the event loop polling for up to `spin` seconds
-    (`repid.brokers.spin`) before the loop may sleep: a sequential producer otherwise
+    (`repid.brokers._spin`) before the loop may sleep: a sequential producer otherwise
     waits out a thread wake-up per enqueue, longer than Redis takes to answer.
     """
 

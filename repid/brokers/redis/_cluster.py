@@ -24,7 +24,7 @@ Differences from the one-server client, each one redis-py's cluster client's:
 
 A login Redis refuses fails at once (the login is checked on the first node the DSN lists
 that answers, as on one server: `_client.check_pool_login`). The DSN is only ever shown
-masked (`repid.brokers.dsn.mask_dsn`).
+masked (`repid.brokers._dsn.mask_dsn`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import RedisClusterException
 
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.redis._options import client_options
 from repid.errors import BrokerConnectionError
 

@@ -32,7 +32,7 @@ class RedisHandle:
     #: part yields it again if it comes back there
     moved: bool = False
     #: a poison message's id as Redis stores it (`id_` shows bytes that are not UTF-8
-    #: escaped, see `repid.brokers.poison`): what its settle names
+    #: escaped, see `repid.brokers._poison`): what its settle names
     stored_id: bytes | None = None
 
     def release(self) -> None:

@@ -7,7 +7,7 @@ queue (ready at the new parameters' time), `nack` (of a delayed message) dead-le
 6. Dead letters: each dead message is read with the reason it was dead-lettered, if one was
    given, in `params.headers[DEAD_REASON_HEADER]`.
 7. Poison: ids and bodies are read undecoded and each message decoded on its own. A dead
-   one that cannot be decoded is handed out as a poison message (`repid.brokers.poison`):
+   one that cannot be decoded is handed out as a poison message (`repid.brokers._poison`):
    its id, its stored body as text (`<priority>|<timeout ms>|<json>` as stored, "" when
    there is none), and its stored reason (else why it cannot be decoded now); `ack`
    deletes it. A dead id is one with a body or a reason: every dead-lettering of repid
@@ -36,9 +36,9 @@ import itertools
 import logging
 from collections import deque
 
+from repid.brokers._poison import poison_message, show_raw
 from repid.brokers.base import DEAD_REASON_HEADER, Consumer, MessageBroker
 from repid.brokers.delivery import Delivery
-from repid.brokers.poison import poison_message, show_raw
 from repid.brokers.redis._batcher import Op
 from repid.brokers.redis._client import CONNECTION_ERRORS
 from repid.brokers.redis._codec import decode_stored, short_reason

@@ -35,7 +35,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 
 #: the DSN scheme of Redis behind Sentinel
 SCHEME = "redis+sentinel"

@@ -39,12 +39,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from repid.brokers.dsn import mask_dsn
-from repid.brokers.redis._client import ClientSettings
-from repid.brokers.redis._codec import encode_body, ready_ms
-from repid.brokers.redis._keys import QueueKey, index_key, queue_keys
-from repid.brokers.redis._scripts import Script, assemble
-from repid.brokers.v1_format import (
+from repid.brokers._dsn import mask_dsn
+from repid.brokers._v1_format import (
     V1_DEAD_REASON,
     V1Message,
     convert_bucket,
@@ -52,7 +48,11 @@ from repid.brokers.v1_format import (
     parse_params,
     v1_bucket_kind,
 )
-from repid.brokers.v1_report import BucketReport, Budget, QueueReport
+from repid.brokers._v1_report import BucketReport, Budget, QueueReport
+from repid.brokers.redis._client import ClientSettings
+from repid.brokers.redis._codec import encode_body, ready_ms
+from repid.brokers.redis._keys import QueueKey, index_key, queue_keys
+from repid.brokers.redis._scripts import Script, assemble
 from repid.errors import BrokerConnectionError, PayloadDecodeError
 
 MIGRATE = Script("migrate_v1", assemble("migrate_v1", ["base"]))

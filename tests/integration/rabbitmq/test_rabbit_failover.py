@@ -32,7 +32,7 @@ import pytest
 from rabbit_helpers import key, params, take, unique
 
 from repid import Connection, Job, Router, Worker
-from repid.brokers.dsn import mask_dsn
+from repid.brokers._dsn import mask_dsn
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.errors import BrokerConnectionError, EnqueueNotConfirmedError
 from tests.servers.rabbit_cluster import PrivateRabbitCluster, available

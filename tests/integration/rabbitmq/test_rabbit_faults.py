@@ -17,8 +17,8 @@ import pytest
 from rabbit_helpers import broker, drain, key, nothing_within, params, queue, take, unique
 
 from repid import Connection, Job, Router, Worker
+from repid.brokers._poison import PoisonKey
 from repid.brokers.base import DEAD_REASON_HEADER
-from repid.brokers.poison import PoisonKey
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.brokers.rabbitmq import _topology as topology
 from repid.brokers.rabbitmq._codec import HEADER_PARAMS

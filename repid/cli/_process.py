@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 
 from repid.app import Repid
-from repid.cli.loading import (
+from repid.cli._loading import (
     CliError,
     connect,
     describe,
@@ -31,7 +31,7 @@ from repid.cli.loading import (
     load_worker,
     register_plugins,
 )
-from repid.cli.supervisor import HEARTBEAT_SECONDS, READY_FD_ENV, SUPERVISOR_PID_ENV, report_line
+from repid.cli._supervisor import HEARTBEAT_SECONDS, READY_FD_ENV, SUPERVISOR_PID_ENV, report_line
 from repid.connection import Connection
 from repid.middleware import hookimpl
 from repid.worker import Worker

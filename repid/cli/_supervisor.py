@@ -39,11 +39,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from repid.cli.reload import changed_file, snapshot
+from repid.cli._reload import changed_file, snapshot
 from repid.worker._health import HttpServer, Route, ServerThread
 from repid.worker._signals import STOP_SIGNALS, StopSignals, install
 
-logger = logging.getLogger("repid.cli.supervisor")
+logger = logging.getLogger("repid.cli._supervisor")
 
 READY_FD_ENV = "_REPID_READY_FD"
 SUPERVISOR_PID_ENV = "_REPID_SUPERVISOR_PID"

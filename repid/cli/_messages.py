@@ -10,7 +10,7 @@ from typing import Any
 
 from repid.brokers.base import DEAD_REASON_HEADER, MessageBroker
 from repid.brokers.delivery import Delivery
-from repid.cli.render import iso, shorten, when
+from repid.cli._render import iso, shorten, when
 from repid.connection import Connection
 from repid.data import MessageCategory, Parameters, ResultBucket, RoutingKey
 from repid.message import Message

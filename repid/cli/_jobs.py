@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from repid.brokers.poison import PoisonKey
-from repid.cli.dead import POISON_JOB, with_poison
-from repid.cli.loading import CliError
-from repid.cli.messages import (
+from repid.brokers._poison import PoisonKey
+from repid.cli._dead import POISON_JOB, with_poison
+from repid.cli._loading import CliError
+from repid.cli._messages import (
     PART_NAMES,
     Found,
     dead_reason,
@@ -24,8 +24,8 @@ from repid.cli.messages import (
     result_lines,
     stored_result,
 )
-from repid.cli.render import echo_json, shorten
-from repid.cli.session import app_option, bind, json_option, make_queue, run_with
+from repid.cli._render import echo_json, shorten
+from repid.cli._session import app_option, bind, json_option, make_queue, run_with
 from repid.connection import Connection
 from repid.errors import QueueNotDeclaredError
 from repid.job import Job

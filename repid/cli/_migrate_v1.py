@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from repid.brokers.v1_report import BucketReport, Budget, QueueReport
-from repid.cli.loading import (
+from repid._validation import check_name
+from repid.brokers._v1_report import BucketReport, Budget, QueueReport
+from repid.cli._loading import (
     ARGS_BUCKET_ENV,
     BROKER_ENV,
     MESSAGE_SCHEMES,
@@ -25,9 +26,8 @@ from repid.cli.loading import (
     CliError,
     safe_dsn,
 )
-from repid.cli.logs import quiet_logging
+from repid.cli._logs import quiet_logging
 from repid.errors import RepidError
-from repid.validation import check_name
 
 Output = Callable[[str], None]
 

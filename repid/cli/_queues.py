@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from repid.cli.loading import CliError
-from repid.cli.render import count, echo_json, table
-from repid.cli.session import app_option, bind, json_option, make_queues, run_with
+from repid.cli._loading import CliError
+from repid.cli._render import count, echo_json, table
+from repid.cli._session import app_option, bind, json_option, make_queues, run_with
 from repid.connection import Connection
 
 STATS_COLUMNS = ("ready", "delayed", "in_flight", "dead")

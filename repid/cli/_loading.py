@@ -1,7 +1,7 @@
 """What the command line names: import paths, and connections built from DSN variables.
 
 Every problem here becomes a `CliError`: one line on stderr and exit code 2. A DSN is
-only ever shown masked (`repid.brokers.dsn.mask_dsn`).
+only ever shown masked (`repid.brokers._dsn.mask_dsn`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import click
 
 from repid.app import Repid
+from repid.brokers._dsn import dsn_secrets, mask_dsn
 from repid.brokers.base import BucketBroker, MessageBroker
-from repid.brokers.dsn import dsn_secrets, mask_dsn
 from repid.brokers.in_memory import InMemoryBucketBroker, InMemoryMessageBroker
 from repid.connection import Connection
 from repid.errors import BrokerConnectionError

@@ -9,8 +9,8 @@ from typing import TypeVar
 
 import click
 
-from repid.cli.loading import CliError, connect, load_connection
-from repid.cli.logs import quiet_logging
+from repid.cli._loading import CliError, connect, load_connection
+from repid.cli._logs import quiet_logging
 from repid.connection import Connection
 from repid.errors import QueueNotDeclaredError, RepidError
 from repid.queue import Queue

@@ -14,7 +14,7 @@ import tempfile
 import click
 
 from repid.brokers.in_memory import InMemoryMessageBroker
-from repid.cli.loading import (
+from repid.cli._loading import (
     CliError,
     connect,
     load_connection,
@@ -22,10 +22,10 @@ from repid.cli.loading import (
     parse_queues,
     register_plugins,
 )
-from repid.cli.logs import configure_logging
-from repid.cli.process import WorkerOptions, pidfile, run_in_process
-from repid.cli.session import APP_ENV
-from repid.cli.supervisor import Supervisor, SupervisorSettings
+from repid.cli._logs import configure_logging
+from repid.cli._process import WorkerOptions, pidfile, run_in_process
+from repid.cli._session import APP_ENV
+from repid.cli._supervisor import Supervisor, SupervisorSettings
 from repid.connection import Connection
 
 logger = logging.getLogger("repid.cli")

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from repid.cli.loading import CliError
-from repid.cli.messages import dead_reason, message_json, result_id, scan
-from repid.cli.render import echo_json, shorten, when
-from repid.cli.session import app_option, bind, json_option, make_queue, run_with
+from repid.cli._loading import CliError
+from repid.cli._messages import dead_reason, message_json, result_id, scan
+from repid.cli._render import echo_json, shorten, when
+from repid.cli._session import app_option, bind, json_option, make_queue, run_with
 from repid.connection import Connection
 from repid.data import MessageCategory
 from repid.message import Message

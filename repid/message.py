@@ -126,7 +126,7 @@ class Message:
         refuse_requeue(self.key, "retry")
         if delay is None:
             delay = compute_retry_delay(self.connection, self.actor, self.key,
-                                        self.parameters, None)
+                                        self.parameters, None, self.delivery.stash)
         elif not isinstance(delay, timedelta):
             delay = timedelta(seconds=delay)
         await self.delivery.requeue(self.parameters.with_retry(delay), "retry",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from repid.data import Parameters, RoutingKey
+from repid.data import Parameters, RoutingKey, Stash
 from repid.middleware import hookimpl
 
 if TYPE_CHECKING:
@@ -72,15 +72,17 @@ class DefaultRetryPolicy:
 
 
 def compute_retry_delay(connection: Connection, actor: Any, key: RoutingKey,
-                        params: Parameters, exception: BaseException | None) -> timedelta:
+                        params: Parameters, exception: BaseException | None,
+                        stash: Stash) -> timedelta:
     """The wait before the next attempt: the actor's own `retry_policy` if it has one,
-    else the first plugin answering `repid_retry_delay`."""
+    else the first plugin answering `repid_retry_delay` (`stash`: the delivery's)."""
     policy = getattr(actor, "retry_policy", None)
     if policy is not None:
         return to_timedelta(policy(params.retries.already_tried + 1),
                             f"retry_policy of actor {actor.name!r}")
     value = connection.middleware.call_first(
-        "repid_retry_delay", actor=actor, key=key, params=params, exception=exception)
+        "repid_retry_delay", actor=actor, key=key, params=params, exception=exception,
+        stash=stash)
     if value is None:
         return timedelta(0)
     return to_timedelta(value, "a repid_retry_delay plugin")

@@ -435,6 +435,7 @@ def repid_should_retry(
     key: RoutingKey,
     params: Parameters,
     exception: BaseException,
+    stash: Stash,
 ) -> bool | None:
     """Whether a failed run may be retried; asked only when the job has retries left.
 
@@ -446,6 +447,8 @@ def repid_should_retry(
     :param key: the message's `RoutingKey`.
     :param params: the message's `Parameters` (of the failed run).
     :param exception: what the run raised (`repid.ActorTimeoutError` for a timeout).
+    :param stash: the plugins' state for this delivery, as the around hooks of the same
+        run left it (e.g. what a wrapper of `repid_actor_run` recorded).
     """
 
 
@@ -456,6 +459,7 @@ def repid_retry_delay(
     key: RoutingKey,
     params: Parameters,
     exception: BaseException | None,
+    stash: Stash,
 ) -> timedelta | float | None:
     """How long to wait before the next attempt, as a timedelta or seconds.
 
@@ -469,6 +473,7 @@ def repid_retry_delay(
     :param params: the `Parameters` of the failed run; this is retry number
         `params.retries.already_tried + 1`.
     :param exception: what the run raised; None for an eager `msg.retry()`.
+    :param stash: the delivery's stash, which a plugin may read to choose the delay.
     """
 
 

@@ -31,7 +31,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from repid.data import Parameters, ResultBucket, RoutingKey, utcnow
+from repid.data import Parameters, ResultBucket, RoutingKey, Stash, utcnow
 from repid.data.headers import NO_ACTOR_RETURNS_HEADER, RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
@@ -356,9 +356,11 @@ class Processor:
                          ids(key, params), actor.name, exc)
             await delivery.nack(f"cannot be processed: {exc}")
             return
-        retry_allowed = params.retries.left > 0 and self._may_retry(actor, key, params, exc)
+        retry_allowed = (params.retries.left > 0
+                         and self._may_retry(actor, key, params, exc, delivery.stash))
         if retry_allowed:
-            delay = compute_retry_delay(self.connection, actor, key, params, exc)
+            delay = compute_retry_delay(self.connection, actor, key, params, exc,
+                                        delivery.stash)
             logger.warning("actor %r failed on message %s (try %d of %d): %s; retrying in %s",
                            actor.name, ids(key, params), params.retries.already_tried + 1,
                            params.retries.max_amount + 1, describe(exc), delay)
@@ -376,9 +378,10 @@ class Processor:
             await delivery.nack(f"{why}; last error: {describe(exc)}")
 
     def _may_retry(self, actor: Actor, key: RoutingKey, params: Parameters,
-                   exc: BaseException) -> bool:
+                   exc: BaseException, stash: Stash) -> bool:
         answer = self.connection.middleware.call_first(
-            "repid_should_retry", actor=actor, key=key, params=params, exception=exc)
+            "repid_should_retry", actor=actor, key=key, params=params, exception=exc,
+            stash=stash)
         return answer is not False
 
 

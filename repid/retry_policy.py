@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from repid.data import Parameters, RoutingKey, Stash
-from repid.middleware import hookimpl
+from repid.middleware import hookimpl, hookspecs
 
 if TYPE_CHECKING:
     from repid.connection import Connection
@@ -50,13 +50,18 @@ def _seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+#: what a retry policy (or a `repid_retry_delay` plugin) may answer
+_DELAY = hookspecs.DECISION_ANSWERS["repid_retry_delay"]
+
+
 def to_timedelta(value: timedelta | float, source: str) -> timedelta:
-    """A retry policy's answer as a timedelta; a wrong type names its source."""
+    """A retry policy's answer as a timedelta; a wrong type names its source (a
+    `repid_retry_delay` plugin's wrong answer never gets here: `call_first` drops it)."""
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _DELAY.accepts(value):
         return timedelta(seconds=value)
-    raise TypeError(f"{source} returned {value!r}; return a timedelta or a number of seconds")
+    raise TypeError(f"{source} returned {value!r}; return {_DELAY.text}")
 
 
 class DefaultRetryPolicy:
@@ -75,7 +80,9 @@ def compute_retry_delay(connection: Connection, actor: Any, key: RoutingKey,
                         params: Parameters, exception: BaseException | None,
                         stash: Stash) -> timedelta:
     """The wait before the next attempt: the actor's own `retry_policy` if it has one,
-    else the first plugin answering `repid_retry_delay` (`stash`: the delivery's)."""
+    else the first plugin answering `repid_retry_delay` with a delay (`stash`: the
+    delivery's); a plugin answering something else is logged and skipped, so the default
+    policy (asked last) decides."""
     policy = getattr(actor, "retry_policy", None)
     if policy is not None:
         return to_timedelta(policy(params.retries.already_tried + 1),

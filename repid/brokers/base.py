@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from repid.brokers.delivery import Delivery, delivery_of
+from repid.brokers.delivery import Delivery, claimed, delivery_of
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
 from repid.errors import MessageTooLargeError
@@ -211,14 +211,13 @@ class MessageBroker(_HasMiddleware, ABC):
 
     # The settles: each takes the `Delivery` a consumer yielded, or its key (repid 1.x),
     # or a plain key of a message known by id (settled by id where the broker can), and
-    # claims the delivery first (`Delivery.claim`: one settle per delivery).
+    # claims the delivery first (`claimed`: one settle per delivery).
 
     def requeue(self, message: RoutingKey | Delivery, payload: str, params: Parameters,
                 reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Replace a consumed message by one with new parameters, ready at its delay;
         `reason` says why, for plugins (one of `REQUEUE_REASONS`)."""
-        delivery = message if type(message) is Delivery else delivery_of(self, message)
-        delivery.claim("requeue")
+        delivery = claimed(self, message, "requeue")
         chain = self._chains.requeue
         if chain is None:
             return self._requeue(delivery.key, delivery.handle, payload, params, reason)
@@ -229,8 +228,7 @@ class MessageBroker(_HasMiddleware, ABC):
 
     def ack(self, message: RoutingKey | Delivery) -> Coroutine[Any, Any, None]:
         """The message is done: remove it."""
-        delivery = message if type(message) is Delivery else delivery_of(self, message)
-        delivery.claim("ack")
+        delivery = claimed(self, message, "ack")
         chain = self._chains.ack
         if chain is None:
             return self._ack(delivery.key, delivery.handle)
@@ -241,8 +239,7 @@ class MessageBroker(_HasMiddleware, ABC):
              reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Move the message to its queue's dead-letter part; `reason`, when given, is kept
         in the dead message's `headers[DEAD_REASON_HEADER]`."""
-        delivery = message if type(message) is Delivery else delivery_of(self, message)
-        delivery.claim("nack")
+        delivery = claimed(self, message, "nack")
         chain = self._chains.nack
         if chain is None:
             return self._nack(delivery.key, delivery.handle, reason)
@@ -251,8 +248,7 @@ class MessageBroker(_HasMiddleware, ABC):
 
     def reject(self, message: RoutingKey | Delivery) -> Coroutine[Any, Any, None]:
         """Return the message to its queue as it was, no retry counted."""
-        delivery = message if type(message) is Delivery else delivery_of(self, message)
-        delivery.claim("reject")
+        delivery = claimed(self, message, "reject")
         chain = self._chains.reject
         if chain is None:
             return self._reject(delivery.key, delivery.handle)

@@ -69,8 +69,8 @@ class DeliveredKey(RoutingKey):
 class Delivery:
     """One delivered message and the calls that settle it (see the module docstring)."""
 
-    __slots__ = ("broker", "category", "delivery_count", "handle", "key", "params", "payload",
-                 "settled_by", "stash")
+    __slots__ = ("_stash", "broker", "category", "delivery_count", "handle", "key", "params",
+                 "payload", "settled_by")
 
     def __init__(self, broker: MessageBroker, key: DeliveredKey, payload: str,
                  params: Parameters, category: MessageCategory = MessageCategory.NORMAL,
@@ -87,8 +87,7 @@ class Delivery:
         #: deliveries that ended unsettled (promise 8 of `repid.brokers.base`); the
         #: consumer reads it from the broker's handle when it hands the delivery out
         self.delivery_count = delivery_count
-        #: the plugins' state for this delivery (`repid.data.stash`)
-        self.stash = Stash()
+        self._stash: Stash | None = None
         #: the settle that took effect ("ack", "nack", ...), None while unsettled
         self.settled_by: str | None = None
 
@@ -110,18 +109,25 @@ class Delivery:
     # --- settling ---
 
     @property
+    def stash(self) -> Stash:
+        """The plugins' state for this delivery (`repid.data.stash`), made when first read:
+        with no plugin, nothing reads it."""
+        stash = self._stash
+        if stash is None:
+            stash = self._stash = Stash()
+        return stash
+
+    @property
     def is_settled(self) -> bool:
         """Whether one of the settle calls was made (whatever the broker answered)."""
         return self.settled_by is not None
 
     def claim(self, action: str) -> None:
         """Mark the delivery settled by `action`; `AlreadySettledError` if it already was.
-        The broker's public settle methods claim before anything reaches the broker."""
+        The broker's public settle methods claim before anything reaches the broker
+        (through `claimed`)."""
         if self.settled_by is not None:
-            raise AlreadySettledError(
-                f"cannot {action} message {self.key.id_}: it was already settled (already "
-                f"acked, nacked, rejected, retried or rescheduled: here by "
-                f"{self.settled_by}); a message is settled once")
+            raise _already_settled(self, action)
         self.settled_by = action
 
     def ack(self) -> Coroutine[Any, Any, None]:
@@ -142,6 +148,23 @@ class Delivery:
         ready at its delay; `reason` is one of `REQUEUE_REASONS`."""
         return self.broker.requeue(self, self.payload if payload is None else payload,
                                    params, reason)
+
+
+def claimed(broker: MessageBroker, message: RoutingKey | Delivery, action: str) -> Delivery:
+    """The delivery a settle call names (`delivery_of`), claimed for `action`
+    (`Delivery.claim`, written out: every message's settle comes through here)."""
+    delivery = message if type(message) is Delivery else delivery_of(broker, message)
+    if delivery.settled_by is not None:
+        raise _already_settled(delivery, action)
+    delivery.settled_by = action
+    return delivery
+
+
+def _already_settled(delivery: Delivery, action: str) -> AlreadySettledError:
+    return AlreadySettledError(
+        f"cannot {action} message {delivery.key.id_}: it was already settled (already "
+        f"acked, nacked, rejected, retried or rescheduled: here by {delivery.settled_by}); "
+        "a message is settled once")
 
 
 def delivery_of(broker: MessageBroker, message: RoutingKey | Delivery) -> Delivery:

@@ -1,4 +1,4 @@
-"""Drives the wrappers of one around hook (and any v1 subscribers) around an awaited call.
+"""Drives the wrappers of one around hook around an awaited call.
 
 Every around call of repid is plain code of the same shape: a broker method, the
 consumer's `__anext__` (`repid_consume`) and the worker's actor run (`repid_actor_run`)::
@@ -19,16 +19,22 @@ semantics whatever the number of wrappers: each wrapper sees the call's result o
 and may replace it (a value instead of an error, or another value); a wrapper that fails
 before its yield is logged and skipped, and one that raises something else after it is
 logged and ignored.
+
+The repid 1.x `before_*` / `after_*` subscribers are not run here: a chain holds them as
+one `repid.middleware._v1.Subscribers` object (None when there are none) and hands it the
+wrappers and the call to run between them. This module only knows that object's `around`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from functools import partial
 from types import MappingProxyType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from repid.middleware._v1 import Subscriber
+if TYPE_CHECKING:
+    from repid.middleware._v1 import Subscribers
 
 logger = logging.getLogger("repid.middleware")
 
@@ -48,29 +54,26 @@ class HookChain:
     """Everything that runs around one kind of call. Exists only when something is there,
     so a call with no plugin costs one `is None` check (see the module's docstring)."""
 
-    __slots__ = ("after", "aliases", "before", "event", "name", "single", "takes_args",
-                 "wrappers")
+    __slots__ = ("event", "name", "single", "subscribers", "takes_args", "wrappers")
 
     def __init__(
         self,
         event: str,
         name: str,
         wrappers: tuple[Wrapper, ...],
-        before: tuple[Subscriber, ...],
-        after: tuple[Subscriber, ...],
-        aliases: Callable[[Mapping[str, Any]], dict[str, Any]],
+        subscribers: Subscribers | None = None,
     ) -> None:
         self.event = event
         self.name = name
         self.wrappers = wrappers
-        self.before = before
-        self.after = after
-        #: the hook's arguments under the names v1 subscribers know them by
-        self.aliases = aliases
+        #: the v1 subscribers of this call, which run the wrappers between theirs; None
+        #: when there are none
+        self.subscribers = subscribers
         #: whether a call must build its hook arguments (else it passes `NO_ARGS`)
-        self.takes_args = bool(before or after) or any(names for _, names, _ in wrappers)
+        self.takes_args = subscribers is not None or any(
+            names for _, names, _ in wrappers)
         #: the only wrapper, when there is one and no v1 subscriber (the common case)
-        self.single = wrappers[0] if len(wrappers) == 1 and not (before or after) else None
+        self.single = wrappers[0] if len(wrappers) == 1 and subscribers is None else None
 
     async def around(self, hook_args: Mapping[str, Any], call: Callable[P, Awaitable[R]],
                      *args: P.args, **kwargs: P.kwargs) -> R:
@@ -78,7 +81,11 @@ class HookChain:
         `before_*` and `after_*` subscribers); return what the outermost wrapper leaves."""
         single = self.single
         if single is None:
-            return await self._around_all(hook_args, call, *args, **kwargs)
+            subscribers = self.subscribers
+            if subscribers is None:
+                return await self._around_all(hook_args, call, *args, **kwargs)
+            return await subscribers.around(
+                hook_args, partial(self._around_all, hook_args, call, *args, **kwargs))
         # one wrapper and no subscriber, the common case: `_enter` and `_leave` written
         # out for it
         function, argnames, _ = single
@@ -106,9 +113,7 @@ class HookChain:
     async def _around_all(self, hook_args: Mapping[str, Any],
                           call: Callable[P, Awaitable[R]], *args: P.args,
                           **kwargs: P.kwargs) -> R:
-        """`around` with several wrappers, or v1 subscribers."""
-        if self.before or self.after:
-            return await self._with_subscribers(hook_args, call, *args, **kwargs)
+        """`around` with any number of wrappers (zero or one only under v1 subscribers)."""
         started = self._enter(hook_args)
         try:
             result = await call(*args, **kwargs)
@@ -187,24 +192,3 @@ class HookChain:
         gen.close()
         logger.error("plugin %s: %s wrapper yielded twice; ignored", self.wrappers[index][2],
                      self.name)
-
-    async def _with_subscribers(self, hook_args: Mapping[str, Any],
-                                call: Callable[P, Awaitable[R]],
-                                *args: P.args, **kwargs: P.kwargs) -> R:
-        """`around`, between the v1 `before_*` subscribers and the `after_*` ones (which
-        also get the result)."""
-        v1_values = self.aliases(hook_args)
-        for sub in self.before:
-            await sub.call(v1_values)
-        started = self._enter(hook_args)
-        try:
-            result = await call(*args, **kwargs)
-        except BaseException as exc:
-            result = self._unwind(started, None, exc)
-        else:
-            result = self._leave(started, result)
-        if self.after:
-            v1_values["result"] = result
-            for sub in self.after:
-                await sub.call(v1_values)
-        return result

@@ -23,8 +23,8 @@ from repid.middleware._v1 import (
     collect,
     make_subscriber,
     parse_name,
+    subscribers_of,
     unknown_name,
-    v1_values,
 )
 
 if TYPE_CHECKING:
@@ -226,12 +226,20 @@ class Middleware:
 
     def call_first(self, name: str, **kwargs: Any) -> Any:
         """The answer of a decision hook: the first plugin's, in call order, that is not
-        None; a plugin that raises is logged and the next one asked. None (the default
-        decision) when no plugin answers."""
+        None; a plugin that raises, or answers with a type the hook does not take
+        (`hookspecs.DECISION_ANSWERS`), is logged and the next one asked. None (the
+        default decision) when no plugin answers. So what this returns is None or of a
+        type the hook takes."""
         kwargs.setdefault("connection", self.connection)
-        for _, value in self._answers(name, hookspecs.DECISION, kwargs):
-            if value is not None:
+        for plugin, value in self._answers(name, hookspecs.DECISION, kwargs):
+            if value is None:
+                continue
+            answer = hookspecs.DECISION_ANSWERS[name]
+            if answer.accepts(value):
                 return value
+            logger.error("plugin %s answered %s with %r, which that hook does not take; "
+                         "ignored, as no opinion. Return %s from it, or None for no "
+                         "opinion", plugin, name, value, answer.text)
         return None
 
     async def call_lifecycle(self, name: str, **kwargs: Any) -> None:
@@ -258,10 +266,11 @@ class Middleware:
             wrappers: tuple[Wrapper, ...] = tuple(
                 (impl.function, tuple(impl.argnames), _label(self.pm, impl.plugin))
                 for impl in reversed(impls) if impl.wrapper)
-            before = tuple(self._subscribers.get(("before", event), ()))
-            after = tuple(self._subscribers.get(("after", event), ()))
+            subscribers = subscribers_of(
+                tuple(self._subscribers.get(("before", event), ())),
+                tuple(self._subscribers.get(("after", event), ())))
             chain = None
-            if wrappers or before or after:
-                chain = HookChain(event, hook_name, wrappers, before, after, v1_values)
+            if wrappers or subscribers is not None:
+                chain = HookChain(event, hook_name, wrappers, subscribers)
             setattr(self.chains, event, chain)
 

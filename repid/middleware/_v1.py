@@ -1,9 +1,11 @@
 """The repid 1.x subscribers: functions named `before_<event>` / `after_<event>`.
 
 This module is the whole adapter between them and the hook contract: the events and the
-arguments they offer (`EVENTS`), reading a subscriber's name and signature, and
-`Subscriber`, which `repid.middleware._chain.HookChain` calls before and after the call it
-runs the around hooks of.
+arguments they offer (`EVENTS`), reading a subscriber's name and signature, `Subscriber`
+(one function) and `Subscribers` (those of one event, in order). The chain runner
+(`repid.middleware._chain.HookChain`) knows only `Subscribers.around`: it hands it the
+wrappers and the call, and `Subscribers` runs the `before_*` subscribers, then them, then
+the `after_*` subscribers.
 
 Each event maps to one around hook (`hookspecs.AROUND_CALLS`). A subscriber receives
 only the keyword arguments it names, under their v1 names; `after_*` subscribers may
@@ -28,9 +30,11 @@ import inspect
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 logger = logging.getLogger("repid.middleware")
+
+R = TypeVar("R")
 
 
 class Subscriber:
@@ -53,6 +57,54 @@ class Subscriber:
                 await out
         except Exception:
             logger.exception("middleware subscriber %s raised; ignored", self.name)
+
+
+class Subscribers:
+    """The v1 subscribers of one event, run around the wrappers and the call.
+
+    Guarantees (as in repid 1.x, whatever the wrappers do):
+
+    - every `before_*` subscriber runs, in the order added, before the first wrapper
+      starts; each `after_*` one, in order, after the last wrapper left, and gets as
+      `result` what the outermost wrapper returned;
+    - when the call raised and no wrapper replaced the error with a value, the error
+      propagates and no `after_*` subscriber runs;
+    - a subscriber that raises is logged and the others still run (`Subscriber.call`).
+    """
+
+    __slots__ = ("after", "aliases", "before")
+
+    def __init__(
+        self,
+        before: tuple[Subscriber, ...],
+        after: tuple[Subscriber, ...],
+        aliases: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.before = before
+        self.after = after
+        #: the hook's arguments under the names v1 subscribers know them by
+        self.aliases = aliases or v1_values
+
+    async def around(self, hook_args: Mapping[str, Any],
+                     wrapped: Callable[[], Awaitable[R]]) -> R:
+        """Run the `before_*` subscribers, await `wrapped()` (the wrappers around the
+        call), then run the `after_*` subscribers with its `result`; return that."""
+        values = self.aliases(hook_args)
+        for sub in self.before:
+            await sub.call(values)
+        result = await wrapped()
+        if self.after:
+            values["result"] = result
+            for sub in self.after:
+                await sub.call(values)
+        return result
+
+
+def subscribers_of(before: tuple[Subscriber, ...],
+                   after: tuple[Subscriber, ...]) -> Subscribers | None:
+    """The `Subscribers` of one event; None when it has none (so its chain, if any, takes
+    the plain path)."""
+    return Subscribers(before, after) if before or after else None
 
 
 #: v1 event name (a call of `hookspecs.AROUND_CALLS`) -> the v1 argument names it offers

@@ -23,11 +23,13 @@ and the call goes on as if that wrapper were absent. The same holds whatever the
 of plugins.
 
 **Decision hooks** answer a question; the first answer that is not None decides (the
-plugin registered last is asked first). **Lifecycle hooks** are called on every plugin;
-**contribution hooks** gather every plugin's answer. The kind of every hook, how a plugin
-writes it (registering refuses a wrapper where the kind wants none and the reverse, and a
-`repid_*` method that is not a hook) and what happens when a plugin raises are in the
-table below (`KINDS` and `HOOK_KINDS`, the one place they are stated).
+plugin registered last is asked first). An answer of a type the hook does not take
+(`DECISION_ANSWERS`) counts as no opinion, and is logged. **Lifecycle hooks** are
+called on every plugin; **contribution hooks** gather every plugin's answer. The kind of
+every hook, how a plugin writes it (registering refuses a wrapper where the kind wants
+none and the reverse, and a `repid_*` method that is not a hook) and what happens when a
+plugin raises are in the table below (`KINDS` and `HOOK_KINDS`, the one place they are
+stated).
 
 **Per-delivery state.** Every hook about one delivery of a message (`repid_actor_run` and
 the settles) gets the delivery's `stash` as its `stash` argument (the result of
@@ -146,7 +148,10 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind(DECISION, wrapper=False,
          shape="a plain function returning the answer, or None for no opinion",
          called="plugins are asked in call order (the last registered first, `trylast` "
-                "ones last); the first answer that is not None decides",
+                "ones last); the first answer that is not None decides. An answer of a "
+                "type the hook does not take (`DECISION_ANSWERS`) is logged with the "
+                "plugin's name, what it returned and what the hook takes, and counts as "
+                "no opinion",
          raises="logged with the plugin's name, and the next plugin is asked; when none "
                 "answers, the default decision applies"),
     Kind(LIFECYCLE, wrapper=False,
@@ -168,6 +173,32 @@ HOOK_KINDS: dict[str, str] = {
     "repid_worker_start": LIFECYCLE,
     "repid_worker_stop": LIFECYCLE,
     "repid_http_routes": CONTRIBUTION,
+}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answers a decision hook takes besides None (no opinion)."""
+
+    #: the types taken
+    types: tuple[type, ...]
+    #: subclasses of `types` that are still refused (bool is an int: True is no delay)
+    refused: tuple[type, ...]
+    #: what the hook takes, for log lines and the docs
+    text: str
+
+    def accepts(self, value: object) -> bool:
+        """Whether `value` is an answer of this hook."""
+        return isinstance(value, self.types) and not isinstance(value, self.refused)
+
+
+#: The answers each decision hook takes: the one place they are stated. The middleware
+#: (`Middleware.call_first`) logs any other answer, with the plugin's name, and treats
+#: it as no opinion, so the next plugin, or the default, decides.
+DECISION_ANSWERS: dict[str, Answer] = {
+    "repid_should_retry": Answer((bool,), (), "True or False"),
+    "repid_retry_delay": Answer((timedelta, int, float), (bool,),
+                                "a timedelta or a number of seconds (not a bool)"),
 }
 
 

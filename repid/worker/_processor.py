@@ -227,7 +227,16 @@ class Processor:
         None (the broker's messages outlive this process), else into `later`, for
         `process` to store after the settle. Inside `repid_actor_run`, so a trace span
         around the run covers the result's write too."""
-        result, bucket = await self._execute(actor, message)
+        started = utcnow()
+        try:
+            data = await self._call(actor, message)
+        except EagerExit as done:  # the actor settled its message itself
+            return ActorResult(None, done.success, done.exception, started, utcnow(),
+                               reporting_done=True)
+        except Exception as exc:
+            result, bucket = self._failed(actor, message, exc, started)
+        else:
+            result, bucket = self._succeeded(actor, message, data, started)
         if bucket is not None:
             if later is None:
                 await self._store(message.parameters, bucket)
@@ -235,9 +244,10 @@ class Processor:
                 later.append(bucket)
         return result
 
-    async def _execute(self, actor: Actor, message: MessageDependency
-                       ) -> tuple[ActorResult, ResultBucket | None]:
-        """The run's outcome, and the result to store (None when none is stored).
+    def _succeeded(self, actor: Actor, message: MessageDependency, data: Any,
+                   started: datetime) -> tuple[ActorResult, ResultBucket | None]:
+        """The outcome of a run that returned `data`, and the result to store (None when
+        none is stored).
 
         The return value is encoded here, once, right after the actor returned, when it is
         to be stored: a value the actor's converter cannot encode makes the run a failure
@@ -245,14 +255,6 @@ class Processor:
         settle (retry, dead letter) and the stored result all see the same failure. A
         return value that is not stored (no `store_result`, or `set_result` gave the
         result) is not encoded. `ActorResult.data` stays the value the actor returned."""
-        started = utcnow()
-        try:
-            data = await self._call(actor, message)
-        except EagerExit as done:  # the actor settled its message itself
-            return ActorResult(None, done.success, done.exception, started, utcnow(),
-                               reporting_done=True), None
-        except Exception as exc:
-            return self._failed(actor, message, exc, started)
         if not self._stores_result(actor, message):
             return ActorResult(data, True, None, started, utcnow()), None
         try:

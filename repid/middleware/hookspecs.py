@@ -314,9 +314,13 @@ def repid_nack(
 ) -> None:
     """Around moving a message to its queue's dead-letter part (a settle).
 
-    Every dead-lettering fires it, the broker's own included: a poison message (stored in
-    a form that cannot be decoded) is dead-lettered by the consumer that took it, or by a
-    read of the queue's delayed part, before any worker sees it. Its `key` then holds
+    Every dead-lettering repid makes fires it, the broker's own included. (The one
+    dead-lettering repid does not make: on a RabbitMQ quorum queue, a message whose worker
+    died while holding its last allowed delivery is dead-lettered by RabbitMQ itself, at
+    `x-delivery-limit`, where no hook runs; its dead reason then reads `delivery_limit`.)
+    A poison message (stored in a form that cannot be decoded) is dead-lettered by the
+    consumer that took it, or by a read of the queue's delayed part, before any worker
+    sees it. Its `key` then holds
     only what is known without decoding: `id_` is the id the broker stores it under
     (bytes that are not UTF-8 replaced; RabbitMQ: its `correlation_id`, `?` when it has
     none), `queue` the queue it was taken from, `topic` is `""` (unknown) and `priority`

@@ -138,3 +138,29 @@ async def test_enqueue_and_repid_enqueue_many_refuse_a_payload_over_the_limit(
     await asyncio.wait_for(enqueue_many([
         Job("work", queue=queue, args={"text": text[1:]}, _connection=conn)]), TIMEOUT)
     assert await _ready(conn, queue) == 1
+
+
+@pytest.mark.parametrize("setup", CASES, ids=IDS, indirect=True)
+async def test_requeue_with_a_new_payload_over_the_limit_leaves_the_message_unsettled(
+        setup: tuple[Connection, SeesEnqueues | None, str]) -> None:
+    conn, _, queue = setup
+    broker = conn.message_broker
+    await asyncio.wait_for(broker.enqueue(*_message(queue, '{"n": 1}')), TIMEOUT)
+    consumer = broker.consume(queue)
+    delivery = await asyncio.wait_for(consumer.__anext__(), TIMEOUT)
+    try:
+        with pytest.raises(MessageTooLargeError):
+            await delivery.requeue(delivery.params, "retry", _json_of_bytes(LIMIT + 1))
+        assert not delivery.is_settled  # refused before the claim: it can still settle
+        await asyncio.wait_for(delivery.requeue(delivery.params, "retry",
+                                                _json_of_bytes(LIMIT)), TIMEOUT)
+        assert delivery.settled_by == "requeue"
+    finally:
+        await consumer.finish()
+    consumer = broker.consume(queue)
+    try:
+        again = await asyncio.wait_for(consumer.__anext__(), TIMEOUT)
+        assert again.payload == _json_of_bytes(LIMIT)  # the new payload, at the limit
+        await again.ack()
+    finally:
+        await consumer.finish()

@@ -165,25 +165,24 @@ class MessageDependency(Message):
     """Annotate an actor parameter with this type to receive the message being processed;
     its settling calls are eager responses (see the module's docstring)."""
 
-    __slots__ = ("_after", "_error", "_result", "_result_at", "has_submitted")
+    __slots__ = ("_submitted",)
 
     def __init__(self, delivery: Delivery, connection: Connection,
                  actor: Actor | None = None, parameters: Parameters | None = None) -> None:
         super().__init__(delivery, connection, actor, parameters)
-        #: callbacks in submission order (None until the first)
-        self._after: list[Callback] | None = None
-        #: the result set by set_result / set_exception, and its place among the callbacks
-        self._result: ResultBucket | None = None
-        self._result_at = 0
-        #: the exception given to set_exception, while it is the latest set
-        self._error: BaseException | None = None
-        #: whether a result or a callback waits for the settle
-        self.has_submitted = False
+        #: what waits for the settle; None until the actor submits something (most never)
+        self._submitted: _Submitted | None = None
+
+    @property
+    def has_submitted(self) -> bool:
+        """Whether a result or a callback waits for the settle."""
+        return self._submitted is not None
 
     @property
     def has_result(self) -> bool:
         """Whether `set_result` or `set_exception` was called."""
-        return self._result is not None
+        submitted = self._submitted
+        return submitted is not None and submitted.result is not None
 
     def set_result(self, value: Any) -> None:
         """Store `value` as the run's successful result once the message is settled. The
@@ -204,10 +203,7 @@ class MessageDependency(Message):
 
     def add_callback(self, fn: Callback) -> None:
         """Call `fn()` (sync in a thread, or async) once the message is settled."""
-        if self._after is None:
-            self._after = []
-        self._after.append(fn)
-        self.has_submitted = True
+        self._submissions().callbacks.append(fn)
 
     def _check_result_wanted(self) -> None:
         if self.parameters.result is None or self.connection.results_bucket_broker is None:
@@ -217,9 +213,14 @@ class MessageDependency(Message):
                 "results_bucket_broker")
 
     def _set(self, bucket: ResultBucket, error: BaseException | None) -> None:
-        self._result, self._error = bucket, error
-        self._result_at = len(self._after or ())
-        self.has_submitted = True
+        submitted = self._submissions()
+        submitted.result, submitted.error = bucket, error
+        submitted.result_at = len(submitted.callbacks)
+
+    def _submissions(self) -> _Submitted:
+        if self._submitted is None:
+            self._submitted = _Submitted()
+        return self._submitted
 
     def _result_ttl(self) -> timedelta | None:
         return None if self.parameters.result is None else self.parameters.result.ttl
@@ -227,10 +228,13 @@ class MessageDependency(Message):
     async def apply_submitted(self) -> None:
         """Store the submitted result and run the callbacks, in submission order. The
         first that raises stops the rest, and its exception propagates."""
-        callbacks = self._after or ()
+        submitted = self._submitted
+        if submitted is None:
+            return
+        callbacks = submitted.callbacks
         for at in range(len(callbacks) + 1):
-            if self._result is not None and at == self._result_at:
-                await self._store(self._result)
+            if submitted.result is not None and at == submitted.result_at:
+                await self._store(submitted.result)
             if at < len(callbacks):
                 await _call(callbacks[at])
 
@@ -241,9 +245,12 @@ class MessageDependency(Message):
 
     async def _respond(self, success: bool) -> NoReturn:
         await self.apply_submitted()
-        if self._result is not None:
-            success = self._result.success
-        raise EagerExit(success, self._error)
+        submitted = self._submitted
+        if submitted is None:
+            raise EagerExit(success, None)
+        if submitted.result is not None:
+            success = submitted.result.success
+        raise EagerExit(success, submitted.error)
 
     async def ack(self) -> NoReturn:
         await super().ack()
@@ -265,6 +272,21 @@ class MessageDependency(Message):
     async def reschedule(self) -> NoReturn:
         await super().reschedule()
         await self._respond(True)
+
+
+class _Submitted:
+    """What an actor gave its message to do once it is settled: the callbacks, in
+    submission order, and the result set by `set_result` / `set_exception` with its place
+    among them (`result_at` callbacks run before it is stored)."""
+
+    __slots__ = ("callbacks", "error", "result", "result_at")
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callback] = []
+        self.result: ResultBucket | None = None
+        self.result_at = 0
+        #: the exception given to set_exception, while it is the latest set
+        self.error: BaseException | None = None
 
 
 async def _call(fn: Callback) -> None:

@@ -218,7 +218,7 @@ class MessageBroker(_HasMiddleware, ABC):
         """Replace a consumed message by one with new parameters, ready at its delay;
         `reason` says why, for plugins (one of `REQUEUE_REASONS`). A `payload` over
         `max_message_size` raises `MessageTooLargeError` and leaves the message unsettled."""
-        _check_size(self, message.key if type(message) is Delivery else message, payload)
+        _check_size(self, message.key if isinstance(message, Delivery) else message, payload)
         delivery = claimed(self, message, "requeue")
         chain = self._chains.requeue
         if chain is None:

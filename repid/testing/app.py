@@ -124,6 +124,7 @@ class InMemoryTestApp:
                 await delivery.reject()
 
     def close(self) -> None:
+        self.processor.close()
         if Repid.get_magic_connection() is self.connection:
             Repid.bind(None)
         if self._pool is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -36,11 +36,12 @@ from repid.data.headers import NO_ACTOR_RETURNS_HEADER, RECOVERIES_HEADER
 from repid.dependencies.resolver import Resolver, call_sync
 from repid.errors import ActorTimeoutError, PayloadDecodeError, SettleError
 from repid.message import EagerExit, MessageDependency, describe
-from repid.middleware._chain import NO_ARGS
+from repid.middleware._chain import NO_ARGS, HookChain
 from repid.retry_policy import compute_retry_delay
 from repid.router import Actor, ActorResult
 from repid.schedule import next_run
 from repid.serializer import ARGS_BUCKET_MARKER
+from repid.worker._deadlines import Deadlines
 
 if TYPE_CHECKING:
     from repid.brokers.delivery import Delivery
@@ -79,7 +80,13 @@ class Processor:
         #: tests assert, where a dying process takes its messages with it anyway.
         self._result_first = result_before_settle
         self.process_pool = process_pool
+        #: the actor runs' timeouts, with one timer for them all
+        self.deadlines = Deadlines()
         self._warned_topics: set[str] = set()
+
+    def close(self) -> None:
+        """Drop the timeouts' timer (the worker stopped)."""
+        self.deadlines.close()
 
     async def process(self, delivery: Delivery, deliveries: int | None = None) -> bool:
         """Handle one delivered message; returns False when it was not for this worker.
@@ -116,7 +123,12 @@ class Processor:
         # the result to store after the settle, in repid 1.x's order (else `_run` stores it)
         later: list[ResultBucket] | None = None if self._result_first else []
         try:
-            result = await self._run_hooked(actor, message, later)
+            chain = self.chains.actor_run
+            if chain is None:
+                result = await self._run(actor, message, later)
+            else:
+                result = await chain.around(self._actor_run_args(chain, actor, message),
+                                            self._run, actor, message, later)
             settled_by_actor = delivery.settled_by is not None
             if not settled_by_actor:
                 await self._settle(actor, message, result)
@@ -143,18 +155,15 @@ class Processor:
                                  "the callbacks after it did not run", key.id_, key.topic)
         return True
 
-    def _run_hooked(self, actor: Actor, message: MessageDependency,
-                    later: list[ResultBucket] | None) -> Coroutine[Any, Any, ActorResult]:
-        """`_run`, inside the `repid_actor_run` wrappers when a plugin has any."""
-        chain = self.chains.actor_run
-        if chain is None:
-            return self._run(actor, message, later)
+    def _actor_run_args(self, chain: HookChain, actor: Actor,
+                        message: MessageDependency) -> Mapping[str, Any]:
+        """The arguments of `repid_actor_run` (none when no wrapper names one)."""
+        if not chain.takes_args:
+            return NO_ARGS
         delivery = message.delivery
-        hook_args = NO_ARGS if not chain.takes_args else {
-            "connection": self.connection, "actor": actor, "key": delivery.key,
-            "payload": message.raw_payload, "params": message.parameters,
-            "stash": delivery.stash}
-        return chain.around(hook_args, self._run, actor, message, later)
+        return {"connection": self.connection, "actor": actor, "key": delivery.key,
+                "payload": message.raw_payload, "params": message.parameters,
+                "stash": delivery.stash}
 
     async def _recover(self, message: MessageDependency, exc: Exception) -> None:
         """Something failed after the message was taken and before its settle was sent
@@ -306,11 +315,16 @@ class Processor:
                 self.process_pool(), _call_with, actor.call, args, kwargs)
         else:
             coro = call_sync(_call_with, {"fn": actor.call, "args": args, "kwargs": kwargs}, None)
+        deadline = self.deadlines.start(timeout)
         try:
-            return await _with_timeout(coro, timeout)
-        except asyncio.TimeoutError:
+            return await coro
+        except asyncio.CancelledError:
+            if not self.deadlines.timed_out(deadline):
+                raise  # a shutdown's cancel, not the timeout's
             raise ActorTimeoutError(f"actor {actor.name!r} passed its timeout of "
                                     f"{timeout:g} s") from None
+        finally:
+            self.deadlines.stop(deadline)
 
     async def _args_from_bucket(self, payload: str) -> str:
         args_id = json.loads(payload)[ARGS_BUCKET_MARKER]
@@ -385,34 +399,6 @@ class Processor:
             "repid_should_retry", actor=actor, key=key, params=params, exception=exc,
             stash=stash)
         return answer is not False
-
-
-async def _with_timeout(aw: Awaitable[Any], seconds: float) -> Any:
-    """Await `aw`, raising TimeoutError after `seconds`.
-
-    One timer per run that cancels the running task: lighter than asyncio.timeout on the
-    per-message path, with the same effect.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    fired: list[bool] = []
-    handle = asyncio.get_running_loop().call_later(seconds, _expire, task, fired)
-    try:
-        return await aw
-    except asyncio.CancelledError:
-        if not fired:
-            raise
-        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-        if uncancel is not None:
-            uncancel()
-        raise asyncio.TimeoutError from None
-    finally:
-        handle.cancel()
-
-
-def _expire(task: asyncio.Task[Any], fired: list[bool]) -> None:
-    fired.append(True)
-    task.cancel()
 
 
 def _call_with(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:

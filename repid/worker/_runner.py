@@ -96,6 +96,7 @@ class Runner:
                 await self._drain()  # a second signal during it hurries it
             finally:
                 restore()
+                self.processor.close()
                 if self._pool is not None:
                     self._pool.shutdown(wait=False, cancel_futures=True)
 

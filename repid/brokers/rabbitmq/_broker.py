@@ -580,14 +580,18 @@ class RabbitMessageBroker(MessageBroker):
         already put the message back (at-least-once), which is reported, not hidden."""
         message = delivery.message
         try:
-            with RabbitErrors(BrokerConnectionError,
-                              f"could not {what} message {codec.describe(message)!r}: its "
-                              "channel closed", "connection lost or RabbitMQ's "
-                              "consumer_timeout exceeded. RabbitMQ delivers it again."):
-                await settle(message, requeue)
-        except BrokerConnectionError:
+            await settle(message, requeue)
+        except CHANNEL_ERRORS as exc:
+            # mapped here, not by a `with RabbitErrors(...)` around the call: that would
+            # build its message for every settle, and this runs for every message
             await delivery.consumer.settled(delivery)  # its room is free all the same
-            raise
+            error = RabbitErrors(
+                BrokerConnectionError,
+                f"could not {what} message {codec.describe(message)!r}: its channel closed",
+                "connection lost or RabbitMQ's consumer_timeout exceeded. RabbitMQ delivers "
+                "it again.").map(exc)
+            assert error is not None  # it maps CHANNEL_ERRORS, all of them
+            raise error from None
         await delivery.consumer.settled(delivery)
 
     async def _or_give_back(self, delivery: AmqpHandle, what: str, step: Awaitable[None]) -> None:

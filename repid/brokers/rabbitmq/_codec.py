@@ -126,10 +126,15 @@ def stored_reason(message: DeliveredMessage) -> str | None:
     """The message's `x-repid-dead-reason` header as text; for a message RabbitMQ
     dead-lettered itself because it reached a quorum queue's `x-delivery-limit`, a reason
     saying so; else None."""
-    headers = message.header.properties.headers or {}
+    return _reason_in(message.header.properties.headers or {})
+
+
+def _reason_in(headers: Mapping[str, Any]) -> str | None:
+    """`stored_reason` from the message's headers."""
     reason = headers.get(HEADER_DEAD_REASON)
     if reason is None:
-        return _server_reason(headers.get("x-death"))
+        deaths = headers.get("x-death")  # absent on every message RabbitMQ did not move
+        return None if deaths is None else _server_reason(deaths)
     return reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
 
 
@@ -172,9 +177,10 @@ def decode(message: DeliveredMessage, queue: str) -> tuple[DeliveredKey, str, Pa
     except UnicodeDecodeError as exc:
         raise PayloadDecodeError(f"body is not UTF-8: {exc}") from exc
     params = Parameters.decode(_text(headers.get(HEADER_PARAMS), f"header {HEADER_PARAMS!r}"))
-    reason = stored_reason(message)
-    if reason is not None:  # a dead message: its reason joins params.headers (promise 6)
-        params.headers[DEAD_REASON_HEADER] = reason
+    if HEADER_DEAD_REASON in headers or "x-death" in headers:  # only a dead message's
+        reason = _reason_in(headers)
+        if reason is not None:  # its reason joins params.headers (promise 6)
+            params.headers[DEAD_REASON_HEADER] = reason
     priority = headers.get(HEADER_PRIORITY, properties.priority)
     if priority is None:
         priority = 0

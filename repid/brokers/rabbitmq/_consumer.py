@@ -369,7 +369,8 @@ class RabbitConsumer(RabbitConsumerBase):
                 await settle(message, requeue=False)
 
     async def _receive(self, message: DeliveredMessage) -> None:
-        counted_by_copy = message.redelivered and not self._link.layout.server_counts
+        redelivered = message.redelivered
+        counted_by_copy = redelivered and not self._link.layout.server_counts
         if self._finished or (self._paused and not counted_by_copy):
             # Arrived while finishing or pausing: give it back (with quorum queues,
             # carrying the deliveries RabbitMQ counted), never drop it; once no
@@ -379,7 +380,7 @@ class RabbitConsumer(RabbitConsumerBase):
             await self._link.give_back(message)
             return
         handle = AmqpHandle(message, MessageCategory.NORMAL, self)
-        if message.redelivered:
+        if redelivered:
             # Deliveries counted: its last delivery ended unsettled (see the module; with
             # quorum queues RabbitMQ counts, see `_layout.py`).
             earlier = await self._link.count_redelivery(message)

@@ -295,10 +295,12 @@ class Supervisor:
         how = describe_exit(code)
         if self.stopping or self._reloading:
             logger.info("worker process %d (pid %d) exited (%s)", child.index, child.pid, how)
-            # a process still starting when the stop was forwarded dies of that SIGTERM
-            # (its handler is not installed yet): stopped as asked, not a failure
-            stopped_while_starting = code == -signal.SIGTERM and not child.ready
-            if code != 0 and self.stopping and not stopped_while_starting:
+            # A process dies of the SIGTERM the stop forwarded only where no handler is
+            # installed: still starting, or already past its worker's end (its
+            # --messages-limit reached, exiting). Either way it stopped as asked, holding
+            # no job: not a failure. A running worker handles SIGTERM and exits 0.
+            stopped_as_asked = code == -signal.SIGTERM
+            if code != 0 and self.stopping and not stopped_as_asked:
                 self.exit_code = self.exit_code or 1
             return
         if code == 0 and child.ready and self.settings.replace_finished:

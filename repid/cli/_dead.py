@@ -10,7 +10,7 @@ import click
 
 from repid.cli._loading import CliError
 from repid.cli._messages import dead_reason, message_json, result_id, scan
-from repid.cli._render import echo_json, shorten, when
+from repid.cli._render import amount, echo_json, shorten, when
 from repid.cli._session import app_option, bind, json_option, make_queue, run_with
 from repid.connection import Connection
 from repid.data import MessageCategory
@@ -101,7 +101,7 @@ def list_command(queue_name: str, app: str | None, as_json: bool) -> None:
     if as_json:
         echo_json(found)
     else:
-        click.echo(f"{len(found)} dead messages in {queue.name}")
+        click.echo(f"{amount(len(found), 'dead message')} in {queue.name}")
 
 
 def settle_dead(app: str | None, queue_name: str, id_: str | None,
@@ -144,7 +144,7 @@ def requeue_command(queue_name: str, id_: str | None, app: str | None) -> None:
         raise CliError(f"dead message {id_!r} in {queue_name} cannot be decoded, so it cannot "
                        f"run again: delete it with `repid dead delete {queue_name} --id "
                        f"{id_}`")
-    click.echo(f"requeued {done} dead messages to {queue_name}")
+    click.echo(f"requeued {amount(done, 'dead message')} to {queue_name}")
     if poison:
         click.echo(f"left {len(poison)} that cannot be decoded (delete them with `repid dead "
                    f"delete {queue_name} --id ID`): {', '.join(poison)}")
@@ -165,4 +165,4 @@ def delete_command(queue_name: str, id_: str | None, all_: bool, yes: bool,
     if all_ and not yes:
         click.confirm(f"Delete every dead message of {queue_name}?", abort=True)
     done, _ = settle_dead(app, queue_name, id_, "ack")
-    click.echo(f"deleted {done} dead messages from {queue_name}")
+    click.echo(f"deleted {amount(done, 'dead message')} from {queue_name}")

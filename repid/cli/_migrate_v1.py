@@ -27,6 +27,7 @@ from repid.cli._loading import (
     safe_dsn,
 )
 from repid.cli._logs import quiet_logging
+from repid.cli._render import amount
 from repid.errors import RepidError
 
 Output = Callable[[str], None]
@@ -73,8 +74,8 @@ async def _redis_run(dsn: str, queues: list[str], prefix: str, apply: bool, budg
             _details([*report.skipped, *report.notes], echo)
         running = await redis_v1.in_flight(client)
         if running:
-            echo(f"repid 1.x workers are running {running} messages: left alone; run again "
-                 "once those workers stopped to move what they put back")
+            echo(f"repid 1.x workers are running {amount(running, 'message')}: left alone; "
+                 "run again once those workers stopped to move what they put back")
     finally:
         await client.aclose()
     return messages
@@ -210,4 +211,4 @@ def migrate_v1_command(apply: bool, dsn: str | None, queues: tuple[str, ...],
 
     _run(go)
     verb = "moved" if apply else "would move"
-    echo(f"{verb} {totals[0]} messages and {totals[1]} buckets")
+    echo(f"{verb} {amount(totals[0], 'message')} and {amount(totals[1], 'bucket')}")

@@ -26,6 +26,11 @@ def count(value: int) -> str:
     return str(value) if value >= 0 else "-"
 
 
+def amount(number: int, noun: str) -> str:
+    """`1 dead message`, `2 dead messages`: a number and its noun, plural when not 1."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def when(moment: datetime | None) -> str:
     """A time as `2026-01-05 10:00:00 UTC`; `-` for none."""
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -108,7 +108,7 @@ def test_dead_list_counts_retries_and_shows_the_reason(redis_dsn: str) -> None:
         ok(redis_dsn, "queues", "declare", queue)
         asyncio.run(_fail_twice(redis_dsn, queue))
         listed = dead_lines(ok(redis_dsn, "dead", "list", queue))
-        assert len(listed) == 2 and listed[1] == f"1 dead messages in {queue}"
+        assert len(listed) == 2 and listed[1] == f"1 dead message in {queue}"
         message_id, topic, rest = listed[0].split("  ", 2)
         assert len(message_id) == 32 and topic == "always_fails"
         # one retry done of one allowed (two runs); the worker's reason names the error
@@ -126,9 +126,9 @@ def test_dead_list_on_rabbitmq_shows_the_reason(amqp_dsn: str) -> None:
         listed = dead_lines(ok(amqp_dsn, "dead", "list", queue))
         assert listed[0].split("  ", 2)[1:] == [
             "work", "retries: 0 of 0  reason: expired before it ran (ttl 0:00:05)"]
-        assert listed[1] == f"1 dead messages in {queue}"
+        assert listed[1] == f"1 dead message in {queue}"
         assert ok(amqp_dsn, "dead", "requeue", queue).output == \
-            f"requeued 1 dead messages to {queue}\n"
+            f"requeued 1 dead message to {queue}\n"
         assert stats(amqp_dsn, queue)["dead"] == 0
     finally:
         ok(amqp_dsn, "queues", "delete", queue)

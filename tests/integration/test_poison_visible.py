@@ -261,7 +261,7 @@ async def test_dead_requeue_sends_back_what_can_run_and_names_the_poison_it_left
     assert "cannot be decoded" in one.stderr and "repid dead delete" in one.stderr
     done = await asyncio.to_thread(repid, "requeue", queue.name)
     assert done.returncode == 0, done.stderr
-    assert "requeued 1 dead messages" in done.stdout
+    assert "requeued 1 dead message" in done.stdout
     assert "left 3 that cannot be decoded" in done.stdout
     assert all(id_ in done.stdout for id_ in POISON_IDS)
     await asyncio.sleep(0.2)

@@ -512,21 +512,32 @@ async def test_fresh_server_worker_declares_again_and_delays_work(
         await until(ran_before, 10, "the delayed job before the wipe")
         await asyncio.to_thread(on_private.restart, True)  # every queue and exchange gone
 
+        sent: list[str] = []
+        attempts = {"now": 0, "delayed": 0}
+
         async def enqueued_after() -> bool:
-            try:
-                await Job("job", queue=q, args={"tag": "now"}, _connection=conn).enqueue()
-                await Job("job", queue=q, args={"tag": "delayed"}, deferred_by=1,
-                          _connection=conn).enqueue()
-            except (ConnectionError, QueueNotDeclaredError):
-                return False
+            # each job until it is confirmed, then never again; one not confirmed may still
+            # have been stored (at least once), so it may run once per attempt
+            for tag, delay in (("now", None), ("delayed", 1)):
+                if tag in sent:
+                    continue
+                attempts[tag] += 1
+                try:
+                    await Job("job", queue=q, args={"tag": tag}, deferred_by=delay,
+                              _connection=conn).enqueue()
+                except (ConnectionError, QueueNotDeclaredError):
+                    return False
+                sent.append(tag)
             return True
 
         await until(enqueued_after, 20, "enqueues on the fresh server")
 
         async def ran_after() -> bool:
-            return sorted(ran) == ["before", "delayed", "now"]
+            return set(ran) == {"before", "delayed", "now"}
 
         await until(ran_after, 10, "the jobs on the fresh server")
+        assert ran.count("before") == 1
+        assert all(ran.count(tag) <= attempts[tag] for tag in attempts), (ran, attempts)
         problems = worker.runner.health_problem(0) if worker.runner else None
         assert problems is None
     finally:

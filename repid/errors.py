@@ -14,6 +14,7 @@ knowing repid (a missing queue is a `KeyError`, a lost connection a `ConnectionE
     ├── ActorTimeoutError         (TimeoutError)  an actor ran past its job's timeout
     ├── AlreadySettledError       (RuntimeError, ValueError) a message settled twice
     ├── NoRetriesLeftError        (ValueError)    `msg.retry()` on a job with no retries left
+    ├── PoisonMessageError        (ValueError)    a poison dead message asked to go back
     └── SettleError                               a failure between a run and its settle
 
 `repid.ArgumentsError` (arguments that do not fit an actor) is a `PayloadDecodeError`.
@@ -96,6 +97,12 @@ class ActorTimeoutError(RepidError, TimeoutError):
 class AlreadySettledError(RepidError, RuntimeError, ValueError):
     """A message was settled (acked, nacked, rejected, retried, rescheduled) a second
     time. Also a `ValueError`, as repid 1.x raised for a read-only message."""
+
+
+class PoisonMessageError(RepidError, ValueError):
+    """A dead message that cannot be decoded (a poison message) was asked to go back to its
+    queue (`reschedule`, a retry, a broker-level `requeue`): it can only be deleted
+    (`msg.ack()`, `repid dead delete`). The message stays dead and unsettled."""
 
 
 class NoRetriesLeftError(RepidError, ValueError):

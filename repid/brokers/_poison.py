@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from repid.brokers.delivery import DeliveredKey, Delivery
 from repid.data import MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER
+from repid.errors import PoisonMessageError
 
 if TYPE_CHECKING:
     from repid.brokers.base import Consumer
@@ -37,10 +38,6 @@ class PoisonKey(DeliveredKey):
     delivered `RoutingKey` in every other respect."""
 
     __slots__ = ()
-
-
-class PoisonMessageError(ValueError):
-    """A poison message was asked to go back to its queue: it can only be deleted."""
 
 
 def show_raw(raw: bytes | str | None) -> str:

@@ -51,6 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from repid.brokers._poison import refuse_requeue
 from repid.brokers.delivery import Delivery, claimed, delivery_of
 from repid.data import BucketT, MessageCategory, Parameters, RoutingKey
 from repid.data.headers import DEAD_REASON_HEADER as DEAD_REASON_HEADER
@@ -216,9 +217,12 @@ class MessageBroker(_HasMiddleware, ABC):
     def requeue(self, message: RoutingKey | Delivery, payload: str, params: Parameters,
                 reason: str | None = None) -> Coroutine[Any, Any, None]:
         """Replace a consumed message by one with new parameters, ready at its delay;
-        `reason` says why, for plugins (one of `REQUEUE_REASONS`). A `payload` over
-        `max_message_size` raises `MessageTooLargeError` and leaves the message unsettled."""
-        _check_size(self, message.key if isinstance(message, Delivery) else message, payload)
+        `reason` says why, for plugins (one of `REQUEUE_REASONS`). Refused, with the message
+        left unsettled: a `payload` over `max_message_size` (`MessageTooLargeError`), and a
+        poison message, which can only be deleted (`PoisonMessageError`)."""
+        key = message.key if isinstance(message, Delivery) else message
+        _check_size(self, key, payload)
+        refuse_requeue(key, "requeue")
         delivery = claimed(self, message, "requeue")
         chain = self._chains.requeue
         if chain is None:

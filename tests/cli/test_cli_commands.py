@@ -188,14 +188,14 @@ def test_send_show_list_requeue_delete_on_redis(redis_dsn: str, queue_name: str)
 
         other = next(d["id"] for d in dead if d["id"] != sent["message_id"])
         assert python_m_repid("dead", "requeue", queue_name, "--id", sent["message_id"],
-                              env=env).stdout == f"requeued 1 dead messages to {queue_name}\n"
+                              env=env).stdout == f"requeued 1 dead message to {queue_name}\n"
         assert queue_stats(redis_dsn, queue_name) == {"ready": 1, "delayed": 1,
                                                       "in_flight": 0, "dead": 1}
         missing = cli("dead", "requeue", queue_name, "--id", sent["message_id"],
                       env=runner_env, code=2)
         assert "no dead message with id" in missing.stderr
         assert cli("dead", "delete", queue_name, "--id", other, env=runner_env).stdout == \
-            f"deleted 1 dead messages from {queue_name}\n"
+            f"deleted 1 dead message from {queue_name}\n"
         assert queue_stats(redis_dsn, queue_name)["dead"] == 0
     finally:
         delete_queue(redis_dsn, queue_name)
@@ -300,9 +300,9 @@ def test_commands_on_rabbitmq(amqp_dsn: str, queue_name: str) -> None:
         assert {d["id"] for d in dead} >= {sent["message_id"]} and len(dead) == 2
         other = next(d["id"] for d in dead if d["id"] != sent["message_id"])
         assert python_m_repid("dead", "requeue", queue_name, "--id", sent["message_id"],
-                              env=env).stdout == f"requeued 1 dead messages to {queue_name}\n"
+                              env=env).stdout == f"requeued 1 dead message to {queue_name}\n"
         assert cli("dead", "delete", queue_name, "--id", other, env=runner_env).stdout == \
-            f"deleted 1 dead messages from {queue_name}\n"
+            f"deleted 1 dead message from {queue_name}\n"
         counts = queue_stats(amqp_dsn, queue_name)
         assert (counts["ready"], counts["dead"]) == (1, 0)
     finally:

@@ -234,7 +234,7 @@ def test_poison_is_listed_shown_and_deleted_from_the_command_line(redis_dsn: str
         assert f"delete it with `repid dead delete {queue} --id bad-1`" in shown
         assert "result id" not in shown and "retries" not in shown
         assert cli("dead", "delete", queue, "--id", "bad-1", env=env).stdout == \
-            f"deleted 1 dead messages from {queue}\n"
+            f"deleted 1 dead message from {queue}\n"
         assert json.loads(cli("dead", "list", queue, "--json", env=env).stdout) == []
     finally:
         delete_queue(redis_dsn, queue)

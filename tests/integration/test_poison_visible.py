@@ -158,6 +158,11 @@ async def test_poison_is_listed_refuses_reschedule_and_is_deleted_by_id(
             await found[id_].reschedule()
         with pytest.raises(PoisonMessageError, match=r"msg\.ack\(\)"):
             await found[id_].force_retry(0)
+        delivery = found[id_].delivery
+        with pytest.raises(PoisonMessageError):  # at the broker too
+            await connection.message_broker.requeue(delivery, "{}", delivery.params)
+        with pytest.raises(PoisonMessageError):
+            await delivery.requeue(delivery.params, "reschedule", "{}")
         assert not found[id_].is_settled
     # delete one by id: the others stay
     await found["bad-params"].ack()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from urllib.parse import urlsplit
 
 import pytest
 from cli_helpers import APP, ROOT, cli_env, free_port, repid_command
@@ -77,6 +78,19 @@ def test_unreachable_broker(scheme: str) -> None:
     dsn = f"{scheme}://user:{SECRET}@127.0.0.1:{free_port()}/"
     line = one_line_error(invoke("queues", "stats", "default", REPID_BROKER_DSN=dsn))
     assert "127.0.0.1" in line and "user:***@" in line
+
+
+def test_a_redis_dsn_at_another_port_says_what_to_check(amqp_dsn: str) -> None:
+    """Nothing listening, or another server there (RabbitMQ's port resets the
+    connection): either way the error names the address and asks to check it."""
+    rabbit_port = urlsplit(amqp_dsn).port or 5672
+    for port in (free_port(), rabbit_port):
+        dsn = f"redis://:{SECRET}@127.0.0.1:{port}/0"
+        line = one_line_error(invoke("queues", "stats", "default", REPID_BROKER_DSN=dsn))
+        assert line.startswith(f"Error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0")
+        assert line.endswith("; check that Redis listens at that host and port (6379 unless "
+                             "the server was set otherwise)"), line
+        assert ".;" not in line and SECRET not in line
 
 
 def test_worker_with_unreachable_broker_exits_2_before_starting_processes() -> None:

@@ -374,16 +374,24 @@ class ClientSettings:
                              client_name=self.client_name, extra=self.extra)
         where = mask_dsn(self.dsn)
         try:
-            with RedisErrors(BrokerConnectionError, "cannot reach Redis at %s", where):
+            with RedisErrors(BrokerConnectionError, "cannot reach Redis at %s", where,
+                             hint=_CHECK_ADDRESS):
                 refused = await check_login(client, where)
             if refused is not None:
                 raise refused
-            with RedisErrors(BrokerConnectionError, "cannot reach Redis at %s", where):
+            with RedisErrors(BrokerConnectionError, "cannot reach Redis at %s", where,
+                             hint=_CHECK_ADDRESS):
                 await client.ping()
         except BaseException:
             await client.aclose()
             raise
         return client
+
+
+#: what a first connection that fails asks to check (a wrong port answers, e.g.
+#: RabbitMQ's resets the connection, or nothing listens)
+_CHECK_ADDRESS = ("check that Redis listens at that host and port (6379 unless the server "
+                  "was set otherwise)")
 
 
 class Producer(Protocol):

@@ -53,15 +53,17 @@ class RedisErrors:
 
     `what` is %-formatted with `args` only when the block fails (and used as it is when
     there are no `args`), so a block that succeeds costs one small object, never a
-    string.
+    string. `hint`, when given, follows the reason of a connection error: what to check.
     """
 
-    __slots__ = ("_args", "_error", "_what")
+    __slots__ = ("_args", "_error", "_hint", "_what")
 
-    def __init__(self, error: Callable[[str], Exception], what: str, *args: object) -> None:
+    def __init__(self, error: Callable[[str], Exception], what: str, *args: object,
+                 hint: str = "") -> None:
         self._error = error
         self._what = what
         self._args = args
+        self._hint = hint
 
     def __enter__(self) -> None:
         return None
@@ -69,7 +71,7 @@ class RedisErrors:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc is not None:
-            mapped = mapped_error(exc, self._error, self.describe)
+            mapped = mapped_error(exc, self._error, self.describe, self._hint)
             if mapped is not None:
                 raise mapped from exc
 
@@ -79,14 +81,17 @@ class RedisErrors:
 
 
 def mapped_error(exc: BaseException, error: Callable[[str], Exception],
-                 describe: Callable[[], str]) -> Exception | None:
+                 describe: Callable[[], str], hint: str = "") -> Exception | None:
     """The `error` a Redis connection error `exc` becomes (`describe()` says what could not
-    be done), or None for any other exception. `RedisErrors` uses it; a hot path that
-    cannot afford a `with` object writes `except CONNECTION_ERRORS` and calls it."""
+    be done, `hint` what to check), or None for any other exception. `RedisErrors` uses
+    it; a hot path that cannot afford a `with` object writes `except CONNECTION_ERRORS` and
+    calls it."""
     if isinstance(exc, AuthenticationError):
         return error(f"{describe()}: Redis refused the login ({exc}); check the user and "
                      "password in the DSN")
     if isinstance(exc, CONNECTION_ERRORS):
+        if hint:
+            return error(f"{describe()}: {str(exc).rstrip('.')}; {hint}")
         return error(f"{describe()}: {exc}")
     return None
 

@@ -127,7 +127,10 @@ class Delivery:
         The broker's public settle methods claim before anything reaches the broker
         (through `claimed`)."""
         if self.settled_by is not None:
-            raise _already_settled(self, action)
+            raise AlreadySettledError(
+                f"cannot {action} message {self.key.id_}: it was already settled (already "
+                f"acked, nacked, rejected, retried or rescheduled: here by "
+                f"{self.settled_by}); a message is settled once")
         self.settled_by = action
 
     def ack(self) -> Coroutine[Any, Any, None]:
@@ -152,19 +155,10 @@ class Delivery:
 
 def claimed(broker: MessageBroker, message: RoutingKey | Delivery, action: str) -> Delivery:
     """The delivery a settle call names (`delivery_of`), claimed for `action`
-    (`Delivery.claim`, written out: every message's settle comes through here)."""
+    (`Delivery.claim`: `AlreadySettledError` if it was settled already)."""
     delivery = message if type(message) is Delivery else delivery_of(broker, message)
-    if delivery.settled_by is not None:
-        raise _already_settled(delivery, action)
-    delivery.settled_by = action
+    delivery.claim(action)
     return delivery
-
-
-def _already_settled(delivery: Delivery, action: str) -> AlreadySettledError:
-    return AlreadySettledError(
-        f"cannot {action} message {delivery.key.id_}: it was already settled (already "
-        f"acked, nacked, rejected, retried or rescheduled: here by {delivery.settled_by}); "
-        "a message is settled once")
 
 
 def delivery_of(broker: MessageBroker, message: RoutingKey | Delivery) -> Delivery:

@@ -61,7 +61,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,7 +68,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -84,6 +83,9 @@ from repid.data import MessageCategory
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the private server launchers live in tests/servers
+
+from tests.servers.ports import free_port  # noqa: E402
+from tests.servers.rabbit_node import free_port as rabbit_free_port  # noqa: E402
 
 APP = Path(__file__).resolve().parent / "soak_app.py"
 GAP_LIMIT_SECONDS = 30.0
@@ -105,28 +107,6 @@ class BrokerServer(Protocol):
     def fault(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def port_free(port: int) -> bool:
-    """Whether nothing listens on `port` of loopback right now."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(*conditions: Callable[[int], bool]) -> int:
-    """A TCP port on loopback that nothing listens on right now, meeting `conditions` (a
-    RabbitMQ node also needs port + 20000 for its distribution port)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if all(condition(port) for condition in conditions):
-            return port
-    raise RuntimeError("no free port pair found on 127.0.0.1; free some ports and retry")
 
 
 class RedisServer:
@@ -157,8 +137,7 @@ class RabbitServer:
     def __init__(self, workdir: Path) -> None:
         from tests.servers.rabbit_node import PrivateRabbit
 
-        self.server = PrivateRabbit(free_port(lambda port: port + 20000 <= 65535,
-                                              lambda port: port_free(port + 20000)),
+        self.server = PrivateRabbit(rabbit_free_port(),
                                     workdir / "rabbit")
         self.dsn = ""
 

@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
     InMemoryBucketBroker,
-    InMemoryMessageBroker,
     Job,
     MessageCategory,
     MessageDependency,
@@ -31,37 +31,14 @@ from repid import (
     enqueue_many,
     hookimpl,
 )
-from repid.brokers.base import MessageBroker
 
 TIMEOUT = 15
-
-
-def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
-    if kind == "rabbitmq_quorum":
-        from repid import RabbitMessageBroker
-
-        return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"), queue_type="quorum")
-    if kind == "redis_cluster":
-        from repid import RedisMessageBroker
-
-        return RedisMessageBroker(dsn=request.getfixturevalue("redis_cluster_dsn"))
-    if kind == "in_memory":
-        return InMemoryMessageBroker()
-    if kind == "redis":
-        dsn = request.getfixturevalue("redis_dsn")
-        from repid import RedisMessageBroker
-
-        return RedisMessageBroker(dsn=dsn)
-    dsn = request.getfixturevalue("amqp_dsn")
-    from repid import RabbitMessageBroker
-
-    return RabbitMessageBroker(dsn=dsn)
 
 
 @pytest.fixture(params=["in_memory", "redis", "rabbitmq", "rabbitmq_quorum", "redis_cluster"])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Connection, str]]:
     """A connected Connection on one broker, and a fresh declared queue name."""
-    connection = Connection(_broker(request.param, request),
+    connection = Connection(message_broker(request.param, request),
                             results_bucket_broker=InMemoryBucketBroker(use_result_bucket=True))
     await asyncio.wait_for(connection.connect(), TIMEOUT)
     queue = f"outcome-{uuid.uuid4().hex[:10]}"

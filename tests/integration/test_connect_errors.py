@@ -16,10 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
-    InMemoryMessageBroker,
     Queue,
     RabbitMessageBroker,
     RedisBucketBroker,
@@ -162,17 +162,9 @@ async def test_redis_password_for_a_user_without_one_is_refused(protected_redis:
 
 # --- a queue nobody declared ---
 
-def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
-    if kind == "in_memory":
-        return InMemoryMessageBroker()
-    if kind == "redis":
-        return RedisMessageBroker(request.getfixturevalue("redis_dsn"))
-    return RabbitMessageBroker(request.getfixturevalue("amqp_dsn"))
-
-
 @pytest.fixture(params=["in_memory", "redis", "rabbitmq"])
 async def connection(request: pytest.FixtureRequest) -> AsyncIterator[Connection]:
-    connection = Connection(_broker(request.param, request))
+    connection = Connection(message_broker(request.param, request))
     await asyncio.wait_for(connection.connect(), 15)
     try:
         yield connection

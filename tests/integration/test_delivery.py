@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import pytest
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
     Delivery,
-    InMemoryMessageBroker,
     MessageCategory,
     Parameters,
     RoutingKey,
@@ -26,18 +26,6 @@ from repid.brokers.delivery import DeliveredKey
 from repid.errors import AlreadySettledError
 
 TIMEOUT = 10
-
-
-def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
-    if kind == "in_memory":
-        return InMemoryMessageBroker()
-    if kind == "redis":
-        from repid import RedisMessageBroker
-
-        return RedisMessageBroker(request.getfixturevalue("redis_dsn"))
-    from repid import RabbitMessageBroker
-
-    return RabbitMessageBroker(request.getfixturevalue("amqp_dsn"))
 
 
 class Settles:
@@ -63,7 +51,7 @@ class Settles:
 @pytest.fixture(params=["in_memory", "redis", "rabbitmq"])
 async def env(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Connection, str, Settles]]:
     settles = Settles()
-    connection = Connection(_broker(request.param, request), plugins=[settles])
+    connection = Connection(message_broker(request.param, request), plugins=[settles])
     await asyncio.wait_for(connection.connect(), TIMEOUT)
     queue = f"delivery-{uuid.uuid4().hex[:8]}"
     await connection.message_broker.queue_declare(queue)

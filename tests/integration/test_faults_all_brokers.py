@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
@@ -27,7 +28,6 @@ from repid import (
     MessageCategory,
     Queue,
     RedisBucketBroker,
-    RedisMessageBroker,
     Router,
     Worker,
 )
@@ -43,11 +43,9 @@ SELF_KILLING_WORKER = Path(__file__).with_name("self_killing_worker.py")
 
 
 def _message_broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
-    if kind == "redis":
-        return RedisMessageBroker(dsn=request.getfixturevalue("redis_dsn"))
-    from repid import RabbitMessageBroker
-
-    return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"))
+    # on quorum queues the worker's limit is RabbitMQ's x-delivery-limit: they must agree
+    options = {"max_deliveries": 3} if kind == "rabbitmq_quorum" else {}
+    return message_broker(kind, request, **options)
 
 
 def _dsn(kind: str, request: pytest.FixtureRequest) -> str:
@@ -183,13 +181,14 @@ async def test_a_results_store_outage_never_stalls_the_worker(
 
 
 @pytest.mark.timeout(100)
-@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq", "rabbitmq_quorum"])
 async def test_an_actor_that_kills_its_process_is_dead_lettered_and_the_rest_run(
         kind: str, request: pytest.FixtureRequest, redis_dsn: str, queue_name: str,
         spawn: Any) -> None:
     """The worker process dies on the bad job; it is started again each time (as a
     supervisor would), the bad job is dead-lettered after max_deliveries=3 deliveries, and
-    the good jobs all run."""
+    the good jobs all run. On quorum queues the worker dead-letters it, with its reason,
+    at the 4th delivery: the last one RabbitMQ's x-delivery-limit of 3 allows."""
     dsn = _dsn(kind, request)
     conn = Connection(_message_broker(kind, request))
     await asyncio.wait_for(conn.connect(), TIMEOUT)

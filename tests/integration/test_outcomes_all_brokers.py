@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
     InMemoryBucketBroker,
-    InMemoryMessageBroker,
     Job,
     Message,
     MessageCategory,
@@ -32,7 +32,7 @@ from repid import (
     Router,
     Worker,
 )
-from repid.brokers.base import DEAD_REASON_HEADER, MessageBroker
+from repid.brokers.base import DEAD_REASON_HEADER
 from repid.data.headers import NO_ACTOR_RETURNS_HEADER
 
 pytestmark = pytest.mark.integration
@@ -43,27 +43,6 @@ TIMEOUT = 20
 FEW = 1
 
 Connect = Callable[..., Awaitable[Connection]]
-
-
-def _broker(kind: str, request: pytest.FixtureRequest, **kwargs: Any) -> MessageBroker:
-    if kind == "rabbitmq_quorum":
-        from repid import RabbitMessageBroker
-
-        return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"),
-                                   queue_type="quorum", **kwargs)
-    if kind == "redis_cluster":
-        from repid import RedisMessageBroker
-
-        return RedisMessageBroker(dsn=request.getfixturevalue("redis_cluster_dsn"), **kwargs)
-    if kind == "in_memory":
-        return InMemoryMessageBroker(**kwargs)
-    if kind == "redis":
-        from repid import RedisMessageBroker
-
-        return RedisMessageBroker(dsn=request.getfixturevalue("redis_dsn"), **kwargs)
-    from repid import RabbitMessageBroker
-
-    return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"), **kwargs)
 
 
 @pytest.fixture
@@ -83,7 +62,7 @@ async def connect(request: pytest.FixtureRequest, queue: str) -> AsyncIterator[C
         if request.param == "in_memory" and opened:
             return opened[0]
         connection = Connection(
-            _broker(request.param, request, **kwargs),
+            message_broker(request.param, request, **kwargs),
             results_bucket_broker=InMemoryBucketBroker(use_result_bucket=True))
         await asyncio.wait_for(connection.connect(), TIMEOUT)
         if not opened:

@@ -12,18 +12,17 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
-    InMemoryMessageBroker,
     Job,
     MessageTooLargeError,
     Queue,
-    RedisMessageBroker,
     enqueue_many,
     hookimpl,
 )
-from repid.brokers.base import MessageBroker, RawMessage
+from repid.brokers.base import RawMessage
 from repid.data import Parameters, RoutingKey
 from repid.serializer import to_json
 
@@ -45,17 +44,6 @@ class SeesEnqueues:
         return (yield)
 
 
-def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
-    if kind == "in_memory":
-        return InMemoryMessageBroker(max_message_size=LIMIT)
-    if kind == "redis":
-        return RedisMessageBroker(request.getfixturevalue("redis_dsn"),
-                                  max_message_size=LIMIT)
-    from repid import RabbitMessageBroker
-
-    return RabbitMessageBroker(request.getfixturevalue("amqp_dsn"), max_message_size=LIMIT)
-
-
 def _message(queue: str, payload: str) -> RawMessage:
     key = RoutingKey(id_=uuid.uuid4().hex, topic="work", queue=queue, priority=1)
     return key, payload, Parameters(execution_timeout=timedelta(seconds=30))
@@ -73,7 +61,8 @@ async def setup(request: pytest.FixtureRequest,
                 ) -> AsyncIterator[tuple[Connection, SeesEnqueues | None, str]]:
     kind, hooked = request.param
     plugin = SeesEnqueues() if hooked else None
-    conn = Connection(_broker(kind, request), plugins=() if plugin is None else (plugin,))
+    conn = Connection(message_broker(kind, request, max_message_size=LIMIT),
+                      plugins=() if plugin is None else (plugin,))
     await asyncio.wait_for(conn.connect(), TIMEOUT)
     queue = Queue(f"size-{uuid.uuid4().hex[:10]}", _connection=conn)
     await queue.declare()

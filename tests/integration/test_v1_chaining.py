@@ -7,10 +7,10 @@ import asyncio
 import uuid
 
 import pytest
+from broker_kinds import message_broker
 
 from repid import (
     Connection,
-    InMemoryMessageBroker,
     Job,
     Queue,
     RedisBucketBroker,
@@ -18,30 +18,17 @@ from repid import (
     Router,
     Worker,
 )
-from repid.brokers.base import MessageBroker
 
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 15
 
 
-def _broker(kind: str, request: pytest.FixtureRequest) -> MessageBroker:
-    if kind == "in_memory":
-        return InMemoryMessageBroker()
-    if kind == "redis":
-        from repid import RedisMessageBroker
-
-        return RedisMessageBroker(dsn=request.getfixturevalue("redis_dsn"))
-    from repid import RabbitMessageBroker
-
-    return RabbitMessageBroker(dsn=request.getfixturevalue("amqp_dsn"))
-
-
 @pytest.mark.parametrize("kind", ["in_memory", "redis", "rabbitmq"])
 async def test_cookbook_chaining(kind: str, request: pytest.FixtureRequest,
                                  redis_dsn: str) -> None:
     buckets = RedisBucketBroker(redis_dsn, use_result_bucket=True)
-    app = Repid(Connection(_broker(kind, request), args_bucket_broker=buckets,
+    app = Repid(Connection(message_broker(kind, request), args_bucket_broker=buckets,
                            results_bucket_broker=buckets))
     queue_name = f"chain-{uuid.uuid4().hex[:10]}"
     router = Router()

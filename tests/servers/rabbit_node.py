@@ -28,6 +28,9 @@ from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 
+from .ports import free_port as any_free_port
+from .ports import port_free as port_free
+
 SBIN = Path(os.environ.get("RABBITMQ_SBIN", "/usr/lib/rabbitmq/bin"))
 #: how long a start may take before it is reported as failed
 START_TIMEOUT = 60.0
@@ -42,24 +45,10 @@ def available() -> str | None:
     return None
 
 
-def port_free(port: int) -> bool:
-    """Whether nothing listens on `port` of loopback right now (connections of a stopped
-    node lingering in TIME_WAIT do not count: the node's listeners reuse the address)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port() -> int:
     """A free loopback port whose distribution port (`port + 20000`) is free too."""
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
+        port = any_free_port()
         if port + 20000 <= 65535 and port_free(port + 20000):
             return port
     raise RuntimeError("no free loopback port pair (port, port + 20000) found")

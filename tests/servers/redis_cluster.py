@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.servers.ports import port_free
 from tests.servers.redis_server import PrivateRedis
 
 #: how long forming the cluster, or a node's rejoining it, may take
@@ -51,22 +52,13 @@ def available() -> str | None:
     return None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def free_ports(count: int = 3, ports: range = PORT_RANGE) -> tuple[int, ...]:
     """`count` consecutive ports of `ports` (taken in blocks of `count`) on which, and on
     whose bus ports, nothing listens right now: so test sessions that run at the same time
     each get a cluster of their own."""
     for start in range(ports.start, ports.stop - count + 1, count):
         block = tuple(range(start, start + count))
-        if all(_port_free(port) and _port_free(port + 10000) for port in block):
+        if all(port_free(port) and port_free(port + 10000) for port in block):
             return block
     raise RuntimeError(f"no {count} free ports in {ports.start}-{ports.stop - 1} (and their "
                        "bus ports, +10000) on 127.0.0.1: stop the servers that hold them")
@@ -135,7 +127,7 @@ class PrivateRedisCluster:
         and return once every node reports `cluster_state:ok`. On a failure everything
         started is stopped again. RuntimeError when a port is taken (another cluster's)."""
         taken = [port for node in self.nodes if not node.running
-                 for port in (node.port, node.port + 10000) if not _port_free(port)]
+                 for port in (node.port, node.port + 10000) if not port_free(port)]
         if taken:
             raise RuntimeError(f"ports {taken} are in use on 127.0.0.1 (another test run's "
                                "cluster?); pick free ones with free_ports()")

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .ports import free_port as free_port
+
 #: how long a start may take before it is reported as failed
 START_TIMEOUT = 15.0
 
@@ -37,14 +39,6 @@ def available() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server is not on PATH"
     return None
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _ping(port: int) -> bool:

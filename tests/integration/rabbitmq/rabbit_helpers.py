@@ -4,6 +4,7 @@ fixtures `broker` and `queue` from here)."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -75,3 +76,17 @@ async def queue(broker: RabbitMessageBroker) -> AsyncIterator[str]:
     if broker._connection is None:
         await broker.connect()
     await broker.queue_delete(name)
+
+
+def drop_connections(name: str) -> int:
+    """Close (server side) every RabbitMQ connection whose connection_name is `name`."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "list_connections", "-q", "--no-table-headers",
+         "pid", "client_properties"],
+        capture_output=True, text=True, timeout=20, check=True).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines()
+            if f'{{"connection_name","{name}"}}' in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "close_connection", pid, "test"],
+                       capture_output=True, timeout=20, check=True)
+    return len(pids)

@@ -20,7 +20,6 @@ import itertools
 import logging
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
-from rabbit_helpers import key, params, take, unique
+from rabbit_helpers import drop_connections, key, params, take, unique
 
 from repid import Connection, Job, Router, Worker
 from repid.brokers._dsn import mask_dsn
@@ -55,18 +54,6 @@ def on_port(dsn: str, port: int, password: str | None = None) -> str:
     return parts._replace(netloc=f"{user}:{secret}@127.0.0.1:{port}").geturl()
 
 
-def drop_connections(name: str) -> int:
-    """Close (server side) every connection of the shared RabbitMQ named `name`."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "list_connections", "-q", "--no-table-headers",
-         "pid", "client_properties"],
-        capture_output=True, text=True, timeout=20, check=True).stdout
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines()
-            if f'{{"connection_name","{name}"}}' in line]
-    for pid in pids:
-        subprocess.run(["rabbitmqctl", "close_connection", pid, "test"],
-                       capture_output=True, timeout=20, check=True)
-    return len(pids)
 
 
 # --- several nodes, without a cluster ---

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiormq
 import pytest
 from pamqp.commands import Basic
 from rabbit_helpers import drain, key, nothing_within, params, take, unique
+from test_rabbit_broker import test_priorities_high_first as test_priorities_high_first
 
-from repid import Connection, Job, MessageCategory, Queue, QueueDeclareError
+from repid import MessageCategory, QueueDeclareError
 from repid.brokers.base import DEAD_REASON_HEADER
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.brokers.rabbitmq import _layout as layout
@@ -24,8 +23,6 @@ from repid.brokers.rabbitmq import _topology as topology
 from repid.brokers.rabbitmq._levels import STARVATION_LIMIT
 
 pytestmark = pytest.mark.integration
-
-SELF_KILLING_WORKER = Path(__file__).resolve().parents[1] / "self_killing_worker.py"
 
 
 def quorum_broker(dsn: str, **kwargs: Any) -> RabbitMessageBroker:
@@ -117,20 +114,6 @@ async def test_enqueue_consume_ack_and_stats(broker: RabbitMessageBroker, queue:
     await c.finish()
     assert (await broker.queue_stats(queue))["ready"] == 0
     assert await broker.queue_names() is None  # no management_url
-
-
-async def test_priorities_high_first(broker: RabbitMessageBroker, queue: str) -> None:
-    for i, prio in enumerate([0, 1, 2, 0, 2, 1]):
-        await broker.enqueue(key(queue, f"m{i}", priority=prio), str(prio), params())
-    c = broker.consume(queue, max_unacked_messages=1)
-    order = []
-    for _ in range(6):
-        k, payload, _ = await take(c)
-        order.append(int(payload))
-        assert k.priority == int(payload)
-        await broker.ack(k)
-    await c.finish()
-    assert order == [2, 2, 1, 1, 0, 0]
 
 
 async def test_lower_priorities_are_not_starved(broker: RabbitMessageBroker,
@@ -259,58 +242,6 @@ async def test_delivery_limit_dead_letters_by_rabbitmq_itself(amqp_dsn: str) -> 
     finally:
         await b.queue_delete(name)
         await b.disconnect()
-
-
-async def test_a_crash_looping_job_is_dead_lettered_alone_with_its_reason(
-        amqp_dsn: str, redis_dsn: str, spawn: Any) -> None:
-    """A real worker (max_deliveries=3) killed by one job, restarted each time: the job is
-    dead-lettered by the worker at its 4th delivery, the last one RabbitMQ's
-    x-delivery-limit of 3 allows, with the worker's reason; the good jobs all run."""
-    from redis.asyncio import Redis
-
-    name = unique("quorum-crash")
-    conn = Connection(quorum_broker(amqp_dsn, max_deliveries=3))
-    await conn.connect()
-    queue = Queue(name, _connection=conn)
-    await queue.declare()
-    raw = Redis.from_url(redis_dsn, decode_responses=True)
-    runs_key = f"repid-test:quorum-crash:{uuid.uuid4().hex}"
-    proc = None
-    try:
-        await Job("die", queue=name, _connection=conn).enqueue()
-        for n in range(10):
-            await Job("good", queue=name, args={"n": n}, _connection=conn).enqueue()
-
-        async def dead() -> list[Any]:
-            return [m async for m in queue.get_messages(category=MessageCategory.DEAD,
-                                                        stop_when_empty=True)]
-
-        deaths = 0
-        deadline = time.monotonic() + 60
-        args = ("rabbitmq_quorum", amqp_dsn, name, redis_dsn, runs_key)
-        proc = spawn(SELF_KILLING_WORKER, *args)
-        while not (await raw.scard(runs_key) >= 10 and len(await dead()) == 1):
-            assert time.monotonic() < deadline, (
-                f"after {deaths} restarts: {await raw.scard(runs_key)} good jobs ran, "
-                f"{len(await dead())} dead-lettered")
-            if proc.poll() is not None:
-                deaths += 1
-                proc = spawn(SELF_KILLING_WORKER, *args)
-            await asyncio.sleep(0.1)
-        assert await raw.scard(runs_key) == 10
-        assert deaths <= 3
-        [message] = await dead()
-        assert message.key.topic == "die"
-        assert "delivered 4 times without being settled (limit 3)" in \
-            message.parameters.headers[DEAD_REASON_HEADER]
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 15)
-        await raw.delete(runs_key)
-        await raw.aclose()
-        await queue.delete()
-        await conn.disconnect()
 
 
 async def test_poison_is_dead_lettered_alone(amqp_dsn: str, broker: RabbitMessageBroker,

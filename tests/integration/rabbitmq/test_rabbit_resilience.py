@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-from rabbit_helpers import key, params, take, unique
+from rabbit_helpers import drop_connections, key, params, take, unique
 
 from repid.brokers.rabbitmq import RabbitMessageBroker
 from repid.errors import EnqueueNotConfirmedError
@@ -21,18 +20,6 @@ pytestmark = [
 ]
 
 
-def drop_connections(name: str) -> int:
-    """Close (server side) every RabbitMQ connection whose connection_name is `name`."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "list_connections", "-q", "--no-table-headers",
-         "pid", "client_properties"],
-        capture_output=True, text=True, timeout=20, check=True).stdout
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines()
-            if f'{{"connection_name","{name}"}}' in line]
-    for pid in pids:
-        subprocess.run(["rabbitmqctl", "close_connection", pid, "test"],
-                       capture_output=True, timeout=20, check=True)
-    return len(pids)
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from redis_helpers import running, until
 
 from repid import Connection, Job, RedisMessageBroker, Router, Worker
 from repid.brokers.redis import RedisBucketBroker
@@ -67,16 +68,6 @@ async def connection_to(dsn: str, **options: Any) -> AsyncIterator[Connection]:
         await asyncio.wait_for(conn.disconnect(), 15)
 
 
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[Any]]:
-    task = asyncio.create_task(worker.run())
-    try:
-        yield task
-    finally:
-        worker.stop()
-        await asyncio.wait_for(asyncio.shield(task), 15)
-
-
 def recorder(queue: str, ran: dict[str, float]) -> Router:
     """A router whose actor notes when each job `n` first ran."""
     router = Router()
@@ -86,14 +77,6 @@ def recorder(queue: str, ran: dict[str, float]) -> Router:
         ran.setdefault(n, time.monotonic())
 
     return router
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    stop = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > stop:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_enqueue_consume_ack_through_sentinels(group: SentinelGroup) -> None:

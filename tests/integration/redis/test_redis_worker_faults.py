@@ -11,9 +11,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import Any
 
 import pytest
+from redis_helpers import running, until
 
 from repid import Connection, Job, RedisMessageBroker, Router, Worker
 from repid.brokers.base import DEAD_REASON_HEADER
@@ -41,25 +41,6 @@ async def connection_to(dsn: str, lease: float) -> AsyncIterator[Connection]:
         yield conn
     finally:
         await conn.disconnect()
-
-
-@contextlib.asynccontextmanager
-async def running(worker: Worker) -> AsyncIterator[asyncio.Task[Any]]:
-    """The worker runs in the background; stopped and awaited at the end."""
-    task = asyncio.create_task(worker.run())
-    try:
-        yield task
-    finally:
-        worker.stop()
-        await asyncio.wait_for(asyncio.shield(task), 15)
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    stop = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > stop:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _sleep_in_a_process(seconds: float) -> None:

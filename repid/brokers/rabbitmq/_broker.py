@@ -579,6 +579,12 @@ class RabbitMessageBroker(MessageBroker):
         """basic.ack (requeue None) or basic.reject; a closed channel means RabbitMQ has
         already put the message back (at-least-once), which is reported, not hidden."""
         message = delivery.message
+        if self._layout.server_counts and isinstance(delivery.consumer, RabbitConsumer):
+            # A quorum queue fills the prefetch an ack frees at once: were that message
+            # sent to a subscription being cancelled (a pause), RabbitMQ would take it
+            # back counted as an unsettled delivery, though no one received it. So the
+            # settles of a pausing consumer wait for its cancel-ok.
+            await delivery.consumer.until_unsubscribed()
         try:
             await settle(message, requeue)
         except CHANNEL_ERRORS as exc:

@@ -28,9 +28,14 @@ subscription is cancelled, and what was buffered or arrives before the cancel-ok
 back (uncounted), so a suspect that kills the process takes nothing else down with it.
 Subscribing and cancelling hold one lock, so a pause never misses a subscription being
 made, and a give-back waits until no subscription is active (a quorum queue returns a
-message it delivered to a subscription being cancelled, counted once more).
-`resume()` subscribes again. (basic.qos would not do: RabbitMQ applies a new prefetch to
-new consumers only.)
+message it delivered to a subscription being cancelled, counted once more, though no
+client received it). So with quorum queues nothing may be on its way when the cancel
+arrives: the settles of a pausing consumer wait for its cancel-ok (each ack frees prefetch
+that RabbitMQ would fill at once), and the cancel waits until nothing has arrived for
+`_QUIET_SECONDS` (RabbitMQ may still be sending what the prefetch allowed, and quorum
+queues send a little past it). Only a message published during those few milliseconds
+can still be counted once (`docs/decisions.md`). `resume()` subscribes again. (basic.qos
+would not do: RabbitMQ applies a new prefetch to new consumers only.)
 
 The consumers reach their broker only through the `ConsumerLink` it gives them
 (`_link.py`); the acknowledgements themselves are in `_acks.py`.
@@ -65,6 +70,10 @@ logger = logging.getLogger("repid.brokers.rabbitmq")
 
 #: how long deliveries to a cancelled subscription are still received (see `_cancel_subscribed`)
 _LATE_DELIVERIES_SECONDS = 30.0
+#: quorum queues: a pause cancels once nothing has arrived for this long (see `pause`)
+_QUIET_SECONDS = 0.1
+#: ... or after this long at most
+_QUIET_LIMIT_SECONDS = 2.0
 #: a message arriving this much before its time is sent back to the delay levels
 _EARLY_TOLERANCE = timedelta(seconds=1)
 
@@ -190,6 +199,7 @@ class RabbitConsumer(RabbitConsumerBase):
         self._paused = False  # subscription cancelled by `pause()`
         self._receiving = 0  # pushed messages still being handled by `_on_message`
         self._quiet = asyncio.Event()  # set when `_receiving` drops to 0
+        self._last_arrival = 0.0  # loop time of the last pushed message
 
     async def start(self) -> None:
         """Subscribe on a robust channel of its own: aio-pika reopens it (with its prefetch)
@@ -253,17 +263,22 @@ class RabbitConsumer(RabbitConsumerBase):
         delivery back while paused or finished."""
         underlay, tags, self._tags = self._underlay, self._tags, []
         loop = asyncio.get_running_loop()
-        for tag in tags if underlay is not None else ():
-            assert underlay is not None
-            try:
-                await underlay.basic_cancel(tag, timeout=self._link.settings.operation_timeout)
-            except CHANNEL_ERRORS as exc:  # the channel is gone: nothing more arrives on it
-                logger.debug("could not cancel a consumer of %r (%s)", self.queue_name, exc)
-                continue
-            if isinstance(underlay, aiormq.Channel):
-                underlay.consumers.setdefault(tag, self._on_message)
-                loop.call_later(_LATE_DELIVERIES_SECONDS, underlay.consumers.pop, tag, None)
-        self._unsubscribed.set()
+        try:
+            for tag in tags if underlay is not None else ():
+                assert underlay is not None
+                try:
+                    await underlay.basic_cancel(tag,
+                                                timeout=self._link.settings.operation_timeout)
+                except CHANNEL_ERRORS as exc:  # the channel is gone: nothing more arrives
+                    logger.debug("could not cancel a consumer of %r (%s)", self.queue_name, exc)
+                    continue
+                if isinstance(underlay, aiormq.Channel):
+                    underlay.consumers.setdefault(tag, self._on_message)
+                    loop.call_later(_LATE_DELIVERIES_SECONDS, underlay.consumers.pop, tag, None)
+        finally:
+            # also when a cancel failed otherwise (a timeout): settles and copies waiting
+            # in `until_unsubscribed` go on rather than wait for ever
+            self._unsubscribed.set()
 
     def _on_channel_close(self, channel: Any, exc: BaseException | None = None) -> None:
         """The channel closed under us (connection lost, server stopping): say so until
@@ -349,6 +364,7 @@ class RabbitConsumer(RabbitConsumerBase):
         Whatever fails here, the message is never left held for ever: it goes back to the
         queue after `reconnect_interval` (not at once, which could spin)."""
         self._receiving += 1
+        self._last_arrival = asyncio.get_running_loop().time()
         try:
             await self._receive(message)
         except Exception:
@@ -438,6 +454,8 @@ class RabbitConsumer(RabbitConsumerBase):
         if self._paused or self._finished:
             return
         self._paused = True
+        if self._link.layout.server_counts:
+            await self._until_quiet()
         await self._cancel_subscriptions()
         # Deliveries sent before cancel-ok precede it on the channel: their `_on_message`
         # tasks exist now; one loop turn lets them start and count themselves.
@@ -448,6 +466,20 @@ class RabbitConsumer(RabbitConsumerBase):
             self._quiet.clear()
             await self._quiet.wait()
 
+    async def _until_quiet(self) -> None:
+        """Quorum queues: before a pause cancels, wait until RabbitMQ has sent what it
+        will (nothing arrived for `_QUIET_SECONDS`; settles wait meanwhile, so no prefetch
+        is freed), so that no delivery is on its way when the cancel arrives: RabbitMQ
+        3.10 would take it back counted as an unsettled delivery. What arrives meanwhile
+        is given back after the cancel, as any arrival during a pause."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + _QUIET_LIMIT_SECONDS
+        while True:
+            left = self._last_arrival + _QUIET_SECONDS - loop.time()
+            if left <= 0 or loop.time() >= give_up:
+                return
+            await asyncio.sleep(left)
+
     def delivered(self, message: DeliveredMessage) -> bool:
         """Whether `message` came through this consumer's channel."""
         return self._underlay is not None and message.channel is self._underlay
@@ -455,7 +487,9 @@ class RabbitConsumer(RabbitConsumerBase):
     async def until_unsubscribed(self) -> None:
         """While pausing or finishing: return once no subscription is active any more (a
         quorum queue returns, counted, a delivery its leader sent to a subscription
-        being cancelled); at once otherwise."""
+        being cancelled); at once otherwise. The broker's copies back to the queue wait
+        here, and so do its settles on quorum queues: an ack frees prefetch, and RabbitMQ
+        would fill it with a message for the subscription being cancelled."""
         if self._paused or self._finished:
             await self._unsubscribed.wait()
 

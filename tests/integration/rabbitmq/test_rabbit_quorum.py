@@ -214,6 +214,34 @@ async def test_rabbitmq_counts_deliveries_and_reject_does_not(
     await c.finish()
 
 
+async def test_a_pause_while_messages_are_acked_counts_no_delivery(
+        broker: RabbitMessageBroker, queue: str) -> None:
+    """A consumer pauses (its worker runs a suspect alone) just after taking messages,
+    which are acked as it pauses. RabbitMQ 3.10 takes back, counted (`x-delivery-count`),
+    a message it sent to a subscription being cancelled though no client received it:
+    what the prefetch still allowed, and what an ack's freed prefetch let through. Enough
+    such counts dead-letter a good job. The pause lets nothing be on its way when it
+    cancels, so every message here comes as a first delivery."""
+    total = 120
+    await broker.enqueue_many((key(queue, f"m{n}"), "x", params()) for n in range(total))
+    c = broker.consume(queue, max_unacked_messages=4)
+    counts: dict[str, int] = {}
+    try:
+        while len(counts) < total:
+            taken = [await take(c) for _ in range(min(3, total - len(counts)))]
+            for k, _, _ in taken:
+                counts[k.id_] = max(counts.get(k.id_, 0), broker.delivery_count(k))
+            acks = [asyncio.ensure_future(broker.ack(k)) for k, _, _ in taken]
+            await c.pause()  # races the acks, as a suspect's pause races its neighbours'
+            await asyncio.gather(*acks)
+            await c.resume()
+    finally:
+        await c.finish()
+    assert len(counts) == total
+    assert {n: count for n, count in counts.items() if count != 1} == {}
+    assert (await broker.queue_stats(queue))["ready"] == 0
+
+
 async def test_delivery_limit_dead_letters_by_rabbitmq_itself(amqp_dsn: str) -> None:
     """A message whose deliveries all end unsettled, even the last one the worker would
     dead-letter, is dead-lettered by RabbitMQ after max_deliveries + 1 deliveries, alone

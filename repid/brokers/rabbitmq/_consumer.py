@@ -32,10 +32,10 @@ message it delivered to a subscription being cancelled, counted once more, thoug
 client received it). So with quorum queues nothing may be on its way when the cancel
 arrives: the settles of a pausing consumer wait for its cancel-ok (each ack frees prefetch
 that RabbitMQ would fill at once), and the cancel waits until nothing has arrived for
-`_QUIET_SECONDS` (RabbitMQ may still be sending what the prefetch allowed, and quorum
-queues send a little past it). Only a message published during those few milliseconds
-can still be counted once (`docs/decisions.md`). `resume()` subscribes again. (basic.qos
-would not do: RabbitMQ applies a new prefetch to new consumers only.)
+`_QUIET_SECONDS` since the pause began (RabbitMQ may still be sending what the prefetch
+allowed, and quorum queues send a little past it). Only a message published during those
+few milliseconds can still be counted once (`docs/decisions.md`). `resume()` subscribes
+again. (basic.qos would not do: RabbitMQ applies a new prefetch to new consumers only.)
 
 The consumers reach their broker only through the `ConsumerLink` it gives them
 (`_link.py`); the acknowledgements themselves are in `_acks.py`.
@@ -199,7 +199,7 @@ class RabbitConsumer(RabbitConsumerBase):
         self._paused = False  # subscription cancelled by `pause()`
         self._receiving = 0  # pushed messages still being handled by `_on_message`
         self._quiet = asyncio.Event()  # set when `_receiving` drops to 0
-        self._last_arrival = 0.0  # loop time of the last pushed message
+        self._arrived = asyncio.Event()  # set by a message pushed while pausing
 
     async def start(self) -> None:
         """Subscribe on a robust channel of its own: aio-pika reopens it (with its prefetch)
@@ -364,7 +364,6 @@ class RabbitConsumer(RabbitConsumerBase):
         Whatever fails here, the message is never left held for ever: it goes back to the
         queue after `reconnect_interval` (not at once, which could spin)."""
         self._receiving += 1
-        self._last_arrival = asyncio.get_running_loop().time()
         try:
             await self._receive(message)
         except Exception:
@@ -392,6 +391,7 @@ class RabbitConsumer(RabbitConsumerBase):
             # carrying the deliveries RabbitMQ counted), never drop it; once no
             # subscription is active, so the copy is not pushed straight back to this
             # consumer (a quorum queue would count a delivery the cancel then stops).
+            self._arrived.set()  # not quiet yet (see `_until_quiet`)
             await self._unsubscribed.wait()
             await self._link.give_back(message)
             return
@@ -468,17 +468,19 @@ class RabbitConsumer(RabbitConsumerBase):
 
     async def _until_quiet(self) -> None:
         """Quorum queues: before a pause cancels, wait until RabbitMQ has sent what it
-        will (nothing arrived for `_QUIET_SECONDS`; settles wait meanwhile, so no prefetch
-        is freed), so that no delivery is on its way when the cancel arrives: RabbitMQ
-        3.10 would take it back counted as an unsettled delivery. What arrives meanwhile
-        is given back after the cancel, as any arrival during a pause."""
+        will (nothing arrived for `_QUIET_SECONDS` since the pause began; settles wait
+        meanwhile, so no prefetch is freed), so that no delivery is on its way when the
+        cancel arrives: RabbitMQ 3.10 would take it back counted as an unsettled delivery.
+        What arrives meanwhile is given back after the cancel, as any arrival during a
+        pause (`_receive` sets `_arrived` there, so messages not paused pay nothing)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + _QUIET_LIMIT_SECONDS
-        while True:
-            left = self._last_arrival + _QUIET_SECONDS - loop.time()
-            if left <= 0 or loop.time() >= give_up:
+        while loop.time() < give_up:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), _QUIET_SECONDS)
+            except asyncio.TimeoutError:
                 return
-            await asyncio.sleep(left)
 
     def delivered(self, message: DeliveredMessage) -> bool:
         """Whether `message` came through this consumer's channel."""

@@ -262,6 +262,8 @@ class RabbitConsumer(RabbitConsumerBase):
         subscription's callback is put back for a while: `_on_message` gives such a
         delivery back while paused or finished."""
         underlay, tags, self._tags = self._underlay, self._tags, []
+        if tags:
+            self._unsubscribed.clear()  # subscribed until the cancel-oks
         loop = asyncio.get_running_loop()
         try:
             for tag in tags if underlay is not None else ():
@@ -454,9 +456,15 @@ class RabbitConsumer(RabbitConsumerBase):
         if self._paused or self._finished:
             return
         self._paused = True
-        if self._link.layout.server_counts:
-            await self._until_quiet()
-        await self._cancel_subscriptions()
+        try:
+            if self._link.layout.server_counts:
+                await self._until_quiet()
+            await self._cancel_subscriptions()
+        except asyncio.CancelledError:
+            if self._tags:  # stopped before its cancel: still subscribed, so not paused;
+                self._paused = False  # wake whatever waits for the cancel
+                self._unsubscribed.set()
+            raise
         # Deliveries sent before cancel-ok precede it on the channel: their `_on_message`
         # tasks exist now; one loop turn lets them start and count themselves.
         await asyncio.sleep(0)

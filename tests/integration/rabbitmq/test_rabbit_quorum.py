@@ -242,6 +242,32 @@ async def test_a_pause_while_messages_are_acked_counts_no_delivery(
     assert (await broker.queue_stats(queue))["ready"] == 0
 
 
+async def test_a_pause_stopped_before_its_cancel_leaves_the_consumer_going(
+        broker: RabbitMessageBroker, queue: str) -> None:
+    """A worker stopped while a pause waits for quiet: the settle waiting for that cancel
+    goes on, and the consumer, still subscribed, keeps handing out messages."""
+    await broker.enqueue(key(queue, "held"), "x", params())
+    c = broker.consume(queue, max_unacked_messages=4)
+    try:
+        held, _, _ = await take(c)
+        pausing = asyncio.ensure_future(c.pause())
+        await asyncio.sleep(0.02)  # in the quiet wait, before any cancel
+        ack = asyncio.ensure_future(broker.ack(held))
+        await asyncio.sleep(0.02)
+        assert not ack.done()  # waits for the cancel
+        pausing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pausing
+        await asyncio.wait_for(ack, 5)
+        await broker.enqueue(key(queue, "next"), "x", params())
+        k, _, _ = await take(c)
+        assert k.id_ == "next"
+        await broker.ack(k)
+    finally:
+        await c.finish()
+    assert (await broker.queue_stats(queue))["ready"] == 0
+
+
 async def test_delivery_limit_dead_letters_by_rabbitmq_itself(amqp_dsn: str) -> None:
     """A message whose deliveries all end unsettled, even the last one the worker would
     dead-letter, is dead-lettered by RabbitMQ after max_deliveries + 1 deliveries, alone

@@ -111,3 +111,35 @@ async def test_consumer_survives_its_queue_being_deleted_and_declared_again(
     await b.ack(k)
     await c.finish()
     assert any("cancelled the consumer" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_quorum_pause_across_a_drop_ends_and_consuming_resumes(amqp_dsn: str) -> None:
+    """A worker pauses (a suspect runs alone) just as its connection drops: the pause's
+    cancel finds the channel gone and ends, the held message's ack says it comes again,
+    and after `resume()` the consumer is back and hands the message out again."""
+    name = unique("conn")
+    b = RabbitMessageBroker(amqp_dsn, connection_name=name, queue_type="quorum",
+                            publish_timeout=5.0, operation_timeout=5.0, reconnect_interval=0.5)
+    await b.connect()
+    q = unique()
+    await b.queue_declare(q)
+    try:
+        c = b.consume(q, max_unacked_messages=4)
+        await b.enqueue(key(q, "held"), "x", params())
+        held, _, _ = await take(c)
+        assert await asyncio.to_thread(drop_connections, name) == 1
+        await asyncio.wait_for(c.pause(), 10)
+        with pytest.raises(ConnectionError, match="delivers it again"):
+            await asyncio.wait_for(b.ack(held), 10)
+        await c.resume()
+        k, _, _ = await take(c, 15)  # at-least-once: back on the restored connection
+        assert k.id_ == "held"
+        await b.ack(k)
+        await enqueue_until_confirmed(b, q, "after")
+        k, _, _ = await take(c, 15)
+        assert k.id_ == "after"
+        await b.ack(k)
+        await c.finish()
+    finally:
+        await b.queue_delete(q)
+        await b.disconnect()
